@@ -1,0 +1,141 @@
+//! The admin HTTP API: accounts, mailbox figures, health and metrics.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::address::normalise;
+use crate::auth::{hash_password, MAX_PASSWORD_LEN};
+use crate::server::ServerContext;
+use crate::store::{delete_account_and_mail, Account, StoreError};
+
+type Ctx = State<Arc<ServerContext>>;
+
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+pub fn router(ctx: Arc<ServerContext>) -> Router {
+    let users = Router::new()
+        .route("/users", get(list_users))
+        .route("/users/{address}", axum::routing::put(put_user).delete(delete_user))
+        .route("/users/{address}/mailbox", get(mailbox))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(users)
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .with_state(ctx)
+}
+
+pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, mut stop: watch::Receiver<bool>) {
+    let app = router(ctx);
+    let shutdown = async move {
+        let _ = stop.changed().await;
+    };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        tracing::error!(error = %e, "admin API stopped");
+    }
+}
+
+async fn require_token(State(ctx): Ctx, request: Request, next: Next) -> Result<Response, ApiError> {
+    if let Some(token) = &ctx.config.admin_token {
+        let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if given != Some(format!("Bearer {token}").as_str()) {
+            return Err(ApiError(StatusCode::UNAUTHORIZED, "a valid bearer token is required".into()));
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+async fn readyz(State(ctx): Ctx) -> Result<Json<serde_json::Value>, ApiError> {
+    ctx.store.ping().await?;
+    Ok(Json(json!({ "status": "ready", "store": ctx.store.backend() })))
+}
+
+async fn metrics(State(ctx): Ctx) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &ctx.registry) {
+        Ok(()) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+        Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn list_users(State(ctx): Ctx) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut users = ctx.store.list_accounts().await?;
+    users.sort();
+    Ok(Json(json!({ "users": users })))
+}
+
+#[derive(Deserialize)]
+struct PasswordBody {
+    password: String,
+}
+
+async fn put_user(
+    State(ctx): Ctx,
+    Path(address): Path<String>,
+    body: Result<Json<PasswordBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let address = normalise(&address).map_err(|e| bad_request(e.to_string()))?;
+    let Json(body) = body.map_err(|e| bad_request(format!("expected JSON {{\"password\": \"...\"}}: {e}")))?;
+    if body.password.is_empty() || body.password.len() > MAX_PASSWORD_LEN {
+        return Err(bad_request(format!("password must be 1 to {MAX_PASSWORD_LEN} octets")));
+    }
+    // Informational only (201 vs 200): the write is a plain upsert either way.
+    let existed = ctx.store.get_account(&address).await?.is_some();
+    let password = body.password;
+    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    ctx.store.put_account(&Account { address: address.clone(), password_hash }).await?;
+    tracing::info!(%address, created = !existed, "account saved");
+    let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(json!({ "address": address, "created": !existed }))))
+}
+
+async fn delete_user(State(ctx): Ctx, Path(address): Path<String>) -> Result<StatusCode, ApiError> {
+    let address = normalise(&address).map_err(|e| bad_request(e.to_string()))?;
+    if ctx.store.get_account(&address).await?.is_none() {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no account {address}")));
+    }
+    delete_account_and_mail(ctx.store.as_ref(), &address).await?;
+    tracing::info!(%address, "account deleted with its mail");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn mailbox(State(ctx): Ctx, Path(address): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let address = normalise(&address).map_err(|e| bad_request(e.to_string()))?;
+    if ctx.store.get_account(&address).await?.is_none() {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no account {address}")));
+    }
+    let listing = ctx.store.listing(&address).await?;
+    let octets: u64 = listing.iter().map(|e| e.size).sum();
+    Ok(Json(json!({ "address": address, "messages": listing.len(), "octets": octets })))
+}

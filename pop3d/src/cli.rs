@@ -1,0 +1,100 @@
+//! `pop3d user ...`: account management through the admin API.
+
+use std::io::{BufRead, IsTerminal};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create an account; the password is read from stdin or prompted for.
+    Add { address: String },
+    /// Change an account's password; read from stdin or prompted for.
+    Passwd { address: String },
+    /// Delete an account and all of its mail.
+    Del { address: String },
+    /// List accounts.
+    List,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UserArgs {
+    /// Base URL of the admin API.
+    #[arg(long, env = "POP3D_ADMIN_URL", default_value = "http://127.0.0.1:8080")]
+    pub admin_url: String,
+    /// Bearer token for the admin API.
+    #[arg(long, env = "POP3D_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    #[command(subcommand)]
+    pub command: UserCommand,
+}
+
+pub fn run(args: UserArgs) -> anyhow::Result<()> {
+    let base = args.admin_url.trim_end_matches('/');
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let auth = args.admin_token.as_ref().map(|t| format!("Bearer {t}"));
+    let with_auth = |mut req: ureq::RequestBuilder<_>| {
+        if let Some(a) = &auth {
+            req = req.header("Authorization", a);
+        }
+        req
+    };
+    let user_url = |address: &str| format!("{base}/users/{}", encode_path(address));
+    let response = match &args.command {
+        UserCommand::Add { address } | UserCommand::Passwd { address } => {
+            let password = read_password()?;
+            with_auth(agent.put(&user_url(address))).send_json(json!({ "password": password }))
+        }
+        UserCommand::Del { address } => with_auth(agent.delete(&user_url(address))).call(),
+        UserCommand::List => with_auth(agent.get(&format!("{base}/users"))).call(),
+    };
+    let mut response = response.with_context(|| format!("cannot reach the admin API at {base}"))?;
+    let status = response.status();
+    let body: Value = if status.as_u16() == 204 { Value::Null } else { response.body_mut().read_json().unwrap_or(Value::Null) };
+    if !status.is_success() {
+        let message = body.get("error").and_then(Value::as_str).unwrap_or("request failed");
+        bail!("{message} (HTTP {status})");
+    }
+    match args.command {
+        UserCommand::Add { address } | UserCommand::Passwd { address } => {
+            let created = body.get("created").and_then(Value::as_bool).unwrap_or(false);
+            println!("{} {}", if created { "created" } else { "updated" }, address.to_lowercase());
+        }
+        UserCommand::Del { address } => println!("deleted {}", address.to_lowercase()),
+        UserCommand::List => {
+            for user in body.get("users").and_then(Value::as_array).into_iter().flatten() {
+                println!("{}", user.as_str().unwrap_or_default());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Never from the command line (it would show in `ps` and shell history).
+fn read_password() -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")?;
+        let again = rpassword::prompt_password("Again: ")?;
+        if first != again {
+            bail!("the passwords differ");
+        }
+        Ok(first)
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        let password = line.trim_end_matches(['\r', '\n']).to_owned();
+        if password.is_empty() {
+            bail!("no password on stdin");
+        }
+        Ok(password)
+    }
+}
+
+fn encode_path(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'@' | b'.' | b'-' | b'_' | b'+' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,196 @@
+//! Server configuration: a TOML file, `POP3D_*` environment variables and command-line flags.
+//! Flags win over the environment, the environment over the file, the file over defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `pop3d serve` options. Every one is also a `POP3D_*` variable and a key in the config file.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "POP3D_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory of the embedded store [default: ./pop3d-data].
+    #[arg(long, env = "POP3D_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Storage backend: embedded or cassandra [default: embedded].
+    #[arg(long, env = "POP3D_STORE")]
+    pub store: Option<StoreKind>,
+    /// POP3 listener address [default: 127.0.0.1:1110; production: 0.0.0.0:110].
+    #[arg(long, env = "POP3D_POP3")]
+    pub pop3: Option<SocketAddr>,
+    /// LMTP listener address [default: 127.0.0.1:2424; production: 0.0.0.0:24].
+    #[arg(long, env = "POP3D_LMTP")]
+    pub lmtp: Option<SocketAddr>,
+    /// Admin HTTP listener (users, health, metrics) [default: 127.0.0.1:8080].
+    #[arg(long, env = "POP3D_ADMIN")]
+    pub admin: Option<SocketAddr>,
+    /// Host name used in greetings and Received headers [default: the system host name].
+    #[arg(long, env = "POP3D_HOSTNAME")]
+    pub hostname: Option<String>,
+    /// Allow USER/PASS and AUTH PLAIN on cleartext non-loopback connections.
+    #[arg(long, env = "POP3D_ALLOW_INSECURE_AUTH", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_insecure_auth: Option<bool>,
+    /// Seconds of inactivity before a session is closed [default: 600].
+    #[arg(long, env = "POP3D_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<u64>,
+    /// Most concurrent connections per listener [default: 1000].
+    #[arg(long, env = "POP3D_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most concurrent connections per client IP and listener [default: 50].
+    #[arg(long, env = "POP3D_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Bad commands tolerated per session before it is closed [default: 20].
+    #[arg(long, env = "POP3D_MAX_BAD_COMMANDS")]
+    pub max_bad_commands: Option<u32>,
+    /// Largest accepted message in octets [default: 67108864].
+    #[arg(long, env = "POP3D_MAX_MESSAGE_SIZE")]
+    pub max_message_size: Option<u64>,
+    /// Delay after a failed login in ms, doubling per failure from the same IP up to 15 s [default: 1000].
+    #[arg(long, env = "POP3D_AUTH_FAIL_DELAY_MS")]
+    pub auth_fail_delay_ms: Option<u64>,
+    /// Bearer token required by the admin API's /users routes (unset: no token, loopback only).
+    #[arg(long, env = "POP3D_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Embedded,
+    Cassandra,
+}
+
+/// The config file: the same keys as the flags, in snake_case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    store: Option<StoreKind>,
+    pop3: Option<SocketAddr>,
+    lmtp: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+    hostname: Option<String>,
+    allow_insecure_auth: Option<bool>,
+    idle_timeout: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    max_bad_commands: Option<u32>,
+    max_message_size: Option<u64>,
+    auth_fail_delay_ms: Option<u64>,
+    admin_token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub store: StoreKind,
+    pub pop3: SocketAddr,
+    pub lmtp: SocketAddr,
+    pub admin: SocketAddr,
+    pub hostname: String,
+    pub allow_insecure_auth: bool,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_bad_commands: u32,
+    pub max_message_size: u64,
+    pub auth_fail_delay: Duration,
+    pub admin_token: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Resolves the configuration from flags/env (`args`, already merged by clap) and the file.
+    pub fn load(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let a = args.clone();
+        let config = Config {
+            data_dir: a.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./pop3d-data")),
+            store: a.store.or(file.store).unwrap_or(StoreKind::Embedded),
+            pop3: a.pop3.or(file.pop3).unwrap_or_else(|| "127.0.0.1:1110".parse().unwrap()),
+            lmtp: a.lmtp.or(file.lmtp).unwrap_or_else(|| "127.0.0.1:2424".parse().unwrap()),
+            admin: a.admin.or(file.admin).unwrap_or_else(|| "127.0.0.1:8080".parse().unwrap()),
+            hostname: a
+                .hostname
+                .or(file.hostname)
+                .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+            allow_insecure_auth: a.allow_insecure_auth.or(file.allow_insecure_auth).unwrap_or(false),
+            idle_timeout: Duration::from_secs(a.idle_timeout.or(file.idle_timeout).unwrap_or(600)),
+            max_connections: a.max_connections.or(file.max_connections).unwrap_or(1000),
+            max_connections_per_ip: a.max_connections_per_ip.or(file.max_connections_per_ip).unwrap_or(50),
+            max_bad_commands: a.max_bad_commands.or(file.max_bad_commands).unwrap_or(20),
+            max_message_size: a.max_message_size.or(file.max_message_size).unwrap_or(64 * 1024 * 1024),
+            auth_fail_delay: Duration::from_millis(a.auth_fail_delay_ms.or(file.auth_fail_delay_ms).unwrap_or(1000)),
+            admin_token: a.admin_token.or(file.admin_token).filter(|t| !t.is_empty()),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.idle_timeout.is_zero() {
+            return invalid("idle_timeout must be at least 1 second");
+        }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return invalid("connection caps must be at least 1");
+        }
+        if self.max_message_size < 1024 {
+            return invalid("max_message_size must be at least 1024 octets");
+        }
+        if self.hostname.is_empty() || self.hostname.contains(char::is_whitespace) {
+            return invalid("hostname must be a non-empty name without spaces");
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_and_defaults_fill_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pop3d.toml");
+        std::fs::write(&path, "pop3 = \"127.0.0.1:1999\"\nlmtp = \"127.0.0.1:2999\"\nidle_timeout = 30\n").unwrap();
+        let args = ServeArgs { config: Some(path), pop3: Some("127.0.0.1:1777".parse().unwrap()), ..Default::default() };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.pop3.port(), 1777);
+        assert_eq!(c.lmtp.port(), 2999);
+        assert_eq!(c.idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.admin.port(), 8080);
+        assert_eq!(c.store, StoreKind::Embedded);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "pop4 = 1\n").unwrap();
+        assert!(matches!(Config::load(&ServeArgs { config: Some(path), ..Default::default() }), Err(ConfigError::Parse { .. })));
+        let args = ServeArgs { idle_timeout: Some(0), ..Default::default() };
+        assert!(matches!(Config::load(&args), Err(ConfigError::Invalid(_))));
+    }
+}

@@ -1,0 +1,174 @@
+//! The DATA receiver: dot-unstuffing, end-of-data detection and SMTP-smuggling defence.
+//!
+//! Only `CRLF . CRLF` ends the data. A bare LF or bare CR anywhere marks the message as
+//! malformed (it is then rejected as a whole), which closes the 2023 smuggling class of bugs:
+//! no `LF . LF` or `CR . CR` variant can end a message early or be stored.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    LineStart,
+    Mid,
+    Cr,
+    Dot,
+    DotCr,
+}
+
+#[derive(Debug)]
+pub struct DataReceiver {
+    state: State,
+    size: u64,
+    max_size: u64,
+    bare_line_ending: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Input bytes consumed (including the terminator when `ended`).
+    pub consumed: usize,
+    pub ended: bool,
+}
+
+impl DataReceiver {
+    pub fn new(max_size: u64) -> Self {
+        Self { state: State::LineStart, size: 0, max_size, bare_line_ending: false }
+    }
+
+    /// Message size so far, after unstuffing (what LIST will report).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn too_big(&self) -> bool {
+        self.size > self.max_size
+    }
+
+    pub fn has_bare_line_ending(&self) -> bool {
+        self.bare_line_ending
+    }
+
+    /// Consumes input until the end of data or of `input`; content goes to `out` (nothing more
+    /// is written once the message is over the size limit).
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Progress {
+        for (i, &b) in input.iter().enumerate() {
+            if self.step(b, out) {
+                return Progress { consumed: i + 1, ended: true };
+            }
+        }
+        Progress { consumed: input.len(), ended: false }
+    }
+
+    fn emit(&mut self, b: u8, out: &mut Vec<u8>) {
+        self.size += 1;
+        if self.size <= self.max_size {
+            out.push(b);
+        }
+    }
+
+    /// One input byte; true at the end of data.
+    fn step(&mut self, b: u8, out: &mut Vec<u8>) -> bool {
+        match (self.state, b) {
+            (State::LineStart, b'.') => self.state = State::Dot,
+            (State::Dot, b'\r') => self.state = State::DotCr,
+            (State::DotCr, b'\n') => return true,
+            (State::Dot, _) => {
+                // A stuffed line: the leading dot is dropped.
+                self.state = State::Mid;
+                return self.step(b, out);
+            }
+            (State::DotCr, _) => {
+                self.bare_line_ending = true;
+                self.emit(b'\r', out);
+                self.state = State::Cr;
+                return self.step(b, out);
+            }
+            (State::Cr, b'\n') => {
+                self.emit(b, out);
+                self.state = State::LineStart;
+            }
+            (State::Cr, _) => {
+                self.bare_line_ending = true;
+                self.state = State::Mid;
+                return self.step(b, out);
+            }
+            (_, b'\r') => {
+                self.emit(b, out);
+                self.state = State::Cr;
+            }
+            (_, b'\n') => {
+                self.bare_line_ending = true;
+                self.emit(b, out);
+                self.state = State::Mid;
+            }
+            (_, _) => {
+                self.emit(b, out);
+                self.state = State::Mid;
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receive(input: &[u8]) -> (Vec<u8>, Progress, bool) {
+        let mut r = DataReceiver::new(1 << 20);
+        let mut out = Vec::new();
+        let p = r.feed(input, &mut out);
+        (out, p, r.has_bare_line_ending())
+    }
+
+    #[test]
+    fn unstuffs_and_stops_at_terminator() {
+        let (out, p, bad) = receive(b"Subject: x\r\n\r\n..dot\r\n.\r\nNEXT");
+        assert_eq!(out, b"Subject: x\r\n\r\n.dot\r\n");
+        assert_eq!(p, Progress { consumed: 25, ended: true });
+        assert!(!bad);
+    }
+
+    #[test]
+    fn empty_message() {
+        let (out, p, _) = receive(b".\r\n");
+        assert!(out.is_empty());
+        assert!(p.ended);
+    }
+
+    #[test]
+    fn smuggling_variants_do_not_end_data_and_are_flagged() {
+        for evil in [&b"a\n.\n"[..], b"a\r\n.\n", b"a\n.\r\n", b"a\r.\r", b"a\r\n.\rX"] {
+            let (_, p, bad) = receive(evil);
+            assert!(!p.ended, "{evil:?} ended the data");
+            assert!(bad, "{evil:?} not flagged");
+        }
+        let (_, p, bad) = receive(b"a\nb\r\n.\r\n");
+        assert!(p.ended && bad);
+    }
+
+    #[test]
+    fn chunking_does_not_change_result() {
+        let msg: &[u8] = b"H: v\r\n\r\n..a\r\n.b\r\nc\r\n.\r\n";
+        let (whole, _, _) = receive(msg);
+        for split in 1..msg.len() {
+            let mut r = DataReceiver::new(1 << 20);
+            let mut out = Vec::new();
+            let mut ended = false;
+            for part in msg.chunks(split) {
+                assert!(!ended);
+                ended = r.feed(part, &mut out).ended;
+            }
+            assert!(ended);
+            assert_eq!(out, whole);
+        }
+    }
+
+    #[test]
+    fn size_limit_stops_output_but_keeps_counting() {
+        let mut r = DataReceiver::new(4);
+        let mut out = Vec::new();
+        assert!(r.feed(b"123456\r\n.\r\n", &mut out).ended);
+        assert_eq!(out, b"1234");
+        assert!(r.too_big());
+        assert_eq!(r.size(), 8);
+    }
+}

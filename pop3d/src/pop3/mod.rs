@@ -1,0 +1,20 @@
+//! The POP3 engine (RFC 1939, 2449, 3206, 5034, 4616), free of I/O.
+//!
+//! [`Session`] is fed bytes and answers with [`Step`]s: bytes to write, or a storage request the
+//! caller performs and reports back. The tokio wrapper in `server::pop3` is the only place that
+//! touches sockets; everything here is tested byte by byte.
+
+pub mod encode;
+mod maildrop;
+mod sasl;
+pub mod session;
+
+pub use encode::MessageEncoder;
+pub use session::{
+    CommitOutcome, Credentials, FetchOutcome, FetchRequest, LoginOutcome, Session, SessionConfig, Step,
+};
+
+/// RFC 2449 §4: command lines are at most 255 octets including CRLF.
+pub const MAX_COMMAND_LINE: usize = 255;
+/// AUTH lines and SASL responses may be longer (OAuth tokens); this is the documented cap.
+pub const MAX_AUTH_LINE: usize = 16 * 1024;

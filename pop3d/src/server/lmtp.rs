@@ -1,0 +1,114 @@
+//! The tokio wrapper around the LMTP engine.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::delivery::Delivery;
+use super::ServerContext;
+use crate::lmtp::{DeliveryResult, LmtpConfig, RcptCheck, Session, Step};
+use crate::metrics::ResultLabel;
+use crate::store::CHUNK_SIZE;
+
+pub async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>, stop: watch::Receiver<bool>) {
+    let mut delivery = None;
+    if let Err(e) = session(stream, peer, &ctx, stop, &mut delivery).await {
+        tracing::debug!(%peer, error = %e, "lmtp connection ended with an error");
+    }
+    // A connection lost in the middle of DATA leaves content nobody will link.
+    if let Some(d) = delivery.take() {
+        Delivery::abort(d).await;
+    }
+}
+
+async fn session(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: &ServerContext,
+    mut stop: watch::Receiver<bool>,
+    delivery: &mut Option<Delivery>,
+) -> std::io::Result<()> {
+    let (mut reader, writer) = stream.into_split();
+    let mut out = BufWriter::new(writer);
+    let mut session = Session::new(LmtpConfig {
+        hostname: ctx.config.hostname.clone(),
+        max_message_size: ctx.config.max_message_size,
+        max_recipients: 1000,
+        max_bad_commands: ctx.config.max_bad_commands,
+    });
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    loop {
+        match session.poll() {
+            Step::Write(bytes) => out.write_all(&bytes).await?,
+            Step::NeedInput => {
+                out.flush().await?;
+                let read = tokio::select! {
+                    r = tokio::time::timeout(ctx.config.idle_timeout, reader.read(&mut buf)) => r,
+                    _ = stop.changed(), if delivery.is_none() => {
+                        out.write_all(b"421 4.3.2 Server shutting down\r\n").await?;
+                        return out.flush().await;
+                    }
+                };
+                match read {
+                    Err(_) => {
+                        out.write_all(&session.idle_timeout()).await?;
+                        return out.flush().await;
+                    }
+                    Ok(Ok(0)) => return Ok(()),
+                    Ok(Ok(n)) => session.feed(&buf[..n]),
+                    Ok(Err(e)) => return Err(e),
+                }
+            }
+            Step::CheckRecipient { mailbox } => {
+                let check = match ctx.store.get_account(&mailbox).await {
+                    Ok(Some(_)) => RcptCheck::Exists,
+                    Ok(None) => RcptCheck::Unknown,
+                    Err(e) => {
+                        tracing::warn!(%mailbox, error = %e, "recipient lookup failed");
+                        RcptCheck::TempFail
+                    }
+                };
+                session.rcpt_done(check);
+            }
+            Step::DataStart(envelope) => {
+                *delivery = Some(Delivery::start(ctx.store.clone(), &envelope, peer.ip(), &ctx.config.hostname).await);
+            }
+            Step::DataChunk(chunk) => {
+                if let Some(d) = delivery.as_mut() {
+                    d.push(chunk).await;
+                }
+            }
+            Step::DataEnd => {
+                let Some(d) = delivery.take() else { return Ok(()) };
+                let sizes: Vec<u64> = d.sizes().collect();
+                let results = d.finish().await;
+                for (result, size) in results.iter().zip(sizes) {
+                    let label = match result {
+                        DeliveryResult::Delivered { .. } => {
+                            ctx.metrics.delivered_octets.inc_by(size);
+                            "delivered"
+                        }
+                        DeliveryResult::TempFail => "tempfail",
+                    };
+                    ctx.metrics.deliveries.get_or_create(&ResultLabel { result: label }).inc();
+                }
+                tracing::info!(%peer, recipients = results.len(), "lmtp delivery");
+                session.data_done(results);
+            }
+            Step::DataAbort => {
+                ctx.metrics.deliveries.get_or_create(&ResultLabel { result: "refused" }).inc();
+                if let Some(d) = delivery.take() {
+                    d.abort().await;
+                }
+            }
+            Step::Close => {
+                out.flush().await?;
+                let _ = out.shutdown().await;
+                return Ok(());
+            }
+        }
+    }
+}

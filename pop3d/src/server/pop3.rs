@@ -1,0 +1,193 @@
+//! The tokio wrapper around the POP3 engine: reads, writes, and performs storage requests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::ServerContext;
+use crate::auth::AuthOutcome;
+use crate::metrics::ResultLabel;
+use crate::pop3::{
+    CommitOutcome, Credentials, FetchOutcome, FetchRequest, LoginOutcome, MessageEncoder, Session, SessionConfig, Step,
+};
+use crate::store::{self, CHUNK_SIZE};
+
+/// Content younger than this that is missing may still be replicating (another datacenter wrote
+/// the listing row first); only older rows are dropped as broken.
+const MISSING_CONTENT_GRACE: Duration = Duration::from_secs(3600);
+
+pub async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>, stop: watch::Receiver<bool>) {
+    let (reader, writer) = stream.into_split();
+    if let Err(e) = session(reader, writer, peer, ctx, stop).await {
+        tracing::debug!(%peer, error = %e, "pop3 connection ended with an error");
+    }
+}
+
+async fn session<R, W>(
+    mut reader: R,
+    writer: W,
+    peer: SocketAddr,
+    ctx: Arc<ServerContext>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut out = BufWriter::with_capacity(CHUNK_SIZE + 1024, writer);
+    let mut session = Session::new(SessionConfig {
+        cleartext_auth_allowed: peer.ip().is_loopback() || ctx.config.allow_insecure_auth,
+        max_bad_commands: ctx.config.max_bad_commands,
+    });
+    let mut buf = vec![0u8; 8192];
+    let mut mailbox = String::new();
+    loop {
+        match session.poll() {
+            Step::Write(bytes) => out.write_all(&bytes).await?,
+            Step::NeedInput => {
+                out.flush().await?;
+                let read = tokio::select! {
+                    r = tokio::time::timeout(ctx.config.idle_timeout, reader.read(&mut buf)) => r,
+                    _ = stop.changed() => {
+                        // Shutting down: nothing is deleted, the client reconnects elsewhere.
+                        out.write_all(b"-ERR [SYS/TEMP] Server shutting down.\r\n").await?;
+                        return out.flush().await;
+                    }
+                };
+                match read {
+                    Err(_) => {
+                        out.write_all(&session.idle_timeout()).await?;
+                        return out.flush().await;
+                    }
+                    Ok(Ok(0)) => return Ok(()),
+                    Ok(Ok(n)) => session.feed(&buf[..n]),
+                    Ok(Err(e)) => return Err(e),
+                }
+            }
+            Step::Login(credentials) => {
+                let outcome = login(&ctx, peer, &credentials).await;
+                if let LoginOutcome::Ok { mailbox: m, .. } = &outcome {
+                    mailbox = m.clone();
+                    tracing::info!(%peer, mailbox = %m, "pop3 login");
+                }
+                session.login_done(outcome);
+            }
+            Step::Fetch(request) => {
+                let outcome = fetch(&ctx, &request, &mut out).await?;
+                session.fetch_done(outcome);
+            }
+            Step::Commit { mailbox: m, ids } => {
+                let outcome = match store::expunge(ctx.store.as_ref(), &m, &ids).await {
+                    Ok(()) => {
+                        ctx.metrics.expunged_messages.inc_by(ids.len() as u64);
+                        tracing::info!(%peer, mailbox = %m, deleted = ids.len(), "pop3 expunge");
+                        CommitOutcome::Ok
+                    }
+                    Err(e) => {
+                        tracing::warn!(%peer, mailbox = %m, error = %e, "expunge failed");
+                        CommitOutcome::Failed
+                    }
+                };
+                session.commit_done(outcome);
+            }
+            Step::Close => {
+                out.flush().await?;
+                let _ = out.shutdown().await;
+                let _ = &mailbox;
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn login(ctx: &ServerContext, peer: SocketAddr, c: &Credentials) -> LoginOutcome {
+    let outcome = ctx.auth.authenticate(peer.ip(), c.authzid.as_deref(), &c.user, &c.password).await;
+    let (label, result) = match outcome {
+        AuthOutcome::Ok(mailbox) => match ctx.store.listing(&mailbox).await {
+            Ok(listing) => ("ok", LoginOutcome::Ok { mailbox, listing }),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "listing failed at login");
+                ("tempfail", LoginOutcome::TempFail)
+            }
+        },
+        AuthOutcome::BadCredentials => ("bad_credentials", LoginOutcome::BadCredentials),
+        AuthOutcome::TempFail => ("tempfail", LoginOutcome::TempFail),
+    };
+    ctx.metrics.logins.get_or_create(&ResultLabel { result: label }).inc();
+    if label != "ok" {
+        tracing::info!(%peer, user = %c.user, result = label, "pop3 login refused");
+    }
+    result
+}
+
+/// Streams a message chunk by chunk through the encoder. An error after the `+OK` line has been
+/// sent can only be reported by closing the connection, which is what the `Err` does.
+async fn fetch<W: AsyncWrite + Unpin>(
+    ctx: &ServerContext,
+    request: &FetchRequest,
+    out: &mut BufWriter<W>,
+) -> std::io::Result<FetchOutcome> {
+    let entry = request.entry;
+    let first = match ctx.store.get_chunk(entry.id, 0).await {
+        Ok(Some(chunk)) => chunk,
+        Ok(None) if entry.size == 0 => bytes::Bytes::new(),
+        Ok(None) => return Ok(missing_content(ctx, request).await),
+        Err(e) => {
+            tracing::warn!(id = %entry.id, error = %e, "content read failed");
+            return Ok(FetchOutcome::TempFail);
+        }
+    };
+    out.write_all(&request.ok_line).await?;
+    let mut encoder = match request.top {
+        Some(lines) => MessageEncoder::top(lines),
+        None => MessageEncoder::whole(),
+    };
+    let mut encoded = Vec::with_capacity(CHUNK_SIZE + CHUNK_SIZE / 8);
+    let mut sent = first.len() as u64;
+    encoder.push(&first, &mut encoded);
+    let mut index = 1;
+    // Read the next chunk while the current one is written.
+    while sent < entry.size && !encoder.is_done() {
+        let next = ctx.store.get_chunk(entry.id, index);
+        let (written, chunk) = tokio::join!(out.write_all(&encoded), next);
+        written?;
+        encoded.clear();
+        let chunk = chunk
+            .map_err(std::io::Error::other)?
+            .ok_or_else(|| std::io::Error::other(format!("chunk {index} of {} is missing", entry.id)))?;
+        sent += chunk.len() as u64;
+        encoder.push(&chunk, &mut encoded);
+        index += 1;
+    }
+    encoder.finish(&mut encoded);
+    out.write_all(&encoded).await?;
+    ctx.metrics.retrieved_octets.inc_by(sent);
+    Ok(FetchOutcome::Sent)
+}
+
+/// The listing row points at content that is not there. Either another session expunged the
+/// message (its row is gone too), or the row arrived before the content (replication between
+/// datacenters), or the content was lost. Only a row old enough to rule out lag is dropped.
+async fn missing_content(ctx: &ServerContext, request: &FetchRequest) -> FetchOutcome {
+    let (mailbox, id) = (&request.mailbox, request.entry.id);
+    match ctx.store.has_listing(mailbox, id).await {
+        Ok(false) => return FetchOutcome::Missing,
+        Ok(true) => {}
+        Err(_) => return FetchOutcome::TempFail,
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    if Duration::from_millis(now.saturating_sub(id.unix_millis())) < MISSING_CONTENT_GRACE {
+        return FetchOutcome::TempFail;
+    }
+    match ctx.store.unlink(mailbox, &[id]).await {
+        Ok(()) => {
+            tracing::warn!(%mailbox, %id, "dropped a listing row without content");
+            FetchOutcome::Missing
+        }
+        Err(_) => FetchOutcome::TempFail,
+    }
+}

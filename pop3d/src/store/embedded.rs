@@ -1,0 +1,266 @@
+//! The embedded backend: one redb file, for single-node installs and the zero-setup quick start.
+//!
+//! redb is a copy-on-write B-tree with ACID transactions. Content chunks are committed without
+//! fsync; the listing row is committed with `Durability::Immediate`, which also makes every
+//! earlier non-durable commit durable. So one fsync per delivered message, and a `250` is only
+//! sent after it.
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{Account, ContentRef, ListingEntry, MailStore, Result, StoreError};
+use crate::message_id::MessageId;
+
+const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+/// (mailbox, id sort key) -> size in octets.
+const LISTING: TableDefinition<(&str, u128), u64> = TableDefinition::new("listing");
+/// (id sort key, chunk index) -> bytes.
+const CONTENT: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("content");
+/// id sort key -> mailbox the content was written for (lets repair find orphans).
+const CONTENT_OWNER: TableDefinition<u128, &str> = TableDefinition::new("content_owner");
+
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        let db = Database::create(dir.join("mail.redb")).map_err(unavailable)?;
+        // Create every table up front so readers never see "table does not exist".
+        let txn = db.begin_write().map_err(unavailable)?;
+        txn.open_table(ACCOUNTS).map_err(unavailable)?;
+        txn.open_table(LISTING).map_err(unavailable)?;
+        txn.open_table(CONTENT).map_err(unavailable)?;
+        txn.open_table(CONTENT_OWNER).map_err(unavailable)?;
+        txn.commit().map_err(unavailable)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// Runs blocking redb work off the async runtime.
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db)).await.map_err(unavailable)?
+    }
+
+    async fn write<F>(&self, durability: Durability, f: F) -> Result<()>
+    where
+        F: FnOnce(&redb::WriteTransaction) -> Result<()> + Send + 'static,
+    {
+        self.blocking(move |db| {
+            let mut txn = db.begin_write().map_err(unavailable)?;
+            txn.set_durability(durability).map_err(unavailable)?;
+            f(&txn)?;
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl MailStore for EmbeddedStore {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.blocking(|db| db.begin_read().map(|_| ()).map_err(unavailable)).await
+    }
+
+    async fn put_account(&self, account: &Account) -> Result<()> {
+        let account = account.clone();
+        let value = serde_json::to_vec(&account).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.write(Durability::Immediate, move |txn| {
+            let mut table = txn.open_table(ACCOUNTS).map_err(unavailable)?;
+            table.insert(account.address.as_str(), value.as_slice()).map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_account(&self, address: &str) -> Result<Option<Account>> {
+        let address = address.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(ACCOUNTS).map_err(unavailable)?;
+            match table.get(address.as_str()).map_err(unavailable)? {
+                Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(|e| StoreError::Corrupt(e.to_string())),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn delete_account(&self, address: &str) -> Result<()> {
+        let address = address.to_owned();
+        self.write(Durability::Immediate, move |txn| {
+            let mut table = txn.open_table(ACCOUNTS).map_err(unavailable)?;
+            table.remove(address.as_str()).map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<String>> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(ACCOUNTS).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for item in table.iter().map_err(unavailable)? {
+                out.push(item.map_err(unavailable)?.0.value().to_owned());
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_chunk(&self, mailbox: &str, id: MessageId, index: u32, data: Bytes) -> Result<()> {
+        let mailbox = mailbox.to_owned();
+        self.write(Durability::None, move |txn| {
+            let key = id.sort_key();
+            txn.open_table(CONTENT).map_err(unavailable)?.insert((key, index), data.as_ref()).map_err(unavailable)?;
+            if index == 0 {
+                txn.open_table(CONTENT_OWNER).map_err(unavailable)?.insert(key, mailbox.as_str()).map_err(unavailable)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn link(&self, mailbox: &str, entry: ListingEntry) -> Result<()> {
+        let mailbox = mailbox.to_owned();
+        self.write(Durability::Immediate, move |txn| {
+            let mut table = txn.open_table(LISTING).map_err(unavailable)?;
+            table.insert((mailbox.as_str(), entry.id.sort_key()), entry.size).map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn listing(&self, mailbox: &str) -> Result<Vec<ListingEntry>> {
+        let mailbox = mailbox.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(LISTING).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for item in table.range((mailbox.as_str(), 0u128)..=(mailbox.as_str(), u128::MAX)).map_err(unavailable)? {
+                let (k, v) = item.map_err(unavailable)?;
+                out.push(ListingEntry { id: MessageId::from_sort_key(k.value().1), size: v.value() });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get_chunk(&self, id: MessageId, index: u32) -> Result<Option<Bytes>> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(CONTENT).map_err(unavailable)?;
+            Ok(table.get((id.sort_key(), index)).map_err(unavailable)?.map(|v| Bytes::copy_from_slice(v.value())))
+        })
+        .await
+    }
+
+    async fn unlink(&self, mailbox: &str, ids: &[MessageId]) -> Result<()> {
+        let mailbox = mailbox.to_owned();
+        let ids = ids.to_vec();
+        self.write(Durability::Immediate, move |txn| {
+            let mut table = txn.open_table(LISTING).map_err(unavailable)?;
+            for id in ids {
+                table.remove((mailbox.as_str(), id.sort_key())).map_err(unavailable)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_content(&self, ids: &[MessageId]) -> Result<()> {
+        let ids = ids.to_vec();
+        // Not fsynced: if lost in a crash the content is an orphan that repair removes.
+        self.write(Durability::None, move |txn| {
+            let mut content = txn.open_table(CONTENT).map_err(unavailable)?;
+            let mut owner = txn.open_table(CONTENT_OWNER).map_err(unavailable)?;
+            for id in ids {
+                let key = id.sort_key();
+                content.retain_in((key, 0)..=(key, u32::MAX), |_, _| false).map_err(unavailable)?;
+                owner.remove(key).map_err(unavailable)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn scan_content(&self, cursor: Option<String>, limit: usize) -> Result<(Vec<ContentRef>, Option<String>)> {
+        let start = match cursor {
+            Some(c) => Bound::Excluded(c.parse::<u128>().map_err(|e| StoreError::Corrupt(format!("bad cursor: {e}")))?),
+            None => Bound::Unbounded,
+        };
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(CONTENT_OWNER).map_err(unavailable)?;
+            let mut out = Vec::new();
+            let mut last = None;
+            for item in table.range::<u128>((start, Bound::Unbounded)).map_err(unavailable)?.take(limit) {
+                let (k, v) = item.map_err(unavailable)?;
+                last = Some(k.value());
+                out.push(ContentRef { id: MessageId::from_sort_key(k.value()), mailbox: v.value().to_owned() });
+            }
+            let next = if out.len() == limit { last.map(|k| k.to_string()) } else { None };
+            Ok((out, next))
+        })
+        .await
+    }
+
+    async fn has_listing(&self, mailbox: &str, id: MessageId) -> Result<bool> {
+        let mailbox = mailbox.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(LISTING).map_err(unavailable)?;
+            Ok(table.get((mailbox.as_str(), id.sort_key())).map_err(unavailable)?.is_some())
+        })
+        .await
+    }
+
+    async fn scan_mailboxes(&self, cursor: Option<String>, limit: usize) -> Result<(Vec<String>, Option<String>)> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(LISTING).map_err(unavailable)?;
+            let mut out: Vec<String> = Vec::new();
+            let mut after = cursor;
+            // Skip from one mailbox to the next instead of walking every row.
+            while out.len() < limit {
+                let next = match &after {
+                    Some(m) => {
+                        let lower = (m.as_str(), u128::MAX);
+                        let mut range = table.range((Bound::Excluded(lower), Bound::Unbounded)).map_err(unavailable)?;
+                        range.next().transpose().map_err(unavailable)?.map(|(k, _)| k.value().0.to_owned())
+                    }
+                    None => table.first().map_err(unavailable)?.map(|(k, _)| k.value().0.to_owned()),
+                };
+                match next {
+                    Some(m) => {
+                        out.push(m.clone());
+                        after = Some(m);
+                    }
+                    None => return Ok((out, None)),
+                }
+            }
+            Ok((out, after))
+        })
+        .await
+    }
+}

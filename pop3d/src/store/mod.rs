@@ -1,0 +1,133 @@
+//! Mail storage: one trait, two backends (`embedded` on redb, `cassandra`).
+//!
+//! The trait is the storage contract of `DESIGN.md`. It is deliberately low level (chunks,
+//! listing rows) so that the ordering rules live in one place above it ([`deliver`], [`expunge`])
+//! and both backends are checked by one contract suite ([`contract`]).
+
+pub mod contract;
+pub mod embedded;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::message_id::MessageId;
+
+/// Content is stored in chunks of at most this size, so no cell and no buffer is large.
+pub const CHUNK_SIZE: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not answer now (node down, timeout, I/O error). Clients should retry.
+    #[error("storage temporarily unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One row of the POP3 projection: a message in a mailbox and its size in CRLF octets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListingEntry {
+    pub id: MessageId,
+    pub size: u64,
+}
+
+/// An account as stored. Keyed by the normalised address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub address: String,
+    /// A PHC string (argon2id).
+    pub password_hash: String,
+}
+
+/// A content partition found by a repair scan, with the mailbox it was written for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentRef {
+    pub id: MessageId,
+    pub mailbox: String,
+}
+
+/// The storage contract. Every method is idempotent: a retried call after a timeout is harmless.
+#[async_trait]
+pub trait MailStore: Send + Sync + 'static {
+    /// Backend name for logs and metrics.
+    fn backend(&self) -> &'static str;
+
+    /// Succeeds when the store can serve reads and writes.
+    async fn ping(&self) -> Result<()>;
+
+    async fn put_account(&self, account: &Account) -> Result<()>;
+    async fn get_account(&self, address: &str) -> Result<Option<Account>>;
+    /// Removes the account row only; see [`delete_account_and_mail`].
+    async fn delete_account(&self, address: &str) -> Result<()>;
+    async fn list_accounts(&self) -> Result<Vec<String>>;
+
+    /// Stores one chunk of a message's content. Invisible until [`MailStore::link`].
+    async fn put_chunk(&self, mailbox: &str, id: MessageId, index: u32, data: Bytes) -> Result<()>;
+    /// Makes a message visible in its mailbox: the commit point of a delivery. Once this returns
+    /// the message is durable at the store's configured consistency.
+    async fn link(&self, mailbox: &str, entry: ListingEntry) -> Result<()>;
+    /// The mailbox's listing, oldest first.
+    async fn listing(&self, mailbox: &str) -> Result<Vec<ListingEntry>>;
+    /// Chunk `index` of a message, or `None` when there is no such chunk.
+    async fn get_chunk(&self, id: MessageId, index: u32) -> Result<Option<Bytes>>;
+    /// Removes listing rows. Removing a row that is not there is not an error.
+    async fn unlink(&self, mailbox: &str, ids: &[MessageId]) -> Result<()>;
+    /// Removes content. Removing content that is not there is not an error.
+    async fn delete_content(&self, ids: &[MessageId]) -> Result<()>;
+
+    /// Repair: content partitions in storage order, from an opaque cursor; returns the next cursor.
+    async fn scan_content(&self, cursor: Option<String>, limit: usize) -> Result<(Vec<ContentRef>, Option<String>)>;
+    /// Repair: whether a listing row exists.
+    async fn has_listing(&self, mailbox: &str, id: MessageId) -> Result<bool>;
+    /// Repair: mailboxes with listing rows, from an opaque cursor; returns the next cursor.
+    async fn scan_mailboxes(&self, cursor: Option<String>, limit: usize) -> Result<(Vec<String>, Option<String>)>;
+}
+
+/// Expunges messages at POP3 QUIT: listing rows first (the message disappears), then content.
+/// A crash in between leaves orphan content, which repair removes; never a row without content.
+pub async fn expunge(store: &dyn MailStore, mailbox: &str, ids: &[MessageId]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    store.unlink(mailbox, ids).await?;
+    store.delete_content(ids).await
+}
+
+/// Removes an account and all of its mail.
+pub async fn delete_account_and_mail(store: &dyn MailStore, address: &str) -> Result<()> {
+    // The account goes first so no new delivery is accepted while the mail is removed.
+    store.delete_account(address).await?;
+    let ids: Vec<MessageId> = store.listing(address).await?.into_iter().map(|e| e.id).collect();
+    for batch in ids.chunks(100) {
+        expunge(store, address, batch).await?;
+    }
+    Ok(())
+}
+
+/// Reads a whole message. For tests and small tools only: the server streams chunk by chunk.
+pub async fn read_message(store: &dyn MailStore, entry: &ListingEntry) -> Result<Option<Vec<u8>>> {
+    let mut out = Vec::with_capacity(entry.size as usize);
+    let mut index = 0;
+    while (out.len() as u64) < entry.size {
+        match store.get_chunk(entry.id, index).await? {
+            Some(chunk) => out.extend_from_slice(&chunk),
+            None => return Ok(None),
+        }
+        index += 1;
+    }
+    Ok(Some(out))
+}
+
+/// Stores a whole message held in memory: content chunks, then the listing row.
+pub async fn deliver(store: &dyn MailStore, mailbox: &str, id: MessageId, content: &[u8]) -> Result<ListingEntry> {
+    for (index, chunk) in content.chunks(CHUNK_SIZE).enumerate() {
+        store.put_chunk(mailbox, id, index as u32, Bytes::copy_from_slice(chunk)).await?;
+    }
+    let entry = ListingEntry { id, size: content.len() as u64 };
+    store.link(mailbox, entry).await?;
+    Ok(entry)
+}
