@@ -33,20 +33,16 @@ pub fn run(args: UserArgs) -> anyhow::Result<()> {
     let base = args.admin_url.trim_end_matches('/');
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let auth = args.admin_token.as_ref().map(|t| format!("Bearer {t}"));
-    let with_auth = |mut req: ureq::RequestBuilder<_>| {
-        if let Some(a) = &auth {
-            req = req.header("Authorization", a);
-        }
-        req
-    };
+    // Without a token the header is empty, which the server treats as absent.
+    let auth = auth.unwrap_or_default();
     let user_url = |address: &str| format!("{base}/users/{}", encode_path(address));
     let response = match &args.command {
         UserCommand::Add { address } | UserCommand::Passwd { address } => {
             let password = read_password()?;
-            with_auth(agent.put(&user_url(address))).send_json(json!({ "password": password }))
+            agent.put(&user_url(address)).header("Authorization", &auth).send_json(json!({ "password": password }))
         }
-        UserCommand::Del { address } => with_auth(agent.delete(&user_url(address))).call(),
-        UserCommand::List => with_auth(agent.get(&format!("{base}/users"))).call(),
+        UserCommand::Del { address } => agent.delete(&user_url(address)).header("Authorization", &auth).call(),
+        UserCommand::List => agent.get(&format!("{base}/users")).header("Authorization", &auth).call(),
     };
     let mut response = response.with_context(|| format!("cannot reach the admin API at {base}"))?;
     let status = response.status();

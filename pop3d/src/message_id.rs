@@ -59,7 +59,7 @@ impl MessageId {
         let rest = key as u64;
         let clock = ((rest >> 48) & 0x3fff) as u16;
         let node: [u8; 6] = rest.to_be_bytes()[2..8].try_into().expect("six bytes");
-        Self(Uuid::new_v1(Timestamp::from_gregorian(ticks, clock), &node))
+        Self(Uuid::new_v1(Timestamp::from_gregorian_time(ticks, clock), &node))
     }
 }
 
@@ -111,7 +111,7 @@ impl Generator {
                 Err(actual) => last = actual,
             }
         };
-        MessageId(Uuid::new_v1(Timestamp::from_gregorian(ticks, self.clock_seq), &self.node))
+        MessageId(Uuid::new_v1(Timestamp::from_gregorian_time(ticks, self.clock_seq), &self.node))
     }
 }
 
