@@ -17,7 +17,7 @@ pub fn normalise(address: &str) -> Result<String, AddressError> {
         return Err(AddressError::NoDomain);
     }
     let ok = |c: char| !c.is_control() && !c.is_whitespace() && !matches!(c, '<' | '>' | '/' | '\\' | '"');
-    if !address.chars().all(ok) || domain.contains('@') {
+    if !address.chars().all(ok) || local.contains('@') {
         return Err(AddressError::Characters);
     }
     Ok(address.to_lowercase())

@@ -18,3 +18,6 @@ pub use session::{
 pub const MAX_COMMAND_LINE: usize = 255;
 /// AUTH lines and SASL responses may be longer (OAuth tokens); this is the documented cap.
 pub const MAX_AUTH_LINE: usize = 16 * 1024;
+
+#[cfg(test)]
+mod tests;
