@@ -14,3 +14,6 @@ pub use session::{DeliveryResult, LmtpConfig, RcptCheck, Session, Step};
 
 /// RFC 5321 §4.5.3.1.4: command lines are at most 512 octets including CRLF.
 pub const MAX_COMMAND_LINE: usize = 512;
+
+#[cfg(test)]
+mod tests;

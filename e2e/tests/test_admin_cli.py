@@ -1,0 +1,356 @@
+"""Admin HTTP API, /metrics, the `pop3d user ...` CLI and configuration precedence."""
+
+import re
+import subprocess
+import time
+import urllib.parse
+
+import pytest
+
+from conftest import (Pop3Raw, Server, clean_env, extra_server_args, free_port,
+                      make_message, server_binary, unique_address)
+
+
+def login_ok(server, addr, pw) -> bool:
+    with server.pop3() as p:
+        p.ok(f"USER {addr}")
+        reply = p.cmd(f"PASS {pw}")
+        if reply.startswith(b"+OK"):
+            p.quit()
+            return True
+        assert reply.startswith(b"-ERR [AUTH]"), reply
+        return False
+
+
+def assert_json_error(status, body, expected_status=None):
+    assert 400 <= status < 500, (status, body)
+    if expected_status:
+        assert status == expected_status, (status, body)
+    assert isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"], body
+
+
+# ------------------------------------------------------------------------------------------
+# admin API
+
+
+def test_health_and_ready(server):
+    assert server.admin("GET", "/healthz")[0] == 200
+    assert server.admin("GET", "/readyz")[0] == 200
+
+
+def test_create_change_password_list_delete(server):
+    addr = unique_address("admin")
+    status, _ = server.admin("PUT", f"/users/{addr}", {"password": "first-pw"})
+    assert 200 <= status < 300
+    assert login_ok(server, addr, "first-pw")
+
+    status, body = server.admin("GET", "/users")
+    assert status == 200 and addr in body["users"]
+
+    status, _ = server.admin("PUT", f"/users/{addr}", {"password": "second-pw"})
+    assert 200 <= status < 300
+    assert login_ok(server, addr, "second-pw")
+    assert not login_ok(server, addr, "first-pw"), "old password still works"
+
+    status, body = server.admin("DELETE", f"/users/{addr}")
+    assert status == 204, (status, body)
+    assert not login_ok(server, addr, "second-pw")
+    status, body = server.admin("GET", "/users")
+    assert addr not in body["users"]
+    status, body = server.admin("DELETE", f"/users/{addr}")
+    assert_json_error(status, body, 404)
+
+
+def test_addresses_normalised_to_lower_case(server):
+    local = unique_address("MiXeD").split("@")[0]
+    mixed = f"{local}@Example.COM"
+    lower = mixed.lower()
+    status, _ = server.admin("PUT", f"/users/{mixed}", {"password": "pw-case"})
+    assert 200 <= status < 300
+    status, body = server.admin("GET", "/users")
+    assert lower in body["users"]
+    assert mixed not in body["users"]
+    assert login_ok(server, lower, "pw-case")
+    status, body = server.admin("GET", f"/users/{mixed}/mailbox")
+    assert status == 200 and body["address"] == lower
+    # a second PUT with another case updates the same account
+    status, _ = server.admin("PUT", f"/users/{lower.upper()}", {"password": "pw-case-2"})
+    assert 200 <= status < 300
+    assert login_ok(server, lower, "pw-case-2")
+    status, body = server.admin("GET", "/users")
+    assert body["users"].count(lower) == 1
+
+
+def test_mailbox_counts(server, user):
+    addr, pw = user
+    assert server.mailbox(addr) == {"address": addr, "messages": 0, "octets": 0}
+    for _ in range(3):
+        assert server.deliver(addr, make_message()) == {}
+    box = server.mailbox(addr)
+    with server.session(addr, pw) as p:
+        count, octets = p.stat()
+        assert p.cmd("DELE 1").startswith(b"+OK")
+        p.quit()
+    assert box == {"address": addr, "messages": 3, "octets": octets}
+    assert count == 3
+    box2 = server.mailbox(addr)
+    assert box2["messages"] == 2 and box2["octets"] < octets
+
+
+def test_delete_user_removes_mail(server):
+    addr, pw = server.create_user()
+    for _ in range(2):
+        assert server.deliver(addr, make_message()) == {}
+    assert server.mailbox(addr)["messages"] == 2
+    status, _ = server.admin("DELETE", f"/users/{addr}")
+    assert status == 204
+    status, body = server.admin("GET", f"/users/{addr}/mailbox")
+    assert_json_error(status, body, 404)
+    # LMTP no longer knows the address
+    rcpt, _ = server.deliver_raw([addr], make_message())
+    assert rcpt[0][0] == 550
+    # re-created account starts empty
+    server.create_user(addr, "new-pw")
+    assert server.mailbox(addr)["messages"] == 0
+    with server.session(addr, "new-pw") as p:
+        assert p.stat() == (0, 0)
+        p.quit()
+
+
+@pytest.mark.parametrize("case", ["bad-json", "no-password", "password-not-string",
+                                  "not-an-object", "bad-address", "empty-address-local"])
+def test_bad_input_json_error(server, case):
+    addr = unique_address("bad")
+    path = f"/users/{addr}"
+    raw = None
+    body = None
+    if case == "bad-json":
+        raw = b"{password: nope"
+    elif case == "no-password":
+        body = {"pass": "x"}
+    elif case == "password-not-string":
+        body = {"password": 12345}
+    elif case == "not-an-object":
+        body = ["password", "x"]
+    elif case == "bad-address":
+        path = "/users/" + urllib.parse.quote("no-at-sign")
+        body = {"password": "x"}
+    elif case == "empty-address-local":
+        path = "/users/" + urllib.parse.quote("@example.com")
+        body = {"password": "x"}
+    status, resp = server.admin("PUT", path, body, raw=raw,
+                                headers={"Content-Type": "application/json"})
+    assert_json_error(status, resp)
+    status, users = server.admin("GET", "/users")
+    assert addr not in users["users"]
+
+
+def test_unknown_mailbox_404(server):
+    status, body = server.admin("GET", f"/users/{unique_address('none')}/mailbox")
+    assert_json_error(status, body, 404)
+
+
+def test_list_users_json_shape(server):
+    created = [server.create_user(prefix="list")[0] for _ in range(3)]
+    status, body = server.admin("GET", "/users")
+    assert status == 200
+    assert "json" in server.last_content_type
+    assert isinstance(body, dict) and isinstance(body["users"], list)
+    assert all(isinstance(u, str) for u in body["users"])
+    for a in created:
+        assert body["users"].count(a) == 1
+
+
+METRIC_LINE = re.compile(
+    r'^(?P<key>[a-zA-Z_:][a-zA-Z0-9_:]*'
+    r'(?:\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*"'
+    r'(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*")*,?)?\})?)'
+    r' (?P<value>-?[0-9.]+(?:[eE][+-]?[0-9]+)?|NaN|\+Inf|-Inf)(?: -?\d+)?$')
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    samples = {}
+    for ln in text.splitlines():
+        if not ln.strip():
+            continue
+        if ln.startswith("#"):
+            if ln.startswith("# TYPE"):
+                parts = ln.split()
+                assert len(parts) == 4 and parts[3] in (
+                    "counter", "gauge", "histogram", "summary", "untyped"), ln
+            elif ln.startswith("# HELP"):
+                assert re.match(r"^# HELP [a-zA-Z_:][a-zA-Z0-9_:]* ", ln), ln
+            continue
+        m = METRIC_LINE.match(ln)
+        assert m, f"not Prometheus text format: {ln!r}"
+        samples[m.group("key")] = float(m.group("value"))
+    return samples
+
+
+def test_metrics_prometheus_text(server, user):
+    status, text = server.admin("GET", "/metrics")
+    assert status == 200
+    assert server.last_content_type.startswith("text/plain"), server.last_content_type
+    assert isinstance(text, str)
+    before = parse_metrics(text)
+    assert before, "no samples in /metrics"
+    # activity moves at least one sample
+    addr, pw = user
+    assert server.deliver(addr, make_message()) == {}
+    with server.session(addr, pw) as p:
+        p.retr(1)
+        p.quit()
+    status, text = server.admin("GET", "/metrics")
+    after = parse_metrics(text)
+    assert after != before, "no metric changed after an LMTP delivery and a POP3 session"
+
+
+# ------------------------------------------------------------------------------------------
+# CLI
+
+
+def cli(*args, stdin: str | None = None, env=None, timeout=30):
+    return subprocess.run([server_binary(), "user", *args], input=(stdin or "").encode(),
+                          capture_output=True, timeout=timeout, env=clean_env(**(env or {})))
+
+
+def test_cli_user_add_passwd_del_list(server):
+    url = server.admin_url
+    addr = unique_address("cli")
+    r = cli("add", addr, "--admin-url", url, stdin="cli-first pw\n")
+    assert r.returncode == 0, r.stderr.decode()
+    assert login_ok(server, addr, "cli-first pw"), "password from stdin's first line"
+
+    r = cli("list", "--admin-url", url)
+    assert r.returncode == 0, r.stderr.decode()
+    assert addr in r.stdout.decode().split(), r.stdout
+
+    r = cli("passwd", addr, "--admin-url", url, stdin="cli-second\nignored second line\n")
+    assert r.returncode == 0, r.stderr.decode()
+    assert login_ok(server, addr, "cli-second")
+    assert not login_ok(server, addr, "cli-first pw")
+
+    r = cli("del", addr, "--admin-url", url)
+    assert r.returncode == 0, r.stderr.decode()
+    status, body = server.admin("GET", "/users")
+    assert addr not in body["users"]
+    r = cli("list", "--admin-url", url)
+    assert addr not in r.stdout.decode().split()
+
+    r = cli("del", addr, "--admin-url", url)
+    assert r.returncode != 0, "deleting an unknown user must fail"
+
+
+def test_cli_admin_url_from_env(server):
+    addr = unique_address("clienv")
+    env = {"POP3D_ADMIN_URL": server.admin_url}
+    r = cli("add", addr, stdin="env-pw\n", env=env)
+    assert r.returncode == 0, r.stderr.decode()
+    r = cli("list", env=env)
+    assert addr in r.stdout.decode().split()
+    assert login_ok(server, addr, "env-pw")
+
+
+def test_cli_unreachable_admin_fails(server):
+    r = cli("list", "--admin-url", f"http://127.0.0.1:{free_port()}")
+    assert r.returncode != 0
+
+
+# ------------------------------------------------------------------------------------------
+# configuration precedence: flag > env > file > default
+
+
+def listening(port: int) -> bool:
+    try:
+        p = Pop3Raw(port, timeout=3)
+    except OSError:
+        return False
+    try:
+        return p.greeting.startswith(b"+OK")
+    finally:
+        p.close()
+
+
+def start_raw(tmp_path, name, args, env, admin_port):
+    """Start pop3d with exactly `args` (plus POPFLEET_E2E_SERVER_ARGS); returns the proc."""
+    srv = Server(tmp_path / name, name=name)
+    srv.admin_port = admin_port
+    srv.command = lambda: [server_binary(), "serve", *args, *extra_server_args()]
+    srv.env = env
+    srv.start()
+    return srv
+
+
+@pytest.mark.parametrize("winner", ["flag", "env", "file"])
+def test_config_precedence(tmp_path, winner, request):
+    from conftest import _active_servers
+    file_port, env_port, flag_port = free_port(), free_port(), free_port()
+    admin_port, lmtp_port = free_port(), free_port()
+    cfg = tmp_path / "pop3d.toml"
+    cfg.write_text(f'''data_dir = "{tmp_path / 'data'}"
+pop3 = "127.0.0.1:{file_port}"
+lmtp = "127.0.0.1:{lmtp_port}"
+admin = "127.0.0.1:{admin_port}"
+idle_timeout = 300
+''')
+    args = ["--config", str(cfg)]
+    env = {}
+    if winner in ("flag", "env"):
+        env["POP3D_POP3"] = f"127.0.0.1:{env_port}"
+    if winner == "flag":
+        args += ["--pop3", f"127.0.0.1:{flag_port}"]
+    srv = start_raw(tmp_path, f"prec-{winner}", args, env, admin_port)
+    _active_servers.setdefault(request.node.nodeid, []).append((srv, 0))
+    try:
+        expected = {"flag": flag_port, "env": env_port, "file": file_port}[winner]
+        assert listening(expected), f"POP3 not on the {winner} port"
+        for other in {file_port, env_port, flag_port} - {expected}:
+            assert not listening(other), f"POP3 also/instead on port {other}"
+    finally:
+        srv.stop()
+
+
+def test_config_file_env_for_other_keys(tmp_path, request):
+    """Env beats file for a numeric key (idle timeout) and data_dir/admin come from the
+    file: the server with idle_timeout=600 in the file and POP3D_IDLE_TIMEOUT=2 closes an
+    idle session within a few seconds."""
+    from conftest import _active_servers
+    pop3_port, admin_port, lmtp_port = free_port(), free_port(), free_port()
+    cfg = tmp_path / "pop3d.toml"
+    cfg.write_text(f'''data_dir = "{tmp_path / 'data'}"
+pop3 = "127.0.0.1:{pop3_port}"
+lmtp = "127.0.0.1:{lmtp_port}"
+admin = "127.0.0.1:{admin_port}"
+idle_timeout = 600
+max_bad_commands = 50
+''')
+    srv = start_raw(tmp_path, "keys", ["--config", str(cfg), "--max-bad-commands", "2"],
+                    {"POP3D_IDLE_TIMEOUT": "2", "POP3D_MAX_BAD_COMMANDS": "30"}, admin_port)
+    _active_servers.setdefault(request.node.nodeid, []).append((srv, 0))
+    try:
+        p = Pop3Raw(pop3_port)
+        t0 = time.monotonic()
+        p.settimeout(15)
+        data = b""
+        try:
+            while chunk := p.sock.recv(4096):
+                data += chunk
+        except ConnectionResetError:
+            pass
+        elapsed = time.monotonic() - t0
+        p.close()
+        assert elapsed < 10, f"env POP3D_IDLE_TIMEOUT=2 not applied (closed after {elapsed:.1f}s)"
+        assert data.startswith(b"-ERR"), data
+        # flag max-bad-commands=2 beats env 30 and file 50
+        with Pop3Raw(pop3_port) as p:
+            for i in range(3):
+                assert p.cmd(f"BAD{i}").startswith(b"-ERR")
+            assert p.is_closed_by_peer(5)
+        # data_dir came from the file (only checkable for the embedded store)
+        if not extra_server_args():
+            status, _ = srv.admin("PUT", f"/users/{unique_address('cfg')}", {"password": "x"})
+            assert 200 <= status < 300
+            data_dir = tmp_path / "data"
+            assert data_dir.is_dir() and any(data_dir.iterdir()), "data_dir from file unused"
+    finally:
+        srv.stop()
