@@ -443,9 +443,10 @@ class Server:
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(offset)
-                return f.read().decode(errors="replace")
+                text = f.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
+        return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
     def log_size(self) -> int:
         try:

@@ -209,36 +209,49 @@ def test_metrics_prometheus_text(server, user):
 # CLI
 
 
-def cli(*args, stdin: str | None = None, env=None, timeout=30):
-    return subprocess.run([server_binary(), "user", *args], input=(stdin or "").encode(),
-                          capture_output=True, timeout=timeout, env=clean_env(**(env or {})))
+def cli(*args, url: str | None = None, stdin: str | None = None, env=None, timeout=30):
+    """`pop3d user [--admin-url URL] ARGS...` (the option placed where `pop3d user --help`
+    documents it)."""
+    pre = ["--admin-url", url] if url else []
+    return subprocess.run([server_binary(), "user", *pre, *args],
+                          input=(stdin or "").encode(), capture_output=True, timeout=timeout,
+                          env=clean_env(**(env or {})))
 
 
 def test_cli_user_add_passwd_del_list(server):
     url = server.admin_url
     addr = unique_address("cli")
-    r = cli("add", addr, "--admin-url", url, stdin="cli-first pw\n")
+    r = cli("add", addr, url=url, stdin="cli-first pw\n")
     assert r.returncode == 0, r.stderr.decode()
     assert login_ok(server, addr, "cli-first pw"), "password from stdin's first line"
 
-    r = cli("list", "--admin-url", url)
+    r = cli("list", url=url)
     assert r.returncode == 0, r.stderr.decode()
     assert addr in r.stdout.decode().split(), r.stdout
 
-    r = cli("passwd", addr, "--admin-url", url, stdin="cli-second\nignored second line\n")
+    r = cli("passwd", addr, url=url, stdin="cli-second\nignored second line\n")
     assert r.returncode == 0, r.stderr.decode()
     assert login_ok(server, addr, "cli-second")
     assert not login_ok(server, addr, "cli-first pw")
 
-    r = cli("del", addr, "--admin-url", url)
+    r = cli("del", addr, url=url)
     assert r.returncode == 0, r.stderr.decode()
     status, body = server.admin("GET", "/users")
     assert addr not in body["users"]
-    r = cli("list", "--admin-url", url)
+    r = cli("list", url=url)
     assert addr not in r.stdout.decode().split()
 
-    r = cli("del", addr, "--admin-url", url)
+    r = cli("del", addr, url=url)
     assert r.returncode != 0, "deleting an unknown user must fail"
+
+
+def test_cli_admin_url_after_subcommand(server):
+    """The contract says every `user` subcommand takes --admin-url; a user writes it after
+    the subcommand too (`pop3d user add ADDR --admin-url URL`)."""
+    addr = unique_address("clipos")
+    r = cli("add", addr, "--admin-url", server.admin_url, stdin="pos-pw\n")
+    assert r.returncode == 0, r.stderr.decode()
+    assert login_ok(server, addr, "pos-pw")
 
 
 def test_cli_admin_url_from_env(server):
@@ -252,7 +265,7 @@ def test_cli_admin_url_from_env(server):
 
 
 def test_cli_unreachable_admin_fails(server):
-    r = cli("list", "--admin-url", f"http://127.0.0.1:{free_port()}")
+    r = cli("list", url=f"http://127.0.0.1:{free_port()}")
     assert r.returncode != 0
 
 

@@ -229,7 +229,7 @@ def fetchmail_rc(server, home: Path, addr: str, pw: str, keep: bool, delivery: s
     rc.write_text(f"""set no syslog
 set no bouncemail
 poll 127.0.0.1 protocol pop3 port {server.pop3_port} uidl timeout 30
-  user "{addr}" password "{pw}"
+  user "{addr}" password "{pw}" sslproto ""
   {'keep' if keep else 'nokeep'}
   {delivery}
 """)

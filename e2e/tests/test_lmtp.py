@@ -156,10 +156,16 @@ def test_per_recipient_reply_order(server):
         data_replies = [c.read_reply() for _ in range(3)]
         codes = [code for code, _ in data_replies]
         assert codes[0] == 250 and codes[2] == 250, data_replies
-        assert codes[1] >= 400, f"deleted mailbox got {data_replies[1]}"
         assert c.cmd("QUIT")[0] == 221
     for addr, pw in (users[0], users[2]):
         assert server.mailbox(addr)["messages"] == 1
+    # whatever the reply, mail for a deleted account must not surface in a new account
+    # that later gets the same address
+    server.create_user(users[1][0], "recreated")
+    assert server.mailbox(users[1][0])["messages"] == 0, (
+        f"message accepted for a deleted account ({data_replies[1]}) shows up in the "
+        "re-created account")
+    assert codes[1] >= 400, f"deleted mailbox got {data_replies[1]}"
 
 
 def test_data_without_valid_recipient(server):
@@ -175,7 +181,8 @@ def test_data_without_valid_recipient(server):
 @pytest.mark.parametrize("bad", [
     pytest.param(b"line one\nline two\r\n", id="bare-LF"),
     pytest.param(b"line one\rline two\r\n", id="bare-CR"),
-    pytest.param(b"ends with bare LF\n", id="bare-LF-at-end"),
+    pytest.param(b"bare LF before the final CRLF\n\r\n", id="bare-LF-before-CRLF"),
+    pytest.param(b"line\r\n\nafter an empty bare-LF line\r\n", id="bare-LF-line"),
     pytest.param(b"smuggle\n.\nMAIL FROM:<evil@example.org>\r\n", id="smuggling-LF-dot-LF"),
 ])
 def test_bare_lf_cr_rejected(server, bad):
