@@ -1,6 +1,7 @@
 """Admin HTTP API, /metrics, the `pop3d user ...` CLI and configuration precedence."""
 
 import re
+import socket
 import subprocess
 import time
 import urllib.parse
@@ -294,14 +295,30 @@ def start_raw(tmp_path, name, args, env, admin_port):
     return srv
 
 
-@pytest.mark.parametrize("winner", ["flag", "env", "file"])
+def port_free(port: int) -> bool:
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("winner", ["flag", "env", "file", "default"])
 def test_config_precedence(tmp_path, winner, request):
     from conftest import _active_servers
     file_port, env_port, flag_port = free_port(), free_port(), free_port()
+    if winner == "default":
+        if not port_free(1110):
+            pytest.skip("the default POP3 port 127.0.0.1:1110 is in use on this machine")
+        file_port = 1110
     admin_port, lmtp_port = free_port(), free_port()
     cfg = tmp_path / "pop3d.toml"
+    pop3_line = "" if winner == "default" else f'pop3 = "127.0.0.1:{file_port}"'
     cfg.write_text(f'''data_dir = "{tmp_path / 'data'}"
-pop3 = "127.0.0.1:{file_port}"
+{pop3_line}
 lmtp = "127.0.0.1:{lmtp_port}"
 admin = "127.0.0.1:{admin_port}"
 idle_timeout = 300
@@ -315,7 +332,8 @@ idle_timeout = 300
     srv = start_raw(tmp_path, f"prec-{winner}", args, env, admin_port)
     _active_servers.setdefault(request.node.nodeid, []).append((srv, 0))
     try:
-        expected = {"flag": flag_port, "env": env_port, "file": file_port}[winner]
+        expected = {"flag": flag_port, "env": env_port, "file": file_port,
+                    "default": 1110}[winner]
         assert listening(expected), f"POP3 not on the {winner} port"
         for other in {file_port, env_port, flag_port} - {expected}:
             assert not listening(other), f"POP3 also/instead on port {other}"

@@ -325,6 +325,23 @@ def test_total_connection_cap(server_factory):
     srv.assert_serves()
 
 
+def test_total_connection_cap_lmtp(server_factory):
+    srv = server_factory(args=["--max-connections", "2"], name="totallmtp")
+    a = LmtpRaw(srv.lmtp_port)
+    b = LmtpRaw(srv.lmtp_port, source="127.0.0.2")
+    try:
+        with LmtpRaw(srv.lmtp_port, source="127.0.0.3", read_greeting=False) as c:
+            code, text = c.read_reply()
+            assert code == 421 and text[0].startswith(b"4.3.2"), (code, text)
+            assert c.is_closed_by_peer(5)
+        assert a.lhlo()[0] == 250
+    finally:
+        a.close()
+        b.close()
+    time.sleep(0.3)
+    srv.assert_serves()
+
+
 # ------------------------------------------------------------------------------------------
 # failed logins
 
@@ -363,13 +380,24 @@ def test_failed_login_delay_grows(delay_server):
     assert d3 >= 0.78, f"third consecutive failure took {d3:.3f}s, expected >= 0.8s"
     # another source address has its own counter: its first failure is not ~1.6 s
     other = timed_failure(srv, addr, "wrong-x", source="127.0.0.2")
-    assert other < 1.2, f"failure from another IP took {other:.3f}s (delay not per IP?)"
+    assert other < 1.3, f"failure from another IP took {other:.3f}s (delay not per IP?)"
     # a correct login still works (possibly after a delay) and resets 'consecutive'
     with srv.session(addr, pw) as p:
         p.quit()
     after = timed_failure(srv, addr, "wrong-again")
-    assert 0.18 <= after < 1.2, f"failure after a success took {after:.3f}s"
+    assert 0.18 <= after < 1.3, f"failure after a success took {after:.3f}s"
     srv.assert_serves()
+
+
+def test_failed_login_delay_capped_at_15s(server_factory):
+    """With an 8 s base the second consecutive failure would take 16 s uncapped: the cap
+    makes it 15 s."""
+    srv = server_factory(args=["--auth-fail-delay-ms", "8000"], name="cap")
+    addr, _ = srv.create_user()
+    d1 = timed_failure(srv, addr, "wrong-1")
+    d2 = timed_failure(srv, addr, "wrong-2")
+    assert 7.9 <= d1 < 9.5, d1
+    assert 14.9 <= d2 < 15.9, f"second failure took {d2:.2f}s, expected the 15 s cap"
 
 
 def test_failed_auth_plain_delayed(delay_server):

@@ -349,6 +349,23 @@ def test_rset_clears_envelope(server, user):
     assert server.mailbox(addr)["messages"] == 0
 
 
+def test_hostname_in_greeting_and_received(server_factory):
+    """--hostname names the server in the LMTP greeting and the Received header."""
+    srv = server_factory(args=["--hostname", "mx7.popfleet.test"], name="hostname")
+    addr, pw = srv.create_user()
+    with LmtpRaw(srv.lmtp_port) as c:
+        code, text = c.greeting
+        assert code == 220 and b"mx7.popfleet.test" in b" ".join(text), text
+    msg = make_message()
+    assert srv.deliver(addr, msg) == {}
+    with srv.session(addr, pw) as p:
+        prefix = split_delivered(p.retr(1), msg)
+        p.quit()
+    unfolded = re.sub(rb"\r\n[ \t]", b" ", prefix).split(b"\r\n")
+    received = [h for h in unfolded if h.lower().startswith(b"received:")]
+    assert len(received) == 1 and b"mx7.popfleet.test" in received[0], prefix
+
+
 # ------------------------------------------------------------------------------------------
 # SIZE limit (dedicated server)
 

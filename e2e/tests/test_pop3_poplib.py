@@ -521,6 +521,22 @@ def test_auth_plain_continuation(server, user):
         p.quit()
 
 
+def test_auth_plain_continuation_long_credentials(server):
+    """A 200-char password makes the base64 PLAIN response ~330 octets: an RFC 5034 client
+    must then send it as a continuation line (not an initial response), and the server
+    must accept that line (it is a SASL response, not a command)."""
+    pw = "L" * 200
+    addr, _ = server.create_user(password=pw)
+    response = plain_b64(addr, pw)
+    assert len(response) + 2 > 255
+    with server.pop3() as p:
+        challenge = p.cmd("AUTH PLAIN")
+        assert challenge.startswith(b"+") and not challenge.startswith(b"+OK"), challenge
+        reply = p.cmd(response)
+        assert reply.startswith(b"+OK"), reply
+        p.quit()
+
+
 def test_auth_plain_cancel(server, user):
     addr, pw = user
     with server.pop3() as p:
