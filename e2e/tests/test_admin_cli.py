@@ -146,6 +146,22 @@ def test_bad_input_json_error(server, case):
     assert addr not in users["users"]
 
 
+def test_percent_encoded_address_in_path(server):
+    """`/users/alice%40example.com` names the same account as `/users/alice@example.com`
+    (HTTP clients commonly encode '@' in a path segment)."""
+    addr = unique_address("pct")
+    encoded = urllib.parse.quote(addr, safe="")
+    assert "%40" in encoded
+    status, _ = server.admin("PUT", f"/users/{encoded}", {"password": "pct-pw"})
+    assert 200 <= status < 300
+    status, body = server.admin("GET", "/users")
+    assert addr in body["users"], body
+    assert login_ok(server, addr, "pct-pw")
+    status, body = server.admin("GET", f"/users/{encoded}/mailbox")
+    assert status == 200 and body["address"] == addr
+    assert server.admin("DELETE", f"/users/{encoded}")[0] == 204
+
+
 def test_unknown_mailbox_404(server):
     status, body = server.admin("GET", f"/users/{unique_address('none')}/mailbox")
     assert_json_error(status, body, 404)

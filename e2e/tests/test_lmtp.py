@@ -184,6 +184,9 @@ def test_data_without_valid_recipient(server):
     pytest.param(b"bare LF before the final CRLF\n\r\n", id="bare-LF-before-CRLF"),
     pytest.param(b"line\r\n\nafter an empty bare-LF line\r\n", id="bare-LF-line"),
     pytest.param(b"smuggle\n.\nMAIL FROM:<evil@example.org>\r\n", id="smuggling-LF-dot-LF"),
+    pytest.param(b"smuggle\r\n.\nRSET\r\n", id="smuggling-CRLF-dot-LF"),
+    pytest.param(b"smuggle\r.\rRSET\r\n", id="smuggling-CR-dot-CR"),
+    pytest.param(b"bare CR before the final CRLF\r\r\n", id="bare-CR-before-CRLF"),
 ])
 def test_bare_lf_cr_rejected(server, bad):
     """Bare LF / bare CR in DATA: one 5xx (554 5.6.0) per recipient, nothing delivered, and

@@ -178,3 +178,41 @@ def test_pipelined_large_replies_not_lost(server, user):
         sender.join()
     finally:
         s.close()
+
+
+def test_pipelined_failed_pass_keeps_buffered_commands(server, user):
+    """A failed PASS (with its delay) in the middle of a pipeline: the commands buffered
+    behind it are still processed, in order, not discarded."""
+    addr, pw = user
+    script = (f"USER {addr}\r\nPASS wrong-password\r\nSTAT\r\nUSER {addr}\r\n"
+              f"PASS {pw}\r\nSTAT\r\nQUIT\r\n").encode()
+    data = run_script(server, script, None)
+    lines = data.split(b"\r\n")[:-1]
+    assert len(lines) == 7, data
+    assert lines[0].startswith(b"+OK")
+    assert lines[1].startswith(b"-ERR [AUTH]"), lines[1]
+    assert lines[2].startswith(b"-ERR"), lines[2]
+    assert lines[3].startswith(b"+OK") and lines[4].startswith(b"+OK"), data
+    assert re.match(rb"\+OK 0 0\b", lines[5]), lines[5]
+    assert lines[6].startswith(b"+OK")
+
+
+def test_pipelined_auth_plain_continuation(server, user):
+    """AUTH PLAIN, its continuation response and following commands in one write."""
+    addr, pw = user
+    from conftest import plain_b64
+    m = make_message()
+    assert server.deliver(addr, m) == {}
+    script = (f"CAPA\r\nAUTH PLAIN\r\n{plain_b64(addr, pw)}\r\nSTAT\r\nLIST 1\r\n"
+              f"QUIT\r\n").encode()
+    for chunks in (None, [1] * len(script)):
+        data = run_script(server, script, chunks)
+        capa_end = data.index(b"\r\n.\r\n") + 5
+        assert data.startswith(b"+OK")
+        lines = data[capa_end:].split(b"\r\n")[:-1]
+        assert len(lines) == 5, data
+        assert lines[0].startswith(b"+") and not lines[0].startswith(b"+OK"), lines[0]
+        assert lines[1].startswith(b"+OK"), lines[1]
+        assert re.match(rb"\+OK 1 \d+", lines[2]), lines[2]
+        assert re.match(rb"\+OK 1 \d+", lines[3]), lines[3]
+        assert lines[4].startswith(b"+OK")

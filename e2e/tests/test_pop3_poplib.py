@@ -643,3 +643,52 @@ def test_concurrent_sessions_snapshot(server, user):
         assert sorted(left.values()) == sorted(
             set(new_uids.values()) - {uids[3]})
         c.quit()
+
+
+def test_two_sessions_delete_same_message(server, user):
+    """Both sessions DELE message 1 and QUIT: it is removed once, nothing else is lost, and
+    the second QUIT still answers (+OK, or -ERR if it reports the message as gone)."""
+    addr, pw = user
+    msgs = fill(server, addr, 3)
+    a = server.session(addr, pw)
+    b = server.session(addr, pw)
+    try:
+        uids = a.uidl()
+        assert a.cmd("DELE 1").startswith(b"+OK")
+        assert b.cmd("DELE 1").startswith(b"+OK")
+        assert a.cmd("QUIT").startswith(b"+OK")
+        reply = b.cmd("QUIT")
+        assert reply.startswith(b"+OK") or reply.startswith(b"-ERR"), reply
+    finally:
+        a.close()
+        b.close()
+    with server.session(addr, pw) as p:
+        assert p.uidl() == {1: uids[2], 2: uids[3]}
+        assert p.retr(1).endswith(msgs[1])
+        p.quit()
+    server.assert_serves()
+
+
+def test_account_deleted_during_session(server):
+    """The admin API deletes an account while a POP3 session on it is open: the session
+    may fail its commands but the server survives, and a later login is refused."""
+    addr, pw = server.create_user()
+    fill(server, addr, 2)
+    p = server.session(addr, pw)
+    try:
+        assert p.stat()[0] == 2
+        status, _ = server.admin("DELETE", f"/users/{addr}")
+        assert status == 204
+        reply = p.cmd("DELE 2")
+        assert reply[:3] in (b"+OK", b"-ER"), reply
+        first, _ = p.multi("RETR 1")
+        assert first[:3] in (b"+OK", b"-ER"), first
+        p.cmd("QUIT")
+    finally:
+        p.close()
+    with server.pop3() as q:
+        q.ok(f"USER {addr}")
+        assert q.cmd(f"PASS {pw}").startswith(b"-ERR [AUTH]")
+    server.create_user(addr, "again")
+    assert server.mailbox(addr)["messages"] == 0
+    server.assert_serves()
