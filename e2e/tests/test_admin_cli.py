@@ -401,3 +401,97 @@ max_bad_commands = 50
             assert data_dir.is_dir() and any(data_dir.iterdir()), "data_dir from file unused"
     finally:
         srv.stop()
+
+
+def check_settings(srv: Server, pop3_port: int, lmtp_port: int, hostname: str):
+    """Observe max_message_size=7000, hostname, max_connections_per_ip=2, max_bad_commands=2,
+    auth_fail_delay_ms=100, idle_timeout=3 on a running server."""
+    from conftest import LmtpRaw
+    with LmtpRaw(lmtp_port) as c:
+        assert hostname.encode() in b" ".join(c.greeting[1]), c.greeting
+        _, lines = c.lhlo()
+        size = [ln for ln in lines if ln.upper().startswith(b"SIZE")]
+        assert size and size[0].split()[1] == b"7000", lines
+    addr, pw = srv.create_user()
+    # max_bad_commands = 2
+    with Pop3Raw(pop3_port) as p:
+        for i in range(3):
+            assert p.cmd(f"BAD{i}").startswith(b"-ERR")
+        assert p.is_closed_by_peer(5)
+    # auth_fail_delay_ms = 100 (the default would be 1000)
+    with Pop3Raw(pop3_port, source="127.0.0.4") as p:
+        p.ok(f"USER {addr}")
+        t0 = time.monotonic()
+        assert p.cmd("PASS wrong").startswith(b"-ERR [AUTH]")
+        p.multi("CAPA")
+        elapsed = time.monotonic() - t0
+        assert 0.09 <= elapsed < 0.8, f"failed login took {elapsed:.2f}s"
+    # max_connections_per_ip = 2
+    time.sleep(0.3)
+    a, b = Pop3Raw(pop3_port), Pop3Raw(pop3_port)
+    try:
+        with Pop3Raw(pop3_port, read_greeting=False) as c:
+            assert c.readline().startswith(b"-ERR [SYS/TEMP]")
+    finally:
+        a.close()
+        b.close()
+    # idle_timeout = 3
+    time.sleep(0.3)
+    with Pop3Raw(pop3_port) as p:
+        t0 = time.monotonic()
+        assert p.is_closed_by_peer(10) or p.readline().startswith(b"-ERR")
+        assert 2.5 <= time.monotonic() - t0 < 9
+
+
+@pytest.mark.parametrize("source", ["file", "env"])
+def test_every_setting_from_file_or_env(tmp_path, request, source):
+    from conftest import _active_servers
+    pop3_port, lmtp_port, admin_port = free_port(), free_port(), free_port()
+    settings = {
+        "data_dir": str(tmp_path / "data"),
+        "pop3": f"127.0.0.1:{pop3_port}",
+        "lmtp": f"127.0.0.1:{lmtp_port}",
+        "admin": f"127.0.0.1:{admin_port}",
+        "hostname": f"{source}-host.popfleet.test",
+        "allow_insecure_auth": True,
+        "idle_timeout": 3,
+        "max_connections": 100,
+        "max_connections_per_ip": 2,
+        "max_bad_commands": 2,
+        "max_message_size": 7000,
+        "auth_fail_delay_ms": 100,
+    }
+    args, env = [], {}
+    if source == "file":
+        cfg = tmp_path / "pop3d.toml"
+        lines = []
+        for k, v in settings.items():
+            if isinstance(v, bool):
+                lines.append(f"{k} = {'true' if v else 'false'}")
+            elif isinstance(v, int):
+                lines.append(f"{k} = {v}")
+            else:
+                lines.append(f'{k} = "{v}"')
+        cfg.write_text("\n".join(lines) + "\n")
+        args = ["--config", str(cfg)]
+    else:
+        env = {f"POP3D_{k.upper()}": (str(v).lower() if isinstance(v, bool) else str(v))
+               for k, v in settings.items()}
+    srv = start_raw(tmp_path, f"all-{source}", args, env, admin_port)
+    _active_servers.setdefault(request.node.nodeid, []).append((srv, 0))
+    try:
+        srv.pop3_port, srv.lmtp_port = pop3_port, lmtp_port
+        check_settings(srv, pop3_port, lmtp_port, settings["hostname"])
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("bad", [["--idle-timeout", "soon"], ["--pop3", "not-an-address"],
+                                 ["--max-message-size", "-5"], ["--no-such-flag"]])
+def test_invalid_settings_fail_fast(tmp_path, bad):
+    r = subprocess.run([server_binary(), "serve", "--data-dir", str(tmp_path / "d"),
+                        "--pop3", f"127.0.0.1:{free_port()}", "--lmtp", f"127.0.0.1:{free_port()}",
+                        "--admin", f"127.0.0.1:{free_port()}", *bad, *extra_server_args()],
+                       capture_output=True, timeout=30, env=clean_env())
+    assert r.returncode != 0, f"pop3d accepted {bad}"
+    assert r.stderr.strip(), "no error message on stderr"
