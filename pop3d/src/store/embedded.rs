@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Account, ContentRef, ListingEntry, MailStore, Result, StoreError};
+use super::{Account, ContentRef, ListingEntry, MailStore, RepairProgress, Result, StoreError};
 use crate::message_id::MessageId;
 
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
@@ -23,6 +23,8 @@ const LISTING: TableDefinition<(&str, u128), u64> = TableDefinition::new("listin
 const CONTENT: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("content");
 /// id sort key -> mailbox the content was written for (lets repair find orphans).
 const CONTENT_OWNER: TableDefinition<u128, &str> = TableDefinition::new("content_owner");
+/// task -> JSON RepairProgress.
+const PROGRESS: TableDefinition<&str, &[u8]> = TableDefinition::new("repair_progress");
 
 pub struct EmbeddedStore {
     db: Arc<Database>,
@@ -43,6 +45,7 @@ impl EmbeddedStore {
         txn.open_table(LISTING).map_err(unavailable)?;
         txn.open_table(CONTENT).map_err(unavailable)?;
         txn.open_table(CONTENT_OWNER).map_err(unavailable)?;
+        txn.open_table(PROGRESS).map_err(unavailable)?;
         txn.commit().map_err(unavailable)?;
         Ok(Self { db: Arc::new(db) })
     }
@@ -260,6 +263,30 @@ impl MailStore for EmbeddedStore {
                 }
             }
             Ok((out, after))
+        })
+        .await
+    }
+
+    async fn load_progress(&self, task: &str) -> Result<Option<RepairProgress>> {
+        let task = task.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(PROGRESS).map_err(unavailable)?;
+            match table.get(task.as_str()).map_err(unavailable)? {
+                Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(|e| StoreError::Corrupt(e.to_string())),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn save_progress(&self, task: &str, progress: &RepairProgress) -> Result<()> {
+        let task = task.to_owned();
+        let value = serde_json::to_vec(progress).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.write(Durability::Immediate, move |txn| {
+            let mut table = txn.open_table(PROGRESS).map_err(unavailable)?;
+            table.insert(task.as_str(), value.as_slice()).map_err(unavailable)?;
+            Ok(())
         })
         .await
     }

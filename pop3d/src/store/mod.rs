@@ -4,6 +4,7 @@
 //! listing rows) so that the ordering rules live in one place above it ([`deliver`], [`expunge`])
 //! and both backends are checked by one contract suite ([`contract`]).
 
+pub mod cassandra;
 pub mod contract;
 pub mod embedded;
 
@@ -50,6 +51,15 @@ pub struct ContentRef {
     pub mailbox: String,
 }
 
+/// Where a repair run stands, saved so an interrupted run resumes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairProgress {
+    pub phase: String,
+    pub cursor: Option<String>,
+    pub checked: u64,
+    pub fixed: u64,
+}
+
 /// The storage contract. Every method is idempotent: a retried call after a timeout is harmless.
 #[async_trait]
 pub trait MailStore: Send + Sync + 'static {
@@ -85,6 +95,22 @@ pub trait MailStore: Send + Sync + 'static {
     async fn has_listing(&self, mailbox: &str, id: MessageId) -> Result<bool>;
     /// Repair: mailboxes with listing rows, from an opaque cursor; returns the next cursor.
     async fn scan_mailboxes(&self, cursor: Option<String>, limit: usize) -> Result<(Vec<String>, Option<String>)>;
+
+    /// Promises that every live listing row of `mailbox` is at or after `floor`, so reads can
+    /// start there and skip deleted history (Cassandra tombstones). A no-op where deletes leave
+    /// nothing behind.
+    async fn set_low_watermark(&self, _mailbox: &str, _floor: MessageId) -> Result<()> {
+        Ok(())
+    }
+
+    /// Repair: a live listing row below the mailbox's watermark (one that arrived late, e.g.
+    /// after a datacenter partition), if any.
+    async fn live_row_below_watermark(&self, _mailbox: &str) -> Result<Option<MessageId>> {
+        Ok(None)
+    }
+
+    async fn load_progress(&self, task: &str) -> Result<Option<RepairProgress>>;
+    async fn save_progress(&self, task: &str, progress: &RepairProgress) -> Result<()>;
 }
 
 /// Expunges messages at POP3 QUIT: listing rows first (the message disappears), then content.

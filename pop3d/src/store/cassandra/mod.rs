@@ -1,0 +1,298 @@
+//! The Cassandra backend: multi-datacenter, token-aware, pinned to the local datacenter, and
+//! without a single lightweight transaction. See `docs/adr/` for why the tables look as they do.
+
+pub mod migrate;
+mod statements;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{future::try_join_all, TryStreamExt};
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::response::PagingState;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::Consistency;
+use scylla::value::CqlTimeuuid;
+
+use super::{Account, ContentRef, ListingEntry, MailStore, RepairProgress, Result, StoreError};
+use crate::message_id::MessageId;
+use statements::Statements;
+
+/// How to reach the cluster and at which consistency to work.
+#[derive(Debug, Clone)]
+pub struct CassandraConfig {
+    pub contact_points: Vec<String>,
+    pub local_dc: String,
+    pub keyspace: String,
+    pub read_consistency: Consistency,
+    pub write_consistency: Consistency,
+    pub request_timeout: Duration,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn timeuuid(id: MessageId) -> CqlTimeuuid {
+    CqlTimeuuid::from(id.uuid())
+}
+
+fn message_id(t: CqlTimeuuid) -> Result<MessageId> {
+    MessageId::from_uuid(t.into()).ok_or_else(|| StoreError::Corrupt("message_id is not a version-1 UUID".into()))
+}
+
+/// Paging state as an opaque, printable cursor.
+fn cursor_of(state: PagingState) -> Option<String> {
+    state.as_bytes_slice().map(|b| hex::encode(b.as_ref()))
+}
+
+fn paging_state(cursor: Option<String>) -> Result<PagingState> {
+    match cursor {
+        None => Ok(PagingState::start()),
+        Some(c) => {
+            let raw = hex::decode(c).map_err(|e| StoreError::Corrupt(format!("bad cursor: {e}")))?;
+            Ok(PagingState::new_from_raw_bytes(raw))
+        }
+    }
+}
+
+pub struct CassandraStore {
+    session: Session,
+    s: Statements,
+}
+
+/// Opens a driver session pinned to the local datacenter (no cross-DC request on any path).
+pub async fn connect(config: &CassandraConfig) -> Result<Session> {
+    let policy = DefaultPolicy::builder()
+        .prefer_datacenter(config.local_dc.clone())
+        .token_aware(true)
+        .permit_dc_failover(false)
+        .build();
+    let profile = ExecutionProfile::builder()
+        .consistency(config.read_consistency)
+        .load_balancing_policy(policy)
+        .request_timeout(Some(config.request_timeout))
+        .build();
+    let mut builder = SessionBuilder::new()
+        .known_nodes(&config.contact_points)
+        .connection_timeout(Duration::from_secs(5))
+        .default_execution_profile_handle(profile.into_handle());
+    if let (Some(user), Some(password)) = (&config.username, &config.password) {
+        builder = builder.user(user, password);
+    }
+    builder.build().await.map_err(|e| unavailable(format!("cannot connect to Cassandra at {:?}: {e}", config.contact_points)))
+}
+
+impl CassandraStore {
+    /// Connects and checks the schema is there and current; the server never creates it.
+    pub async fn open(config: &CassandraConfig) -> Result<Self> {
+        let session = connect(config).await?;
+        let ks = &config.keyspace;
+        let version = migrate::applied_versions(&session, ks).await.map_err(|e| match e {
+            migrate::MigrateError::MissingKeyspace(_) => unavailable(format!(
+                "keyspace {ks} does not exist: create it with `pop3d migrate --keyspace {ks} ...`"
+            )),
+            other => unavailable(other),
+        })?;
+        let latest = schema::latest_version();
+        if version.last().copied().unwrap_or(0) < latest {
+            return Err(unavailable(format!(
+                "keyspace {ks} is at schema version {}, this server needs {latest}: run `pop3d migrate`",
+                version.last().copied().unwrap_or(0)
+            )));
+        }
+        let s = Statements::prepare(&session, ks, config.read_consistency, config.write_consistency)
+            .await
+            .map_err(unavailable)?;
+        Ok(Self { session, s })
+    }
+}
+
+#[async_trait]
+impl MailStore for CassandraStore {
+    fn backend(&self) -> &'static str {
+        "cassandra"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.session.execute_unpaged(&self.s.get_account, ("ping@readiness.invalid",)).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn put_account(&self, account: &Account) -> Result<()> {
+        let values = (&account.address, &account.password_hash);
+        self.session.execute_unpaged(&self.s.put_account, values).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn get_account(&self, address: &str) -> Result<Option<Account>> {
+        let result = self.session.execute_unpaged(&self.s.get_account, (address,)).await.map_err(unavailable)?;
+        let rows = result.into_rows_result().map_err(unavailable)?;
+        let row = rows.maybe_first_row::<(String, Option<String>)>().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(row.map(|(address, hash)| Account { address, password_hash: hash.unwrap_or_default() }))
+    }
+
+    async fn delete_account(&self, address: &str) -> Result<()> {
+        self.session.execute_unpaged(&self.s.delete_account, (address,)).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<String>> {
+        let pager = self.session.execute_iter(self.s.list_accounts.clone(), ()).await.map_err(unavailable)?;
+        let mut rows = pager.rows_stream::<(String,)>().map_err(unavailable)?;
+        let mut out = Vec::new();
+        while let Some((address,)) = rows.try_next().await.map_err(unavailable)? {
+            out.push(address);
+        }
+        Ok(out)
+    }
+
+    async fn put_chunk(&self, mailbox: &str, id: MessageId, index: u32, data: Bytes) -> Result<()> {
+        let values = (timeuuid(id), index as i32, mailbox, data.as_ref());
+        self.session.execute_unpaged(&self.s.put_chunk, values).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn link(&self, mailbox: &str, entry: ListingEntry) -> Result<()> {
+        let values = (mailbox, timeuuid(entry.id), entry.size as i64);
+        self.session.execute_unpaged(&self.s.link, values).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn listing(&self, mailbox: &str) -> Result<Vec<ListingEntry>> {
+        let pager = match self.low_watermark(mailbox).await? {
+            Some(floor) => self.session.execute_iter(self.s.listing_from.clone(), (mailbox, floor)).await,
+            None => self.session.execute_iter(self.s.listing_all.clone(), (mailbox,)).await,
+        }
+        .map_err(unavailable)?;
+        let mut rows = pager.rows_stream::<(CqlTimeuuid, i64)>().map_err(unavailable)?;
+        let mut out = Vec::new();
+        while let Some((id, size)) = rows.try_next().await.map_err(unavailable)? {
+            out.push(ListingEntry { id: message_id(id)?, size: size.max(0) as u64 });
+        }
+        Ok(out)
+    }
+
+    async fn get_chunk(&self, id: MessageId, index: u32) -> Result<Option<Bytes>> {
+        let result =
+            self.session.execute_unpaged(&self.s.get_chunk, (timeuuid(id), index as i32)).await.map_err(unavailable)?;
+        let rows = result.into_rows_result().map_err(unavailable)?;
+        let row = rows.maybe_first_row::<(Option<Vec<u8>>,)>().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(row.map(|(data,)| Bytes::from(data.unwrap_or_default())))
+    }
+
+    async fn unlink(&self, mailbox: &str, ids: &[MessageId]) -> Result<()> {
+        // One unlogged batch per slice of rows: a single partition, so a single mutation.
+        for slice in ids.chunks(500) {
+            let mut batch = Batch::new(BatchType::Unlogged);
+            let mut values = Vec::with_capacity(slice.len());
+            for id in slice {
+                batch.append_statement(self.s.unlink.clone());
+                values.push((mailbox, timeuuid(*id)));
+            }
+            batch.set_consistency(self.s.unlink.get_consistency().unwrap_or(Consistency::LocalQuorum));
+            batch.set_is_idempotent(true);
+            self.session.batch(&batch, values).await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn delete_content(&self, ids: &[MessageId]) -> Result<()> {
+        // Different partitions: concurrent single deletes, a bounded number at a time.
+        for slice in ids.chunks(64) {
+            try_join_all(slice.iter().map(|id| self.session.execute_unpaged(&self.s.delete_content, (timeuuid(*id),))))
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn scan_content(&self, cursor: Option<String>, limit: usize) -> Result<(Vec<ContentRef>, Option<String>)> {
+        let mut statement = self.s.scan_content.clone();
+        statement.set_page_size(limit.clamp(1, 10_000) as i32);
+        let (result, next) = self
+            .session
+            .execute_single_page(&statement, (), paging_state(cursor)?)
+            .await
+            .map_err(unavailable)?;
+        let rows = result.into_rows_result().map_err(unavailable)?;
+        let mut out = Vec::new();
+        for row in rows.rows::<(CqlTimeuuid, Option<String>)>().map_err(unavailable)? {
+            let (id, mailbox) = row.map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.push(ContentRef { id: message_id(id)?, mailbox: mailbox.unwrap_or_default() });
+        }
+        Ok((out, next.into_paging_control_flow().continue_value().and_then(cursor_of)))
+    }
+
+    async fn has_listing(&self, mailbox: &str, id: MessageId) -> Result<bool> {
+        let result =
+            self.session.execute_unpaged(&self.s.has_listing, (mailbox, timeuuid(id))).await.map_err(unavailable)?;
+        Ok(result.into_rows_result().map_err(unavailable)?.rows_num() > 0)
+    }
+
+    async fn scan_mailboxes(&self, cursor: Option<String>, limit: usize) -> Result<(Vec<String>, Option<String>)> {
+        let mut statement = self.s.scan_mailboxes.clone();
+        statement.set_page_size(limit.clamp(1, 10_000) as i32);
+        let (result, next) = self
+            .session
+            .execute_single_page(&statement, (), paging_state(cursor)?)
+            .await
+            .map_err(unavailable)?;
+        let rows = result.into_rows_result().map_err(unavailable)?;
+        let mut out = Vec::new();
+        for row in rows.rows::<(String,)>().map_err(unavailable)? {
+            out.push(row.map_err(|e| StoreError::Corrupt(e.to_string()))?.0);
+        }
+        Ok((out, next.into_paging_control_flow().continue_value().and_then(cursor_of)))
+    }
+
+    async fn set_low_watermark(&self, mailbox: &str, floor: MessageId) -> Result<()> {
+        self.session.execute_unpaged(&self.s.set_watermark, (timeuuid(floor), mailbox)).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn live_row_below_watermark(&self, mailbox: &str) -> Result<Option<MessageId>> {
+        let Some(floor) = self.low_watermark(mailbox).await? else { return Ok(None) };
+        let result = self.session.execute_unpaged(&self.s.listing_below, (mailbox, floor)).await.map_err(unavailable)?;
+        let rows = result.into_rows_result().map_err(unavailable)?;
+        match rows.maybe_first_row::<(CqlTimeuuid,)>().map_err(|e| StoreError::Corrupt(e.to_string()))? {
+            Some((id,)) => Ok(Some(message_id(id)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn load_progress(&self, task: &str) -> Result<Option<RepairProgress>> {
+        let result = self.session.execute_unpaged(&self.s.get_progress, (task,)).await.map_err(unavailable)?;
+        let rows = result.into_rows_result().map_err(unavailable)?;
+        let row = rows
+            .maybe_first_row::<(Option<String>, Option<String>, Option<i64>, Option<i64>)>()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(row.map(|(phase, cursor, checked, fixed)| RepairProgress {
+            phase: phase.unwrap_or_default(),
+            cursor,
+            checked: checked.unwrap_or(0) as u64,
+            fixed: fixed.unwrap_or(0) as u64,
+        }))
+    }
+
+    async fn save_progress(&self, task: &str, p: &RepairProgress) -> Result<()> {
+        let values = (task, &p.phase, &p.cursor, p.checked as i64, p.fixed as i64);
+        self.session.execute_unpaged(&self.s.put_progress, values).await.map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+impl CassandraStore {
+    async fn low_watermark(&self, mailbox: &str) -> Result<Option<CqlTimeuuid>> {
+        let result = self.session.execute_unpaged(&self.s.get_watermark, (mailbox,)).await.map_err(unavailable)?;
+        let rows = result.into_rows_result().map_err(unavailable)?;
+        let row = rows.maybe_first_row::<(Option<CqlTimeuuid>,)>().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(row.and_then(|(w,)| w))
+    }
+}

@@ -1,0 +1,79 @@
+//! Every CQL statement the server runs, prepared once at start-up. None is conditional (no `IF`)
+//! and none uses serial consistency: the storage contract forbids lightweight transactions.
+
+use scylla::client::session::Session;
+use scylla::errors::PrepareError;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::Consistency;
+
+pub struct Statements {
+    pub get_account: PreparedStatement,
+    pub put_account: PreparedStatement,
+    pub delete_account: PreparedStatement,
+    pub list_accounts: PreparedStatement,
+    pub put_chunk: PreparedStatement,
+    pub link: PreparedStatement,
+    pub get_watermark: PreparedStatement,
+    pub set_watermark: PreparedStatement,
+    pub listing_from: PreparedStatement,
+    pub listing_all: PreparedStatement,
+    pub listing_below: PreparedStatement,
+    pub has_listing: PreparedStatement,
+    pub get_chunk: PreparedStatement,
+    pub unlink: PreparedStatement,
+    pub delete_content: PreparedStatement,
+    pub scan_content: PreparedStatement,
+    pub scan_mailboxes: PreparedStatement,
+    pub get_progress: PreparedStatement,
+    pub put_progress: PreparedStatement,
+}
+
+/// Page size of listing reads: one round trip for typical mailboxes, bounded memory for huge ones.
+pub const LISTING_PAGE: i32 = 5000;
+
+impl Statements {
+    pub async fn prepare(session: &Session, ks: &str, read: Consistency, write: Consistency) -> Result<Self, PrepareError> {
+        let prep = |cql: String, consistency: Consistency, idempotent: bool| async move {
+            let mut p = session.prepare(cql).await?;
+            p.set_consistency(consistency);
+            // Every statement here is idempotent (upserts, deletes, reads), so retries are safe.
+            p.set_is_idempotent(idempotent);
+            Ok::<_, PrepareError>(p)
+        };
+        let r = |cql: String| prep(cql, read, true);
+        let w = |cql: String| prep(cql, write, true);
+        let mut listing_from = r(format!("SELECT message_id, size FROM {ks}.listing WHERE mailbox = ? AND message_id >= ?")).await?;
+        listing_from.set_page_size(LISTING_PAGE);
+        let mut listing_all = r(format!("SELECT message_id, size FROM {ks}.listing WHERE mailbox = ?")).await?;
+        listing_all.set_page_size(LISTING_PAGE);
+        let mut list_accounts = r(format!("SELECT address FROM {ks}.accounts")).await?;
+        list_accounts.set_page_size(LISTING_PAGE);
+        Ok(Self {
+            get_account: r(format!("SELECT address, password_hash FROM {ks}.accounts WHERE address = ?")).await?,
+            put_account: w(format!("INSERT INTO {ks}.accounts (address, password_hash) VALUES (?, ?)")).await?,
+            delete_account: w(format!("DELETE FROM {ks}.accounts WHERE address = ?")).await?,
+            list_accounts,
+            put_chunk: w(format!("INSERT INTO {ks}.content (message_id, chunk, mailbox, data) VALUES (?, ?, ?, ?)")).await?,
+            link: w(format!("INSERT INTO {ks}.listing (mailbox, message_id, size) VALUES (?, ?, ?)")).await?,
+            get_watermark: r(format!("SELECT low_watermark FROM {ks}.mailbox_state WHERE mailbox = ?")).await?,
+            set_watermark: w(format!("UPDATE {ks}.mailbox_state SET low_watermark = ? WHERE mailbox = ?")).await?,
+            listing_from,
+            listing_all,
+            listing_below: r(format!(
+                "SELECT message_id FROM {ks}.listing WHERE mailbox = ? AND message_id < ? LIMIT 1"
+            ))
+            .await?,
+            has_listing: r(format!("SELECT message_id FROM {ks}.listing WHERE mailbox = ? AND message_id = ?")).await?,
+            get_chunk: r(format!("SELECT data FROM {ks}.content WHERE message_id = ? AND chunk = ?")).await?,
+            unlink: w(format!("DELETE FROM {ks}.listing WHERE mailbox = ? AND message_id = ?")).await?,
+            delete_content: w(format!("DELETE FROM {ks}.content WHERE message_id = ?")).await?,
+            scan_content: r(format!("SELECT DISTINCT message_id, mailbox FROM {ks}.content")).await?,
+            scan_mailboxes: r(format!("SELECT DISTINCT mailbox FROM {ks}.listing")).await?,
+            get_progress: r(format!("SELECT phase, cursor, checked, fixed FROM {ks}.repair_progress WHERE task = ?")).await?,
+            put_progress: w(format!(
+                "INSERT INTO {ks}.repair_progress (task, phase, cursor, checked, fixed, updated_at) VALUES (?, ?, ?, ?, ?, toTimestamp(now()))"
+            ))
+            .await?,
+        })
+    }
+}
