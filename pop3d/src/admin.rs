@@ -43,6 +43,7 @@ pub fn router(ctx: Arc<ServerContext>) -> Router {
         .route("/users", get(list_users))
         .route("/users/{address}", axum::routing::put(put_user).delete(delete_user))
         .route("/users/{address}/mailbox", get(mailbox))
+        .route("/repair", get(repair_status).post(start_repair))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
@@ -138,4 +139,54 @@ async fn mailbox(State(ctx): Ctx, Path(address): Path<String>) -> Result<Json<se
     let listing = ctx.store.listing(&address).await?;
     let octets: u64 = listing.iter().map(|e| e.size).sum();
     Ok(Json(json!({ "address": address, "messages": listing.len(), "octets": octets })))
+}
+
+#[derive(Deserialize)]
+struct RepairQuery {
+    grace_secs: Option<u64>,
+    rate: Option<u32>,
+    reset: Option<bool>,
+}
+
+async fn repair_status(State(ctx): Ctx) -> Json<crate::repair::RepairStatus> {
+    Json(ctx.repair.lock().unwrap().clone())
+}
+
+/// Starts a repair run in the background (one at a time); poll `GET /repair` for progress.
+async fn start_repair(
+    State(ctx): Ctx,
+    axum::extract::Query(q): axum::extract::Query<RepairQuery>,
+) -> Result<(StatusCode, Json<crate::repair::RepairStatus>), ApiError> {
+    let defaults = crate::repair::RepairOptions::default();
+    let options = crate::repair::RepairOptions {
+        grace: q.grace_secs.map_or(defaults.grace, std::time::Duration::from_secs),
+        rate: q.rate.unwrap_or(defaults.rate),
+        reset: q.reset.unwrap_or(false),
+    };
+    {
+        let mut status = ctx.repair.lock().unwrap();
+        if status.running {
+            return Err(ApiError(StatusCode::CONFLICT, "a repair is already running".into()));
+        }
+        status.running = true;
+        status.error = None;
+        status.runs += 1;
+    }
+    let task_ctx = ctx.clone();
+    tokio::spawn(async move {
+        let progress_ctx = task_ctx.clone();
+        let result = crate::repair::run(task_ctx.store.as_ref(), options, move |p| {
+            let mut s = progress_ctx.repair.lock().unwrap();
+            (s.phase, s.checked, s.fixed) = (p.phase.clone(), p.checked, p.fixed);
+        })
+        .await;
+        let mut status = task_ctx.repair.lock().unwrap();
+        status.running = false;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "repair stopped; it resumes where it stopped on the next run");
+            status.error = Some(e.to_string());
+        }
+    });
+    let status = ctx.repair.lock().unwrap().clone();
+    Ok((StatusCode::ACCEPTED, Json(status)))
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::store::cassandra::CassandraConfig;
+
 /// `pop3d serve` options. Every one is also a `POP3D_*` variable and a key in the config file.
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct ServeArgs {
@@ -55,6 +57,71 @@ pub struct ServeArgs {
     /// Bearer token required by the admin API's /users routes (unset: no token, loopback only).
     #[arg(long, env = "POP3D_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    #[command(flatten)]
+    pub cassandra: CassandraArgs,
+    /// Seconds of deleted history a mailbox read may still scan on Cassandra; must exceed the
+    /// longest delivery, clock skew and usual cross-DC lag [default: 3600].
+    #[arg(long, env = "POP3D_WATERMARK_MARGIN")]
+    pub watermark_margin: Option<u64>,
+}
+
+/// Where the Cassandra cluster is and how to talk to it (`serve --store cassandra`, `migrate`).
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct CassandraArgs {
+    /// Cassandra contact points, HOST:PORT[,HOST:PORT...].
+    #[arg(long = "cassandra", env = "POP3D_CASSANDRA")]
+    pub cassandra: Option<String>,
+    /// The local Cassandra datacenter; every request stays in it.
+    #[arg(long, env = "POP3D_LOCAL_DC")]
+    pub local_dc: Option<String>,
+    /// Keyspace [default: popfleet].
+    #[arg(long, env = "POP3D_KEYSPACE")]
+    pub keyspace: Option<String>,
+    /// Consistency of reads: local_quorum, local_one, quorum, each_quorum, one, two, three, all [default: local_quorum].
+    #[arg(long, env = "POP3D_READ_CONSISTENCY")]
+    pub read_consistency: Option<ConsistencyLevel>,
+    /// Consistency of writes (same values) [default: local_quorum].
+    #[arg(long, env = "POP3D_WRITE_CONSISTENCY")]
+    pub write_consistency: Option<ConsistencyLevel>,
+    /// Client-side timeout of one Cassandra request in ms [default: 5000].
+    #[arg(long, env = "POP3D_CASSANDRA_TIMEOUT_MS")]
+    pub cassandra_timeout_ms: Option<u64>,
+    /// Cassandra user name (PasswordAuthenticator).
+    #[arg(long, env = "POP3D_CASSANDRA_USERNAME")]
+    pub cassandra_username: Option<String>,
+    /// Cassandra password (prefer the environment variable or the config file).
+    #[arg(long, env = "POP3D_CASSANDRA_PASSWORD", hide_env_values = true)]
+    pub cassandra_password: Option<String>,
+}
+
+/// Consistency levels the store accepts. Serial levels are not here on purpose: no LWT, ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsistencyLevel {
+    LocalQuorum,
+    LocalOne,
+    Quorum,
+    EachQuorum,
+    One,
+    Two,
+    Three,
+    All,
+}
+
+impl From<ConsistencyLevel> for scylla::statement::Consistency {
+    fn from(c: ConsistencyLevel) -> Self {
+        use scylla::statement::Consistency as C;
+        match c {
+            ConsistencyLevel::LocalQuorum => C::LocalQuorum,
+            ConsistencyLevel::LocalOne => C::LocalOne,
+            ConsistencyLevel::Quorum => C::Quorum,
+            ConsistencyLevel::EachQuorum => C::EachQuorum,
+            ConsistencyLevel::One => C::One,
+            ConsistencyLevel::Two => C::Two,
+            ConsistencyLevel::Three => C::Three,
+            ConsistencyLevel::All => C::All,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -82,6 +149,15 @@ struct FileConfig {
     max_message_size: Option<u64>,
     auth_fail_delay_ms: Option<u64>,
     admin_token: Option<String>,
+    cassandra: Option<String>,
+    local_dc: Option<String>,
+    keyspace: Option<String>,
+    read_consistency: Option<ConsistencyLevel>,
+    write_consistency: Option<ConsistencyLevel>,
+    cassandra_timeout_ms: Option<u64>,
+    cassandra_username: Option<String>,
+    cassandra_password: Option<String>,
+    watermark_margin: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +176,9 @@ pub struct Config {
     pub max_message_size: u64,
     pub auth_fail_delay: Duration,
     pub admin_token: Option<String>,
+    /// Set when `store = cassandra`.
+    pub cassandra: Option<CassandraConfig>,
+    pub watermark_margin: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,13 +216,32 @@ impl Config {
             max_bad_commands: a.max_bad_commands.or(file.max_bad_commands).unwrap_or(20),
             max_message_size: a.max_message_size.or(file.max_message_size).unwrap_or(64 * 1024 * 1024),
             auth_fail_delay: Duration::from_millis(a.auth_fail_delay_ms.or(file.auth_fail_delay_ms).unwrap_or(1000)),
-            admin_token: a.admin_token.or(file.admin_token).filter(|t| !t.is_empty()),
+            admin_token: a.admin_token.clone().or(file.admin_token.clone()).filter(|t| !t.is_empty()),
+            cassandra: None,
+            watermark_margin: Duration::from_secs(a.watermark_margin.or(file.watermark_margin).unwrap_or(3600)),
         };
+        let cassandra_args = CassandraArgs {
+            cassandra: a.cassandra.cassandra.or(file.cassandra),
+            local_dc: a.cassandra.local_dc.or(file.local_dc),
+            keyspace: a.cassandra.keyspace.or(file.keyspace),
+            read_consistency: a.cassandra.read_consistency.or(file.read_consistency),
+            write_consistency: a.cassandra.write_consistency.or(file.write_consistency),
+            cassandra_timeout_ms: a.cassandra.cassandra_timeout_ms.or(file.cassandra_timeout_ms),
+            cassandra_username: a.cassandra.cassandra_username.or(file.cassandra_username),
+            cassandra_password: a.cassandra.cassandra_password.or(file.cassandra_password),
+        };
+        let mut config = config;
+        if config.store == StoreKind::Cassandra {
+            config.cassandra = Some(cassandra_args.resolve()?);
+        }
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.watermark_margin.as_secs() < 1 {
+            return Err(ConfigError::Invalid("watermark_margin must be at least 1 second".into()));
+        }
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if self.idle_timeout.is_zero() {
             return invalid("idle_timeout must be at least 1 second");
@@ -158,6 +256,40 @@ impl Config {
             return invalid("hostname must be a non-empty name without spaces");
         }
         Ok(())
+    }
+}
+
+impl CassandraArgs {
+    /// Checks and completes the Cassandra settings (flags and env only; `migrate` uses this).
+    pub fn resolve(self) -> Result<CassandraConfig, ConfigError> {
+        let invalid = |m: &str| ConfigError::Invalid(m.to_owned());
+        let contact_points: Vec<String> = self
+            .cassandra
+            .ok_or_else(|| invalid("the cassandra store needs contact points (--cassandra HOST:PORT[,...])"))?
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if contact_points.is_empty() {
+            return Err(invalid("--cassandra needs at least one HOST:PORT"));
+        }
+        let local_dc = self.local_dc.filter(|d| !d.is_empty()).ok_or_else(|| {
+            invalid("the cassandra store needs --local-dc: requests never leave the local datacenter")
+        })?;
+        let keyspace = self.keyspace.unwrap_or_else(|| "popfleet".to_owned());
+        if !schema::valid_keyspace(&keyspace) {
+            return Err(invalid("keyspace must be letters, digits and _ (at most 48), starting with a letter"));
+        }
+        Ok(CassandraConfig {
+            contact_points,
+            local_dc,
+            keyspace,
+            read_consistency: self.read_consistency.unwrap_or(ConsistencyLevel::LocalQuorum).into(),
+            write_consistency: self.write_consistency.unwrap_or(ConsistencyLevel::LocalQuorum).into(),
+            request_timeout: Duration::from_millis(self.cassandra_timeout_ms.unwrap_or(5000).max(1)),
+            username: self.cassandra_username,
+            password: self.cassandra_password,
+        })
     }
 }
 

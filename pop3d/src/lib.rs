@@ -15,5 +15,6 @@ pub mod lmtp;
 pub mod message_id;
 pub mod metrics;
 pub mod pop3;
+pub mod repair;
 pub mod server;
 pub mod store;

@@ -17,6 +17,34 @@ enum Command {
     Serve(ServeArgs),
     /// Manage accounts through the admin API.
     User(pop3d::cli::UserArgs),
+    /// Create the Cassandra keyspace or align its replication, and apply schema migrations.
+    Migrate(MigrateArgs),
+    /// Find and fix orphan content, rows without content and late rows (resumable).
+    Repair(RepairArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct MigrateArgs {
+    #[command(flatten)]
+    cassandra: pop3d::config::CassandraArgs,
+    /// Replication per datacenter, DC:RF[,DC:RF...]; DCs not named are left as they are.
+    #[arg(long, env = "POP3D_REPLICATION")]
+    replication: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct RepairArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Only touch items older than this many seconds (younger ones may be in flight).
+    #[arg(long, default_value_t = 3600)]
+    grace_secs: u64,
+    /// Most checks per second.
+    #[arg(long, default_value_t = 500)]
+    rate: u32,
+    /// Start over instead of resuming an interrupted run.
+    #[arg(long)]
+    reset: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -29,6 +57,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::User(args) => pop3d::cli::run(args),
+        Command::Migrate(args) => runtime().and_then(|rt| rt.block_on(migrate(args))),
+        Command::Repair(args) => runtime().and_then(|rt| rt.block_on(repair(args))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -39,10 +69,54 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(pop3d::server::run(config, shutdown_signal()))
+    runtime()?.block_on(pop3d::server::run(config, shutdown_signal()))
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    use pop3d::store::cassandra::{connect, migrate};
+    let replication = migrate::parse_replication(&args.replication)?;
+    let settings = args.cassandra.resolve()?;
+    let session = connect(&settings).await?;
+    let report = migrate::migrate(&session, &settings.keyspace, &replication).await?;
+    let ks = &settings.keyspace;
+    if report.keyspace_created {
+        println!("created keyspace {ks}");
+    }
+    if let Some((before, after)) = &report.replication_changed {
+        println!("changed replication of {ks}: {before:?} -> {after:?}");
+        println!("run a full repair of {ks} (nodetool repair -full {ks}) on every node so new replicas get the data");
+    }
+    match report.applied.as_slice() {
+        [] => println!("schema of {ks} is up to date (version {})", pop3d_schema_latest()),
+        applied => println!("applied migrations {applied:?} to {ks}"),
+    }
+    Ok(())
+}
+
+fn pop3d_schema_latest() -> u32 {
+    schema::latest_version()
+}
+
+async fn repair(args: RepairArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.serve)?;
+    let store = pop3d::server::open_store(&config).await?;
+    let options = pop3d::repair::RepairOptions {
+        grace: std::time::Duration::from_secs(args.grace_secs),
+        rate: args.rate,
+        reset: args.reset,
+    };
+    let done = pop3d::repair::run(store.as_ref(), options, |p| {
+        eprintln!("repair: phase={} checked={} fixed={}", p.phase, p.checked, p.fixed);
+    })
+    .await?;
+    println!("repair finished: checked {} items, fixed {}", done.checked, done.fixed);
+    Ok(())
 }
 
 async fn shutdown_signal() {

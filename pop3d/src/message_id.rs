@@ -44,6 +44,17 @@ impl MessageId {
         self.ticks().saturating_sub(GREGORIAN_OFFSET) / 10_000
     }
 
+    /// The smallest id of the given tick (zero clock sequence and node): a floor for range reads.
+    pub fn floor_at_ticks(ticks: u64) -> Self {
+        Self(Uuid::new_v1(Timestamp::from_gregorian_time(ticks, 0), &[0; 6]))
+    }
+
+    /// The current time in 100 ns ticks since the UUID epoch.
+    pub fn now_ticks() -> u64 {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        GREGORIAN_OFFSET + (now.as_nanos() / 100) as u64
+    }
+
     /// A key that sorts ids by creation time (the raw UUID bytes do not: time_low comes first).
     pub fn sort_key(&self) -> u128 {
         let b = self.0.as_bytes();
@@ -100,8 +111,7 @@ impl Generator {
     }
 
     fn next(&self) -> MessageId {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let now_ticks = GREGORIAN_OFFSET + (now.as_nanos() / 100) as u64;
+        let now_ticks = MessageId::now_ticks();
         // Strictly increasing even when the wall clock stalls or steps back.
         let mut last = self.last_ticks.load(Ordering::Relaxed);
         let ticks = loop {

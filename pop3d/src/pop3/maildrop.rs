@@ -73,6 +73,11 @@ impl Maildrop {
         }
     }
 
+    /// The oldest message this session leaves in place (neither deleted nor gone).
+    pub fn oldest_kept(&self) -> Option<MessageId> {
+        self.live().next().map(|(_, m)| m.id)
+    }
+
     pub fn deleted_ids(&self) -> Vec<MessageId> {
         self.messages.iter().zip(&self.marks).filter(|(_, m)| **m == Mark::Deleted).map(|(e, _)| e.id).collect()
     }

@@ -35,7 +35,8 @@ pub enum Step {
     /// Stream a message (see [`FetchRequest`]), then call [`Session::fetch_done`].
     Fetch(FetchRequest),
     /// Expunge these messages (QUIT in TRANSACTION), then call [`Session::commit_done`].
-    Commit { mailbox: String, ids: Vec<MessageId> },
+    /// `oldest_kept` is the oldest message of the snapshot left in place, if any.
+    Commit { mailbox: String, ids: Vec<MessageId>, oldest_kept: Option<MessageId> },
     /// Read more input and [`Session::feed`] it.
     NeedInput,
     /// Flush and close the connection.
@@ -410,7 +411,7 @@ impl Session {
                     self.commit_done_inline();
                 } else {
                     self.pending = Some(Pending::Commit);
-                    return Some(Step::Commit { mailbox: drop.mailbox.clone(), ids });
+                    return Some(Step::Commit { mailbox: drop.mailbox.clone(), ids, oldest_kept: drop.oldest_kept() });
                 }
             }
             ("STAT" | "LIST" | "UIDL" | "RETR" | "TOP" | "DELE" | "RSET" | "NOOP" | "CAPA" | "QUIT", _) => {

@@ -79,7 +79,7 @@ impl Harness {
                     encoder.finish(&mut out);
                     self.session.fetch_done(FetchOutcome::Sent);
                 }
-                Step::Commit { mailbox, ids } => {
+                Step::Commit { mailbox, ids, .. } => {
                     assert_eq!(mailbox, USER);
                     self.expunged.extend(ids);
                     self.session.commit_done(CommitOutcome::Ok);

@@ -24,6 +24,9 @@ pub struct Delivery {
     targets: Vec<Target>,
     /// Index of the next body chunk; chunk 0 holds each recipient's own trace headers.
     next_index: u32,
+    /// A message whose id is older than this (in 100 ns ticks) at commit is refused with a 4xx:
+    /// the read watermark relies on no row being linked long after its id was made.
+    max_age_ticks: u64,
 }
 
 impl Delivery {
@@ -33,6 +36,7 @@ impl Delivery {
         envelope: &Envelope,
         client_ip: IpAddr,
         hostname: &str,
+        max_age: std::time::Duration,
     ) -> Self {
         let now = chrono::Utc::now();
         let ip = client_ip.to_string();
@@ -52,7 +56,8 @@ impl Delivery {
             targets.push(Target { mailbox: rcpt.mailbox.clone(), id, size: prefix.len() as u64, failed: false });
             prefixes.push(Bytes::from(prefix));
         }
-        let mut delivery = Self { store, targets, next_index: 0 };
+        let max_age_ticks = (max_age.as_nanos() / 100) as u64;
+        let mut delivery = Self { store, targets, next_index: 0, max_age_ticks };
         delivery.write_each(|i| prefixes[i].clone()).await;
         delivery
     }
@@ -86,8 +91,13 @@ impl Delivery {
     /// Links every stored message into its mailbox; one result per recipient, in order.
     pub async fn finish(self) -> Vec<DeliveryResult> {
         let store = &self.store;
+        let now = MessageId::now_ticks();
         let links = self.targets.iter().map(|t| async move {
             if t.failed {
+                return DeliveryResult::TempFail;
+            }
+            if now.saturating_sub(t.id.ticks()) > self.max_age_ticks {
+                tracing::warn!(mailbox = %t.mailbox, "delivery took too long to commit safely; refused with 4xx");
                 return DeliveryResult::TempFail;
             }
             match store.link(&t.mailbox, ListingEntry { id: t.id, size: t.size }).await {

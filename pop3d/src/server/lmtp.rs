@@ -74,7 +74,8 @@ async fn session(
                 session.rcpt_done(check);
             }
             Step::DataStart(envelope) => {
-                *delivery = Some(Delivery::start(ctx.store.clone(), &envelope, peer.ip(), &ctx.config.hostname).await);
+                let max_age = (ctx.config.watermark_margin / 2).min(std::time::Duration::from_secs(600));
+                *delivery = Some(Delivery::start(ctx.store.clone(), &envelope, peer.ip(), &ctx.config.hostname, max_age).await);
             }
             Step::DataChunk(chunk) => {
                 if let Some(d) = delivery.as_mut() {

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::auth::Authenticator;
 use crate::config::{Config, StoreKind};
 use crate::metrics::Metrics;
-use crate::store::{embedded::EmbeddedStore, MailStore};
+use crate::store::{cassandra::CassandraStore, embedded::EmbeddedStore, MailStore};
 use limits::{ConnectionLimiter, ConnectionPermit};
 
 /// What every connection task shares.
@@ -29,6 +29,7 @@ pub struct ServerContext {
     pub auth: Authenticator,
     pub metrics: Metrics,
     pub registry: Registry,
+    pub repair: std::sync::Mutex<crate::repair::RepairStatus>,
 }
 
 impl ServerContext {
@@ -37,7 +38,7 @@ impl ServerContext {
         let mut registry = Registry::default();
         metrics.register(&mut registry);
         let auth = Authenticator::new(store.clone(), config.auth_fail_delay);
-        Arc::new(Self { config, store, auth, metrics, registry })
+        Arc::new(Self { config, store, auth, metrics, registry, repair: Default::default() })
     }
 }
 
@@ -49,7 +50,10 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn MailStore>> {
             let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir)).await??;
             Ok(Arc::new(store))
         }
-        StoreKind::Cassandra => anyhow::bail!("the cassandra store is not built into this version"),
+        StoreKind::Cassandra => {
+            let settings = config.cassandra.as_ref().context("cassandra settings missing")?;
+            Ok(Arc::new(CassandraStore::open(settings).await?))
+        }
     }
 }
 

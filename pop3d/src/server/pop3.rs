@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use super::ServerContext;
 use crate::auth::AuthOutcome;
+use crate::message_id::MessageId;
 use crate::metrics::ResultLabel;
 use crate::pop3::{
     CommitOutcome, Credentials, FetchOutcome, FetchRequest, LoginOutcome, MessageEncoder, Session, SessionConfig, Step,
@@ -45,6 +46,7 @@ where
     });
     let mut buf = vec![0u8; 8192];
     let mut mailbox = String::new();
+    let mut login_ticks = 0;
     loop {
         match session.poll() {
             Step::Write(bytes) => out.write_all(&bytes).await?,
@@ -72,6 +74,7 @@ where
                 let outcome = login(&ctx, peer, &credentials).await;
                 if let LoginOutcome::Ok { mailbox: m, .. } = &outcome {
                     mailbox = m.clone();
+                    login_ticks = MessageId::now_ticks();
                     tracing::info!(%peer, mailbox = %m, "pop3 login");
                 }
                 session.login_done(outcome);
@@ -80,10 +83,11 @@ where
                 let outcome = fetch(&ctx, &request, &mut out).await?;
                 session.fetch_done(outcome);
             }
-            Step::Commit { mailbox: m, ids } => {
+            Step::Commit { mailbox: m, ids, oldest_kept } => {
                 let outcome = match store::expunge(ctx.store.as_ref(), &m, &ids).await {
                     Ok(()) => {
                         ctx.metrics.expunged_messages.inc_by(ids.len() as u64);
+                        raise_watermark(&ctx, &m, login_ticks, oldest_kept).await;
                         tracing::info!(%peer, mailbox = %m, deleted = ids.len(), "pop3 expunge");
                         CommitOutcome::Ok
                     }
@@ -101,6 +105,22 @@ where
                 return Ok(());
             }
         }
+    }
+}
+
+/// After an expunge, lets later reads of the mailbox start past the deleted rows. Every message
+/// this session did not see was linked after login, and its id is younger than the login time
+/// minus the margin (deliveries older than half the margin are refused), so the floor below
+/// cannot hide a live message; `pop3d repair` lowers it again if replication lag ever did.
+async fn raise_watermark(ctx: &ServerContext, mailbox: &str, login_ticks: u64, oldest_kept: Option<MessageId>) {
+    let margin_ticks = ctx.config.watermark_margin.as_nanos() as u64 / 100;
+    let mut floor = login_ticks.saturating_sub(margin_ticks);
+    if let Some(kept) = oldest_kept {
+        floor = floor.min(kept.ticks());
+    }
+    let floor = MessageId::floor_at_ticks(floor.saturating_sub(1));
+    if let Err(e) = ctx.store.set_low_watermark(mailbox, floor).await {
+        tracing::debug!(%mailbox, error = %e, "watermark not raised; reads just scan more");
     }
 }
 

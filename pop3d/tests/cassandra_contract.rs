@@ -1,0 +1,159 @@
+//! The storage contract and the multi-datacenter behaviour, against a real two-DC Cassandra
+//! (127.0.0.1 = dc1, 127.0.0.2 = dc2; start it with `e2e/cassandra up`).
+//!
+//! These tests are `#[ignore]`d in a plain `cargo test` because they need that cluster; the
+//! test command runs them with `--ignored` and `POPFLEET_CASSANDRA=1`, and they fail (not skip)
+//! when the cluster is missing.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pop3d::message_id::MessageId;
+use pop3d::store::cassandra::{connect, migrate, CassandraConfig, CassandraStore};
+use pop3d::store::{contract, deliver, expunge, read_message, ListingEntry, MailStore};
+use scylla::statement::Consistency;
+
+const KEYSPACE: &str = "popfleet_test";
+
+fn config(dc: &str) -> CassandraConfig {
+    let host = if dc == "dc1" { "127.0.0.1:9042" } else { "127.0.0.2:9042" };
+    CassandraConfig {
+        contact_points: vec![host.to_owned()],
+        local_dc: dc.to_owned(),
+        keyspace: KEYSPACE.to_owned(),
+        read_consistency: Consistency::LocalQuorum,
+        write_consistency: Consistency::LocalQuorum,
+        request_timeout: Duration::from_secs(10),
+        username: None,
+        password: None,
+    }
+}
+
+async fn store(dc: &str) -> CassandraStore {
+    assert!(std::env::var("POPFLEET_CASSANDRA").is_ok(), "run `e2e/cassandra up` and set POPFLEET_CASSANDRA=1");
+    let session = connect(&config("dc1")).await.expect("Cassandra reachable");
+    let replication: BTreeMap<String, u32> = [("dc1".to_owned(), 1), ("dc2".to_owned(), 1)].into();
+    migrate::migrate(&session, KEYSPACE, &replication).await.expect("migrate");
+    CassandraStore::open(&config(dc)).await.expect("open store")
+}
+
+/// Waits until `check` holds: cross-DC replication is asynchronous at LOCAL_QUORUM.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < Duration::from_secs(30), "{what} did not happen within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the two-DC Cassandra of e2e/cassandra"]
+async fn cassandra_store_passes_the_contract() {
+    let store = store("dc1").await;
+    contract::run_all(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the two-DC Cassandra of e2e/cassandra"]
+async fn migrate_is_idempotent_and_never_touches_unlisted_dcs() {
+    let session = connect(&config("dc1")).await.unwrap();
+    let ks = "popfleet_migrate_test";
+    let _ = session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ()).await;
+    session.await_schema_agreement().await.unwrap();
+    let dc1: BTreeMap<String, u32> = [("dc1".to_owned(), 1)].into();
+    let first = migrate::migrate(&session, ks, &dc1).await.unwrap();
+    assert!(first.keyspace_created);
+    assert_eq!(first.applied, vec![1]);
+    let again = migrate::migrate(&session, ks, &dc1).await.unwrap();
+    assert_eq!(again, migrate::MigrationReport::default(), "a second run changes nothing");
+    // Naming only dc2 adds dc2 and leaves dc1 as it was.
+    let dc2: BTreeMap<String, u32> = [("dc2".to_owned(), 1)].into();
+    let changed = migrate::migrate(&session, ks, &dc2).await.unwrap();
+    let (before, after) = changed.replication_changed.expect("replication changed");
+    assert_eq!(before.get("dc2"), None);
+    assert_eq!(after.get("dc1").map(String::as_str), Some("1"), "dc1 untouched");
+    assert_eq!(after.get("dc2").map(String::as_str), Some("1"));
+    assert!(changed.applied.is_empty());
+    let _ = session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the two-DC Cassandra of e2e/cassandra"]
+async fn missing_keyspace_is_a_clear_error() {
+    let mut cfg = config("dc1");
+    cfg.keyspace = "popfleet_does_not_exist".into();
+    let err = CassandraStore::open(&cfg).await.err().expect("must fail").to_string();
+    assert!(err.contains("does not exist") && err.contains("pop3d migrate"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the two-DC Cassandra of e2e/cassandra"]
+async fn mail_delivered_in_dc1_is_read_and_deleted_from_dc2() {
+    let (dc1, dc2) = (store("dc1").await, store("dc2").await);
+    let mailbox = format!("xdc-{}@example.com", MessageId::generate().uuid().simple());
+    let body: Vec<u8> = b"Subject: across\r\n\r\n".iter().copied().chain(std::iter::repeat_n(b'z', 200_000)).collect();
+    let entry = deliver(&dc1, &mailbox, MessageId::generate(), &body).await.unwrap();
+    eventually("dc2 sees the listing row", || async { dc2.listing(&mailbox).await.unwrap() == vec![entry] }).await;
+    eventually("dc2 has the content", || async { read_message(&dc2, &entry).await.unwrap().as_deref() == Some(&body[..]) })
+        .await;
+    expunge(&dc2, &mailbox, &[entry.id]).await.unwrap();
+    eventually("dc1 sees the deletion", || async { dc1.listing(&mailbox).await.unwrap().is_empty() }).await;
+    eventually("dc1 sees the content gone", || async { dc1.get_chunk(entry.id, 0).await.unwrap().is_none() }).await;
+}
+
+/// Download-and-delete leaves tombstones in the listing partition. The read watermark lets the
+/// listing slice start after them. Prints the figures; asserts only behaviour, not timing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the two-DC Cassandra of e2e/cassandra"]
+async fn stat_after_many_deletions_reads_past_the_tombstones() {
+    let store = std::sync::Arc::new(store("dc1").await);
+    let count: usize = std::env::var("POPFLEET_TOMBSTONE_COUNT").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let mailbox = format!("tomb-{}@example.com", MessageId::generate().uuid().simple());
+    let mut ids = Vec::with_capacity(count);
+    for batch in 0..count.div_ceil(500) {
+        let n = 500.min(count - batch * 500);
+        let batch_ids: Vec<MessageId> = (0..n).map(|_| MessageId::generate()).collect();
+        futures::future::try_join_all(batch_ids.iter().map(|id| store.link(&mailbox, ListingEntry { id: *id, size: 100 })))
+            .await
+            .unwrap();
+        ids.extend(batch_ids);
+    }
+    let time_stat = |label: &'static str| {
+        let store = store.clone();
+        let mailbox = mailbox.clone();
+        async move {
+            let mut samples = Vec::new();
+            let mut n = 0;
+            for _ in 0..5 {
+                let start = Instant::now();
+                n = store.listing(&mailbox).await.unwrap().len();
+                samples.push(start.elapsed());
+            }
+            samples.sort();
+            println!("TOMBSTONES {label}: {n} live rows, STAT median {:?}", samples[2]);
+            n
+        }
+    };
+    assert_eq!(time_stat("before deletion").await, count);
+    // Delete all but the newest 10, as a QUIT would, then raise the watermark as the server does.
+    let (gone, kept) = ids.split_at(count - 10);
+    for slice in gone.chunks(500) {
+        expunge(store.as_ref(), &mailbox, slice).await.unwrap();
+    }
+    assert_eq!(time_stat("after deleting, no watermark").await, 10);
+    store.set_low_watermark(&mailbox, MessageId::floor_at_ticks(kept[0].ticks() - 1)).await.unwrap();
+    assert_eq!(time_stat("after deleting, watermark").await, 10);
+    assert_eq!(store.listing(&mailbox).await.unwrap().iter().map(|e| e.id).collect::<Vec<_>>(), kept);
+    assert_eq!(store.live_row_below_watermark(&mailbox).await.unwrap(), None);
+    // A late row below the watermark (a long partition) is found by repair's check.
+    let late = ids[0];
+    store.link(&mailbox, ListingEntry { id: late, size: 1 }).await.unwrap();
+    assert_eq!(store.live_row_below_watermark(&mailbox).await.unwrap(), Some(late));
+    expunge(store.as_ref(), &mailbox, &ids).await.unwrap();
+    let _ = Bytes::new();
+}
