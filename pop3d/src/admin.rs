@@ -115,6 +115,13 @@ async fn put_user(
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    if !existed {
+        // Mail that raced with an earlier deletion of this address must not reach the new owner.
+        let leftovers: Vec<_> = ctx.store.listing(&address).await?.into_iter().map(|e| e.id).collect();
+        for batch in leftovers.chunks(100) {
+            crate::store::expunge(ctx.store.as_ref(), &address, batch).await?;
+        }
+    }
     ctx.store.put_account(&Account { address: address.clone(), password_hash }).await?;
     tracing::info!(%address, created = !existed, "account saved");
     let status = if existed { StatusCode::OK } else { StatusCode::CREATED };

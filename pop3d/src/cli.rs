@@ -20,10 +20,10 @@ pub enum UserCommand {
 #[derive(clap::Args, Debug)]
 pub struct UserArgs {
     /// Base URL of the admin API.
-    #[arg(long, env = "POP3D_ADMIN_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, global = true, env = "POP3D_ADMIN_URL", default_value = "http://127.0.0.1:8080")]
     pub admin_url: String,
     /// Bearer token for the admin API.
-    #[arg(long, env = "POP3D_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "POP3D_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     #[command(subcommand)]
     pub command: UserCommand,

@@ -42,6 +42,8 @@ pub enum RcptCheck {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryResult {
     Delivered { id: String },
+    /// The account was deleted while the message was on its way.
+    UnknownUser,
     TempFail,
 }
 
@@ -156,6 +158,7 @@ impl Session {
         for (i, recipient) in envelope.recipients.iter().enumerate() {
             let line = match results.get(i) {
                 Some(DeliveryResult::Delivered { id }) => format!("250 2.0.0 <{}> Delivered as {id}", recipient.address),
+                Some(DeliveryResult::UnknownUser) => format!("550 5.1.1 <{}> User unknown", recipient.address),
                 _ => format!("451 4.3.0 <{}> Temporary storage failure, try again later", recipient.address),
             };
             self.reply(&line);

@@ -100,6 +100,12 @@ impl Delivery {
                 tracing::warn!(mailbox = %t.mailbox, "delivery took too long to commit safely; refused with 4xx");
                 return DeliveryResult::TempFail;
             }
+            // The account may have been deleted since RCPT; its mail must not outlive it.
+            match store.get_account(&t.mailbox).await {
+                Ok(Some(_)) => {}
+                Ok(None) => return DeliveryResult::UnknownUser,
+                Err(_) => return DeliveryResult::TempFail,
+            }
             match store.link(&t.mailbox, ListingEntry { id: t.id, size: t.size }).await {
                 Ok(()) => DeliveryResult::Delivered { id: t.id.to_string() },
                 Err(e) => {
@@ -110,8 +116,13 @@ impl Delivery {
         });
         let results = join_all(links).await;
         // Content of failed recipients is orphaned; remove it now rather than wait for repair.
-        let failed: Vec<MessageId> =
-            self.targets.iter().zip(&results).filter(|(_, r)| **r == DeliveryResult::TempFail).map(|(t, _)| t.id).collect();
+        let failed: Vec<MessageId> = self
+            .targets
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| !matches!(r, DeliveryResult::Delivered { .. }))
+            .map(|(t, _)| t.id)
+            .collect();
         if !failed.is_empty() {
             let _ = self.store.delete_content(&failed).await;
         }

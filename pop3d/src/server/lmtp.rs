@@ -92,6 +92,7 @@ async fn session(
                             ctx.metrics.delivered_octets.inc_by(size);
                             "delivered"
                         }
+                        DeliveryResult::UnknownUser => "unknown_user",
                         DeliveryResult::TempFail => "tempfail",
                     };
                     ctx.metrics.deliveries.get_or_create(&ResultLabel { result: label }).inc();
