@@ -347,7 +347,7 @@ def stuff(message: bytes) -> bytes:
 
 class Server:
     def __init__(self, workdir: Path, args=(), env=None, name="pop3d",
-                 data_dir: Path | None = None):
+                 data_dir: Path | None = None, store_args: list[str] | None = None):
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir or (workdir / "data")
@@ -355,6 +355,8 @@ class Server:
         self.lmtp_port = free_port()
         self.admin_port = free_port()
         self.args = list(args)
+        # None: the run's store (POPFLEET_E2E_SERVER_ARGS); a list replaces it (e.g. another DC)
+        self.store_args = store_args
         self.env = env or {}
         self.name = name
         self.log_path = workdir / f"{name}.log"
@@ -369,7 +371,8 @@ class Server:
                 "--pop3", f"{HOST}:{self.pop3_port}",
                 "--lmtp", f"{HOST}:{self.lmtp_port}",
                 "--admin", f"{HOST}:{self.admin_port}",
-                *self.args, *extra_server_args()]
+                *self.args,
+                *(extra_server_args() if self.store_args is None else self.store_args)]
 
     def start(self, timeout: float | None = None) -> "Server":
         binary = server_binary()
@@ -601,9 +604,11 @@ def server_factory(tmp_path, request):
     """Start a dedicated server: server_factory(args=[...], env={...}, start=True)."""
     started: list[Server] = []
 
-    def make(args=(), env=None, start=True, name=None, data_dir=None) -> Server:
+    def make(args=(), env=None, start=True, name=None, data_dir=None,
+             store_args=None) -> Server:
         srv = Server(tmp_path / (name or f"srv{len(started)}"), args=args, env=env,
-                     name=name or f"srv{len(started)}", data_dir=data_dir)
+                     name=name or f"srv{len(started)}", data_dir=data_dir,
+                     store_args=store_args)
         started.append(srv)
         _active_servers.setdefault(request.node.nodeid, []).append((srv, 0))
         if start:
@@ -632,3 +637,28 @@ def pytest_runtest_makereport(item, call):
             report.sections.append((f"pop3d log ({srv.name}, {srv.log_path})", text))
     if report.when == "teardown":
         _active_servers.pop(item.nodeid, None)
+
+
+# ----------------------------------------------------------------------------------------
+# Fault tests (stop/kill/pause Cassandra nodes) run apart from the rest: they disturb the
+# cluster every other test uses. `--faults` selects only them; without it they are
+# deselected (pytest reports them as deselected, never as passed).
+
+
+def pytest_addoption(parser):
+    parser.addoption("--faults", action="store_true",
+                     help="run only the Cassandra fault tests (needs e2e/cassandra up)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "faults: stops or kills Cassandra nodes; run with --faults")
+
+
+def pytest_collection_modifyitems(config, items):
+    want_faults = config.getoption("--faults")
+    keep, drop = [], []
+    for item in items:
+        (keep if (item.get_closest_marker("faults") is not None) == want_faults else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

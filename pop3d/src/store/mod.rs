@@ -22,6 +22,10 @@ pub enum StoreError {
     /// The store could not answer now (node down, timeout, I/O error). Clients should retry.
     #[error("storage temporarily unavailable: {0}")]
     Unavailable(String),
+    /// The store is set up wrongly (keyspace missing or behind, unknown datacenter): retrying
+    /// will not help, an operator must act.
+    #[error("storage misconfigured: {0}")]
+    Misconfigured(String),
     /// Stored data could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

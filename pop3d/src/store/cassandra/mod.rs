@@ -1,7 +1,8 @@
 //! The Cassandra backend: multi-datacenter, token-aware, pinned to the local datacenter, and
 //! without a single lightweight transaction. See `docs/adr/` for why the tables look as they do.
 
-pub mod migrate;
+/// Keyspace and migrations live in the `schema` crate, shared with the operator.
+pub use schema::cassandra as migrate;
 mod statements;
 
 use std::time::Duration;
@@ -78,6 +79,9 @@ pub async fn connect(config: &CassandraConfig) -> Result<Session> {
         .consistency(config.read_consistency)
         .load_balancing_policy(policy)
         .request_timeout(Some(config.request_timeout))
+        // Only conditional statements use a serial consistency and we issue none; unset it so no
+        // request can ever carry SERIAL/LOCAL_SERIAL.
+        .serial_consistency(None)
         .build();
     let mut builder = SessionBuilder::new()
         .known_nodes(&config.contact_points)
@@ -86,7 +90,27 @@ pub async fn connect(config: &CassandraConfig) -> Result<Session> {
     if let (Some(user), Some(password)) = (&config.username, &config.password) {
         builder = builder.user(user, password);
     }
-    builder.build().await.map_err(|e| unavailable(format!("cannot connect to Cassandra at {:?}: {e}", config.contact_points)))
+    let session = builder
+        .build()
+        .await
+        .map_err(|e| unavailable(format!("cannot connect to Cassandra at {:?}: {e}", config.contact_points)))?;
+    check_local_dc(&session, &config.local_dc)?;
+    Ok(session)
+}
+
+/// With DC failover off, a misspelt local DC makes every request fail with an opaque "empty plan";
+/// say what is wrong at start-up instead.
+fn check_local_dc(session: &Session, local_dc: &str) -> Result<()> {
+    let state = session.get_cluster_state();
+    let mut dcs: Vec<&str> = state.get_nodes_info().iter().filter_map(|n| n.datacenter.as_deref()).collect();
+    if dcs.contains(&local_dc) {
+        return Ok(());
+    }
+    dcs.sort_unstable();
+    dcs.dedup();
+    Err(StoreError::Misconfigured(format!(
+        "no Cassandra node in local datacenter {local_dc:?}; the cluster has {dcs:?} (check --local-dc)"
+    )))
 }
 
 impl CassandraStore {
@@ -95,14 +119,14 @@ impl CassandraStore {
         let session = connect(config).await?;
         let ks = &config.keyspace;
         let version = migrate::applied_versions(&session, ks).await.map_err(|e| match e {
-            migrate::MigrateError::MissingKeyspace(_) => unavailable(format!(
+            migrate::MigrateError::MissingKeyspace(_) => StoreError::Misconfigured(format!(
                 "keyspace {ks} does not exist: create it with `pop3d migrate --keyspace {ks} ...`"
             )),
             other => unavailable(other),
         })?;
         let latest = schema::latest_version();
         if version.last().copied().unwrap_or(0) < latest {
-            return Err(unavailable(format!(
+            return Err(StoreError::Misconfigured(format!(
                 "keyspace {ks} is at schema version {}, this server needs {latest}: run `pop3d migrate`",
                 version.last().copied().unwrap_or(0)
             )));
