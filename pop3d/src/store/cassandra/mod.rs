@@ -1,8 +1,7 @@
 //! The Cassandra backend: multi-datacenter, token-aware, pinned to the local datacenter, and
 //! without a single lightweight transaction. See `docs/adr/` for why the tables look as they do.
 
-/// Keyspace and migrations live in the `schema` crate, shared with the operator.
-pub use schema::cassandra as migrate;
+pub mod migrate;
 mod statements;
 
 use std::time::Duration;
