@@ -3,6 +3,9 @@
 //! Applied by `pop3d migrate` and by the operator; the server itself never runs DDL. Each
 //! migration is idempotent DDL, and the applied versions are recorded in `schema_migrations`.
 
+#[cfg(feature = "cassandra")]
+pub mod cassandra;
+
 /// One numbered migration.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {

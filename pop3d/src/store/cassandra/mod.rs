@@ -1,7 +1,8 @@
 //! The Cassandra backend: multi-datacenter, token-aware, pinned to the local datacenter, and
 //! without a single lightweight transaction. See `docs/adr/` for why the tables look as they do.
 
-pub mod migrate;
+/// Keyspace and migrations live in the `schema` crate, shared with the operator.
+pub use schema::cassandra as migrate;
 mod statements;
 
 use std::time::Duration;
