@@ -647,7 +647,7 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_addoption(parser):
     parser.addoption("--faults", action="store_true",
-                     help="run only the Cassandra fault tests (needs e2e/cassandra up)")
+                     help="run only the tests that need the two-DC cluster itself: cross-DC and faults")
 
 
 def pytest_configure(config):
