@@ -1,0 +1,456 @@
+//! `Pop3Cluster` (`popfleet.io/v1alpha1`): one resource describes a whole multi-datacenter
+//! POP3 fleet, its Cassandra keyspace and how pop3d is configured.
+//!
+//! The CRD YAML in `crds/pop3cluster.yaml` is generated from these types (`cargo run -p crds
+//! --bin crdgen`); a test fails when the checked-in file is out of date. Validation lives in the
+//! schema (OpenAPI bounds and CEL rules) so the apiserver refuses a bad resource outright rather
+//! than the operator half-applying it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+mod schemas;
+
+/// Keys of pop3d's configuration the operator writes itself; `config` overrides may not set them
+/// (they would point pods at the wrong store, address or keyspace).
+pub const MANAGED_CONFIG_KEYS: &[&str] = &[
+    "store",
+    "data_dir",
+    "pop3",
+    "pop3s",
+    "lmtp",
+    "admin",
+    "cassandra",
+    "local_dc",
+    "keyspace",
+    "read_consistency",
+    "write_consistency",
+    "cassandra_username",
+    "cassandra_password",
+    "allow_insecure_auth",
+    "tls_cert",
+    "tls_key",
+];
+
+/// The spec of a Pop3Cluster.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "popfleet.io",
+    version = "v1alpha1",
+    kind = "Pop3Cluster",
+    plural = "pop3clusters",
+    shortname = "p3c",
+    category = "popfleet",
+    namespaced,
+    status = "Pop3ClusterStatus",
+    derive = "PartialEq",
+    doc = "A multi-datacenter fleet of pop3d servers sharing one Cassandra keyspace.",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.ready", description = "ready/desired pods, all datacenters"),
+    printcolumn(
+        name = "Available",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Available\")].status"
+    ),
+    printcolumn(
+        name = "Keyspace",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"KeyspaceReady\")].status"
+    ),
+    printcolumn(name = "Repair", type_ = "boolean", json_path = ".status.keyspace.repairNeeded", description = "a replication change needs nodetool repair"),
+    printcolumn(name = "Paused", type_ = "boolean", json_path = ".spec.paused"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Datacenters", type_ = "string", json_path = ".status.datacenterSummary", priority = 1, description = "ready/desired per datacenter"),
+    printcolumn(name = "KeyspaceName", type_ = "string", json_path = ".spec.cassandra.keyspace", priority = 1),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 42")
+        .message("metadata.name must be a DNS label of at most 42 characters starting with a letter: child objects are named <name>-<datacenter> and Services need a DNS-1035 label")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.datacenters.all(d, (has(d.cassandraDatacenter) ? d.cassandraDatacenter : d.name) in self.cassandra.contactPoints)")
+        .message("every datacenter needs contact points for its Cassandra datacenter in spec.cassandra.contactPoints")
+        .field_path(".cassandra.contactPoints"),
+    validation = Rule::new("self.datacenters.all(d, (has(d.cassandraDatacenter) ? d.cassandraDatacenter : d.name) in self.cassandra.replication)")
+        .message("every datacenter's Cassandra datacenter must be in spec.cassandra.replication: pop3d reads and writes at LOCAL_QUORUM there")
+        .field_path(".cassandra.replication"),
+)]
+pub struct Pop3ClusterSpec {
+    /// Container image of pop3d, e.g. `registry.example/popfleet/pop3d:0.1.0`.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+
+    /// Image pull policy of the pop3d container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+
+    /// The datacenters pop3d runs in; one Deployment, Service, ConfigMap, PodDisruptionBudget and
+    /// ServiceAccount each. Keyed by name, so server-side apply merges per datacenter.
+    #[schemars(length(min = 1, max = 16))]
+    #[x_kube(
+        merge_strategy = ListMerge::Map(vec!["name".into()]),
+        validation = Rule::new("self.all(d, self.exists_one(e, e.name == d.name))").message("datacenter names must be unique")
+    )]
+    pub datacenters: Vec<DatacenterSpec>,
+
+    /// The Cassandra cluster, keyspace and replication.
+    pub cassandra: CassandraSpec,
+
+    /// POP3 listeners.
+    #[serde(default)]
+    pub pop3: Pop3Spec,
+
+    /// LMTP listener (mail comes in from the MTA).
+    #[serde(default)]
+    pub lmtp: LmtpSpec,
+
+    /// Authentication policy.
+    #[serde(default)]
+    pub auth: AuthSpec,
+
+    /// Extra pop3d settings (keys of pop3d's TOML config, e.g. `idle_timeout: "300"`). Values that
+    /// look like integers or true/false are written as such. Keys the operator manages are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "schemas::config_overrides")]
+    pub config: BTreeMap<String, String>,
+
+    /// While true the operator writes nothing (no child object, no Cassandra DDL) and only
+    /// reports `ReconciliationPaused=True`; changes are applied when it is set back to false.
+    #[serde(default)]
+    pub paused: bool,
+
+    /// What happens to the keyspace when the Pop3Cluster is deleted. `Retain` (the default) keeps
+    /// it and all mail; `Delete` drops it.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// One datacenter of pop3d servers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatacenterSpec {
+    /// Name of the datacenter; part of the child objects' names.
+    #[schemars(length(min = 1, max = 20), regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+
+    /// Number of pop3d pods in this datacenter (0 stops it).
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+
+    /// The Cassandra datacenter these pods are local to (default: the same name). pop3d sends
+    /// every request to this datacenter only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub cassandra_datacenter: Option<String>,
+
+    /// The Service in front of this datacenter's pods.
+    #[serde(default)]
+    pub service: ServiceSpec,
+
+    /// Resources of the pop3d container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+
+    /// pop3d settings for this datacenter only, over the cluster-wide `config`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "schemas::config_overrides")]
+    pub config: BTreeMap<String, String>,
+}
+
+impl DatacenterSpec {
+    /// The Cassandra datacenter pop3d pins its requests to.
+    pub fn cassandra_dc(&self) -> &str {
+        self.cassandra_datacenter.as_deref().unwrap_or(&self.name)
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Service type.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// Annotations of the Service (load balancer settings and the like).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeletionPolicy {
+    /// Keep the keyspace (and the mail in it) when the Pop3Cluster is deleted.
+    #[default]
+    Retain,
+    /// Drop the keyspace when the Pop3Cluster is deleted.
+    Delete,
+}
+
+/// Where Cassandra is and what the keyspace looks like.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CassandraSpec {
+    /// Contact points (`host:port`) per Cassandra datacenter. pop3d in a datacenter gets the
+    /// contact points of its Cassandra datacenter; the operator uses all of them.
+    #[schemars(schema_with = "schemas::contact_points")]
+    pub contact_points: BTreeMap<String, Vec<String>>,
+
+    /// Keyspace name. Immutable: renaming would silently point the fleet at an empty keyspace.
+    #[serde(default = "default_keyspace")]
+    #[schemars(length(min = 1, max = 48), regex(pattern = r"^[A-Za-z][A-Za-z0-9_]*$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("keyspace is immutable: create a new Pop3Cluster to use another keyspace"))]
+    pub keyspace: String,
+
+    /// Replication factor per Cassandra datacenter (NetworkTopologyStrategy). Datacenters not
+    /// listed keep whatever replication they have: the operator never removes a replica.
+    #[schemars(schema_with = "schemas::replication")]
+    pub replication: BTreeMap<String, i32>,
+
+    /// Secret with the Cassandra user name and password (PasswordAuthenticator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<CredentialsSecretRef>,
+
+    /// Client TLS to Cassandra. Reserved: this pop3d does not speak TLS to Cassandra yet, so the
+    /// operator reports `Degraded` (reason CassandraTlsUnsupported) when it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SecretRef>,
+
+    /// Read consistency of pop3d (default local_quorum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_consistency: Option<Consistency>,
+
+    /// Write consistency of pop3d (default local_quorum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_consistency: Option<Consistency>,
+}
+
+fn default_keyspace() -> String {
+    "popfleet".into()
+}
+
+/// Consistency levels pop3d accepts; serial levels do not exist here on purpose (no LWT, ever).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    LocalQuorum,
+    LocalOne,
+    Quorum,
+    EachQuorum,
+    One,
+    Two,
+    Three,
+    All,
+}
+
+impl Consistency {
+    /// The value as pop3d's config file spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::LocalQuorum => "local_quorum",
+            Consistency::LocalOne => "local_one",
+            Consistency::Quorum => "quorum",
+            Consistency::EachQuorum => "each_quorum",
+            Consistency::One => "one",
+            Consistency::Two => "two",
+            Consistency::Three => "three",
+            Consistency::All => "all",
+        }
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSecretRef {
+    /// Secret in the Pop3Cluster's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[serde(default = "default_username_key")]
+    pub username_key: String,
+    #[serde(default = "default_password_key")]
+    pub password_key: String,
+}
+
+fn default_username_key() -> String {
+    "username".into()
+}
+fn default_password_key() -> String {
+    "password".into()
+}
+
+/// A Secret in the Pop3Cluster's namespace.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}
+
+/// POP3 listeners.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Pop3Spec {
+    /// Service port of plain POP3 (STLS when TLS is configured).
+    #[serde(default = "default_pop3_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Service port of POP3 over implicit TLS (only with `tls`).
+    #[serde(default = "default_pop3s_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub tls_port: i32,
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`). Its content is hashed into the pod
+    /// template, so a renewed certificate rolls the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SecretRef>,
+}
+
+impl Default for Pop3Spec {
+    fn default() -> Self {
+        Pop3Spec { port: default_pop3_port(), tls_port: default_pop3s_port(), tls: None }
+    }
+}
+
+fn default_pop3_port() -> i32 {
+    110
+}
+fn default_pop3s_port() -> i32 {
+    995
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LmtpSpec {
+    /// Service port of LMTP.
+    #[serde(default = "default_lmtp_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+impl Default for LmtpSpec {
+    fn default() -> Self {
+        LmtpSpec { port: default_lmtp_port() }
+    }
+}
+
+fn default_lmtp_port() -> i32 {
+    24
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Allow USER/PASS and AUTH PLAIN on cleartext connections from non-loopback addresses.
+    /// Off by default: passwords would cross the network in clear.
+    #[serde(default)]
+    pub allow_insecure_auth: bool,
+}
+
+/// What the operator observed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Pop3ClusterStatus {
+    /// The generation of the spec the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Available, Progressing, Degraded, KeyspaceReady, ReconciliationPaused.
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// Ready pods over desired pods, all datacenters (`3/4`).
+    #[serde(default)]
+    pub ready: String,
+
+    #[serde(default)]
+    pub replicas: i32,
+
+    #[serde(default)]
+    pub ready_replicas: i32,
+
+    /// Ready/desired per datacenter, for `kubectl get -o wide` (`dc1 2/2, dc2 1/1`).
+    #[serde(default)]
+    pub datacenter_summary: String,
+
+    /// Per datacenter.
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub datacenters: Vec<DatacenterStatus>,
+
+    /// The keyspace as last read from Cassandra.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyspace: Option<KeyspaceStatus>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DatacenterStatus {
+    pub name: String,
+    pub cassandra_datacenter: String,
+    pub replicas: i32,
+    pub ready_replicas: i32,
+    pub updated_replicas: i32,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyspaceStatus {
+    pub name: String,
+    /// Replication factor per Cassandra datacenter, as Cassandra reports it (including
+    /// datacenters this resource does not list).
+    #[serde(default)]
+    pub replication: BTreeMap<String, String>,
+    /// Latest schema migration applied.
+    pub schema_version: i32,
+    /// True after the operator changed the replication: until a full repair runs
+    /// (`nodetool repair -full <keyspace>` on every node), new replicas lack older mail.
+    #[serde(default)]
+    pub repair_needed: bool,
+    /// When the replication last changed (RFC 3339). After the repair, acknowledge it with
+    /// `kubectl annotate pop3cluster NAME popfleet.io/repaired=<this value>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_changed_at: Option<String>,
+    /// The replication change that needs the repair, `before -> after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair_reason: Option<String>,
+}
+
+/// Annotation with which a user acknowledges the repair after a replication change.
+pub const REPAIRED_ANNOTATION: &str = "popfleet.io/repaired";
+
+/// The CRD as YAML, exactly as checked in at `crds/pop3cluster.yaml`.
+pub fn crd_yaml() -> String {
+    let crd = Pop3Cluster::crd();
+    let body = serde_saphyr::to_string(&crd).expect("a CRD always serialises");
+    format!("# Generated by `cargo run -p crds --bin crdgen`; do not edit.\n---\n{body}")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,71 @@
+use super::*;
+
+const CHECKED_IN: &str = include_str!("../pop3cluster.yaml");
+
+/// The YAML users apply must be what the types say; regenerate with
+/// `cargo run -p crds --bin crdgen -- --write`.
+#[test]
+fn checked_in_crd_yaml_is_up_to_date() {
+    let generated = crd_yaml();
+    if generated != CHECKED_IN {
+        if std::env::var_os("POPFLEET_UPDATE_CRDS").is_some() {
+            std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/pop3cluster.yaml"), &generated).unwrap();
+        }
+        panic!("crds/pop3cluster.yaml is out of date: run `cargo run -p crds --bin crdgen -- --write` and commit it");
+    }
+}
+
+#[test]
+fn the_yaml_parses_back_into_the_same_crd() {
+    let parsed: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
+        serde_saphyr::from_str(CHECKED_IN).expect("valid YAML");
+    assert_eq!(serde_json::to_value(parsed).unwrap(), serde_json::to_value(Pop3Cluster::crd()).unwrap());
+}
+
+fn schema() -> serde_json::Value {
+    let crd = serde_json::to_value(Pop3Cluster::crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+#[test]
+fn names_scope_and_subresources() {
+    let crd = Pop3Cluster::crd();
+    assert_eq!(crd.spec.group, "popfleet.io");
+    assert_eq!(crd.spec.scope, "Namespaced");
+    assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["p3c".to_owned()][..]));
+    let version = &crd.spec.versions[0];
+    assert_eq!(version.name, "v1alpha1");
+    assert!(version.subresources.as_ref().unwrap().status.is_some());
+    let columns: Vec<_> = version.additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
+    assert!(columns.starts_with(&["Ready", "Available", "Keyspace"]), "{columns:?}");
+}
+
+#[test]
+fn validation_rules_are_in_the_schema() {
+    let s = schema();
+    let text = s.to_string();
+    let spec = &s["properties"]["spec"];
+    assert_eq!(spec["properties"]["datacenters"]["x-kubernetes-list-type"], "map");
+    assert_eq!(spec["properties"]["datacenters"]["maxItems"], 16);
+    assert_eq!(spec["properties"]["datacenters"]["items"]["properties"]["replicas"]["maximum"], 100.0);
+    assert!(text.contains("self == oldSelf"), "keyspace immutability");
+    assert!(text.contains("datacenter names must be unique"));
+    assert!(text.contains("self[dc] >= 1"));
+    assert!(s["x-kubernetes-validations"].to_string().contains("metadata.name"));
+}
+
+#[test]
+fn a_minimal_resource_gets_the_defaults() {
+    let spec: Pop3ClusterSpec = serde_json::from_value(serde_json::json!({
+        "image": "pop3d:1",
+        "datacenters": [{"name": "dc1", "replicas": 2}],
+        "cassandra": {"contactPoints": {"dc1": ["10.0.0.1:9042"]}, "replication": {"dc1": 3}}
+    }))
+    .unwrap();
+    assert_eq!(spec.cassandra.keyspace, "popfleet");
+    assert_eq!(spec.pop3.port, 110);
+    assert_eq!(spec.lmtp.port, 24);
+    assert_eq!(spec.deletion_policy, DeletionPolicy::Retain);
+    assert!(!spec.paused && !spec.auth.allow_insecure_auth);
+    assert_eq!(spec.datacenters[0].cassandra_dc(), "dc1");
+}

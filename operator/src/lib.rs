@@ -1,0 +1,1 @@
+//! popfleet operator (work in progress).
