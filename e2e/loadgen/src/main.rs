@@ -1,0 +1,200 @@
+//! popfleet-load: open-loop LMTP + POP3 load for benchmarks and fault tests.
+//!
+//!   popfleet-load run    --lmtp 127.0.0.1:2424 --pop3 127.0.0.1:1110 --rate 200 --duration 30
+//!   popfleet-load search --lmtp 127.0.0.1:2424 --pop3 127.0.0.1:1110
+//!
+//! Users `load0@example.com` .. must exist with the given password (the bench script creates them).
+
+mod lmtp;
+mod message;
+mod pop3;
+mod procstat;
+mod scenario;
+mod stats;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+
+use scenario::Scenario;
+use stats::Report;
+
+#[derive(Parser)]
+#[command(name = "popfleet-load", version, about = "Open-loop LMTP/POP3 load generator")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Deliver at a fixed rate for a duration, then read and delete every mailbox.
+    Run(Common),
+    /// Find the highest delivery rate with LMTP p99 under --p99-ms and no errors.
+    Search {
+        #[command(flatten)]
+        common: Common,
+        /// Latency bound for a rate to count as sustained.
+        #[arg(long, default_value_t = 100.0)]
+        p99_ms: f64,
+        /// Highest rate to try.
+        #[arg(long, default_value_t = 20000.0)]
+        max_rate: f64,
+        /// Bisection steps after the first failing rate.
+        #[arg(long, default_value_t = 4)]
+        steps: u32,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Name of this run in the report.
+    #[arg(long, default_value = "run")]
+    label: String,
+    /// LMTP server(s); users are spread over them.
+    #[arg(long, required = true, value_delimiter = ',')]
+    lmtp: Vec<String>,
+    /// POP3 server(s) for the read half; user i reads from server i mod n.
+    #[arg(long, value_delimiter = ',')]
+    pop3: Vec<String>,
+    #[arg(long, default_value_t = 80)]
+    users: usize,
+    /// Address pattern; {} is the user number.
+    #[arg(long, default_value = "load{}@example.com")]
+    user_format: String,
+    #[arg(long, default_value = "load-password")]
+    password: String,
+    /// Deliveries per second (search: the starting rate).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Seconds of deliveries (search: per trial).
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// Message sizes: default (10-100 KiB, 1 % 2-5 MiB), small (1-4 KiB), fixed:N[k|m].
+    #[arg(long, default_value = "default")]
+    sizes: message::SizeMix,
+    /// Most LMTP transactions in flight (one connection each).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 16)]
+    pop3_concurrency: usize,
+    /// Also RETR every message before deleting it.
+    #[arg(long)]
+    retr: bool,
+    /// Seconds to wait between the two halves (replication to another datacenter).
+    #[arg(long, default_value_t = 0.0)]
+    settle: f64,
+    /// Server process(es) whose tree's peak RSS and CPU time to report.
+    #[arg(long = "pid", value_delimiter = ',')]
+    pids: Vec<u32>,
+    /// Write "recipient token" for every 250 received.
+    #[arg(long)]
+    ledger: Option<PathBuf>,
+    /// Append the JSON report(s) to this file, one per line.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+impl Common {
+    fn scenario(&self, rate: f64, skip_pop3: bool) -> Result<Scenario> {
+        if !(rate > 0.0) || !(self.duration > 0.0) || self.users == 0 || self.concurrency == 0 {
+            bail!("rate, duration, users and concurrency must be positive");
+        }
+        if !skip_pop3 && self.pop3.is_empty() {
+            bail!("--pop3 is required for the read half");
+        }
+        Ok(Scenario {
+            label: self.label.clone(),
+            lmtp: self.lmtp.clone(),
+            pop3: self.pop3.clone(),
+            users: self.users,
+            user_format: self.user_format.clone(),
+            password: self.password.clone(),
+            rate,
+            duration: Duration::from_secs_f64(self.duration),
+            sizes: self.sizes,
+            concurrency: self.concurrency,
+            pop3_concurrency: self.pop3_concurrency.max(1),
+            retr: self.retr,
+            skip_pop3,
+            settle: Duration::from_secs_f64(self.settle),
+            pids: self.pids.clone(),
+            ledger: self.ledger.clone(),
+            seed: self.seed,
+        })
+    }
+
+    fn emit(&self, report: &Report) -> Result<()> {
+        println!("{}", report.table());
+        if let Some(path) = &self.json {
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            writeln!(f, "{}", serde_json::to_string(report)?)?;
+        }
+        Ok(())
+    }
+}
+
+fn sustained(r: &Report, p99_ms: f64) -> bool {
+    r.errors.total() == 0
+        && r.delivered_per_s >= 0.95 * r.target_rate
+        && r.lmtp.as_ref().is_some_and(|l| l.p99_ms <= p99_ms)
+}
+
+async fn search(c: &Common, p99_ms: f64, max_rate: f64, steps: u32) -> Result<()> {
+    let mut best: Option<Report> = None;
+    let mut rate = c.rate;
+    let mut bad = None;
+    // Double until a rate fails, then bisect between the best good and the first bad rate.
+    while rate <= max_rate {
+        let r = scenario::run(&c.scenario(rate, true)?).await?;
+        eprintln!("search: {rate:.0} mail/s -> {}", if sustained(&r, p99_ms) { "sustained" } else { "not sustained" });
+        if sustained(&r, p99_ms) {
+            best = Some(r);
+            rate *= 2.0;
+        } else {
+            bad = Some(rate);
+            break;
+        }
+    }
+    if let Some(mut hi) = bad {
+        let mut lo = best.as_ref().map_or(0.0, |b| b.target_rate);
+        for _ in 0..steps {
+            let mid = (lo + hi) / 2.0;
+            if mid < 1.0 {
+                break;
+            }
+            let r = scenario::run(&c.scenario(mid, true)?).await?;
+            let ok = sustained(&r, p99_ms);
+            eprintln!("search: {mid:.0} mail/s -> {}", if ok { "sustained" } else { "not sustained" });
+            if ok {
+                lo = mid;
+                best = Some(r);
+            } else {
+                hi = mid;
+            }
+        }
+    }
+    match best {
+        Some(mut b) => {
+            b.label = format!("{} (search: highest sustained rate, p99 <= {p99_ms} ms, no errors)", c.label);
+            c.emit(&b)
+        }
+        None => bail!("not even {} mail/s was sustained", c.rate),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Run(c) => {
+            let report = scenario::run(&c.scenario(c.rate, false)?).await?;
+            c.emit(&report)
+        }
+        Cmd::Search { common, p99_ms, max_rate, steps } => search(&common, p99_ms, max_rate, steps).await,
+    }
+}

@@ -1,0 +1,273 @@
+//! The reference scenario: open-loop LMTP deliveries at a fixed rate to N users for a duration,
+//! then one POP3 session per user: login, STAT, (RETR each), DELE all, QUIT.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use rand::{rngs::StdRng, SeedableRng};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::lmtp::{LmtpClient, Outcome};
+use crate::message::{self, SizeMix};
+use crate::pop3::Pop3Client;
+use crate::procstat;
+use crate::stats::{Errors, Latency, Report};
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub label: String,
+    pub lmtp: Vec<String>,
+    pub pop3: Vec<String>,
+    pub users: usize,
+    pub user_format: String,
+    pub password: String,
+    pub rate: f64,
+    pub duration: Duration,
+    pub sizes: SizeMix,
+    pub concurrency: usize,
+    pub pop3_concurrency: usize,
+    pub retr: bool,
+    pub skip_pop3: bool,
+    pub settle: Duration,
+    pub pids: Vec<u32>,
+    pub ledger: Option<PathBuf>,
+    pub seed: u64,
+}
+
+impl Scenario {
+    pub fn user(&self, i: usize) -> String {
+        self.user_format.replace("{}", &i.to_string())
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    lmtp: Latency,
+    errors: Errors,
+    delivered: u64,
+    octets: u64,
+}
+
+/// Errors are grouped by the first words of their text, so "451 4.3.0 <x> ..." groups by code.
+fn kind(prefix: &str, text: &str) -> String {
+    let short: String = text.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+    format!("{prefix}: {}", short.chars().take(48).collect::<String>())
+}
+
+type Pool = Arc<Mutex<Vec<LmtpClient>>>;
+
+async fn deliver_one(addr: &str, pool: &Pool, rcpt: &str, msg: &[u8]) -> Result<Outcome> {
+    let pooled = pool.lock().unwrap().pop();
+    let mut conn = match pooled {
+        Some(c) => c,
+        None => LmtpClient::connect(addr).await?,
+    };
+    let outcome = conn.deliver("load@popfleet.test", rcpt, msg).await?;
+    pool.lock().unwrap().push(conn);
+    Ok(outcome)
+}
+
+/// Samples the server's process tree every 100 ms for peak RSS; CPU is the difference of totals.
+struct Sampler {
+    stop: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<u64>,
+    cpu0: f64,
+    pids: Vec<u32>,
+}
+
+impl Sampler {
+    fn start(pids: Vec<u32>) -> Option<Self> {
+        if pids.is_empty() {
+            return None;
+        }
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let (cpu0, _) = procstat::sample(&pids);
+        let (s, p) = (stop.clone(), pids.clone());
+        let task = tokio::spawn(async move {
+            let mut peak = 0;
+            loop {
+                peak = peak.max(procstat::sample(&p).1);
+                tokio::select! {
+                    _ = s.notified() => return peak,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        });
+        Some(Self { stop, task, cpu0, pids })
+    }
+
+    async fn finish(self) -> (f64, f64) {
+        self.stop.notify_one();
+        let peak_kib = self.task.await.unwrap_or(0);
+        let (cpu1, _) = procstat::sample(&self.pids);
+        (peak_kib as f64 / 1024.0, cpu1 - self.cpu0)
+    }
+}
+
+/// The delivery half; returns the tally and how long it took until the last reply.
+async fn deliveries(sc: &Scenario) -> Result<(Tally, Duration, u64)> {
+    let total = (sc.rate * sc.duration.as_secs_f64()).round() as u64;
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let permits = Arc::new(Semaphore::new(sc.concurrency));
+    let pools: Vec<Pool> = sc.lmtp.iter().map(|_| Pool::default()).collect();
+    let ledger = match &sc.ledger {
+        Some(p) => Some(Arc::new(Mutex::new(BufWriter::new(File::create(p)?)))),
+        None => None,
+    };
+    let mut rng = StdRng::seed_from_u64(sc.seed);
+    let run = format!("{:x}", sc.seed);
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        // Open loop: arrival i is due at start + i/rate whatever happened before. If all permits
+        // are busy we fall behind, and the latency of the late arrivals counts from when they
+        // were due, so a slow server cannot hide its queueing (no coordinated omission).
+        let due = start + Duration::from_secs_f64(i as f64 / sc.rate);
+        tokio::time::sleep_until(due).await;
+        let permit = permits.clone().acquire_owned().await?;
+        let user_no = i as usize % sc.users;
+        let rcpt = sc.user(user_no);
+        let token = format!("{run}-{i}");
+        let size = sc.sizes.draw(&mut rng);
+        let msg = message::build(&token, &rcpt, size);
+        let addr = sc.lmtp[user_no % sc.lmtp.len()].clone();
+        let pool = pools[user_no % pools.len()].clone();
+        let (tally, ledger) = (tally.clone(), ledger.clone());
+        tasks.push(tokio::spawn(async move {
+            let result = deliver_one(&addr, &pool, &rcpt, &msg).await;
+            let latency = due.elapsed();
+            drop(permit);
+            let mut t = tally.lock().unwrap();
+            match result {
+                Ok(Outcome::Accepted) => {
+                    t.lmtp.record(latency);
+                    t.delivered += 1;
+                    t.octets += msg.len() as u64;
+                    if let Some(l) = &ledger {
+                        let _ = writeln!(l.lock().unwrap(), "{rcpt} {token}");
+                    }
+                }
+                Ok(Outcome::Refused(code, text)) => t.errors.add(kind(&format!("lmtp {code}"), &text)),
+                Err(e) => t.errors.add(kind("lmtp io", &format!("{e:#}"))),
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed();
+    if let Some(l) = ledger {
+        l.lock().unwrap().flush()?;
+    }
+    let tally = Arc::try_unwrap(tally).map_err(|_| anyhow::anyhow!("tally still shared"))?.into_inner().unwrap();
+    Ok((tally, elapsed, total))
+}
+
+#[derive(Default)]
+struct ReadTally {
+    login: Latency,
+    stat: Latency,
+    retr: Latency,
+    quit: Latency,
+    session: Latency,
+    found: u64,
+    deleted: u64,
+    errors: Errors,
+}
+
+async fn read_one(sc: &Scenario, user_no: usize, t: &Mutex<ReadTally>) -> Result<()> {
+    let addr = &sc.pop3[user_no % sc.pop3.len()];
+    let user = sc.user(user_no);
+    let t0 = Instant::now();
+    let mut c = Pop3Client::connect(addr).await?;
+    c.login(&user, &sc.password).await?;
+    t.lock().unwrap().login.record(t0.elapsed());
+    let t1 = Instant::now();
+    let (count, _) = c.stat().await?;
+    t.lock().unwrap().stat.record(t1.elapsed());
+    if sc.retr {
+        for n in 1..=count {
+            let tr = Instant::now();
+            c.retr(n).await?;
+            t.lock().unwrap().retr.record(tr.elapsed());
+        }
+    }
+    c.dele_all(count).await?;
+    let tq = Instant::now();
+    c.quit().await?;
+    let mut t = t.lock().unwrap();
+    t.quit.record(tq.elapsed());
+    t.session.record(t0.elapsed());
+    t.found += count;
+    t.deleted += count;
+    Ok(())
+}
+
+async fn reads(sc: &Scenario) -> ReadTally {
+    let tally = Arc::new(Mutex::new(ReadTally::default()));
+    let permits = Arc::new(Semaphore::new(sc.pop3_concurrency));
+    let mut tasks = Vec::new();
+    for user_no in 0..sc.users {
+        let (sc, tally, permits) = (sc.clone(), tally.clone(), permits.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            if let Err(e) = read_one(&sc, user_no, &tally).await {
+                tally.lock().unwrap().errors.add(kind("pop3", &format!("{e:#}")));
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    Arc::try_unwrap(tally).ok().expect("all readers finished").into_inner().unwrap()
+}
+
+pub async fn run(sc: &Scenario) -> Result<Report> {
+    let sampler = Sampler::start(sc.pids.clone());
+    let (tally, elapsed, attempted) = deliveries(sc).await?;
+    let mut errors = tally.errors.clone();
+    let read = if sc.skip_pop3 {
+        None
+    } else {
+        tokio::time::sleep(sc.settle).await;
+        let r = reads(sc).await;
+        errors.merge(&r.errors);
+        Some(r)
+    };
+    let (peak, cpu) = match sampler {
+        Some(s) => {
+            let (p, c) = s.finish().await;
+            (Some(p), Some(c))
+        }
+        None => (None, None),
+    };
+    let secs = elapsed.as_secs_f64();
+    let r = read.as_ref();
+    Ok(Report {
+        label: sc.label.clone(),
+        target_rate: sc.rate,
+        duration_s: sc.duration.as_secs_f64(),
+        users: sc.users,
+        size_mix: format!("{:?}", sc.sizes).to_lowercase(),
+        attempted,
+        delivered: tally.delivered,
+        delivered_per_s: tally.delivered as f64 / secs,
+        delivered_mib_per_s: tally.octets as f64 / secs / (1024.0 * 1024.0),
+        lmtp: tally.lmtp.summary(),
+        pop3_login: r.and_then(|r| r.login.summary()),
+        pop3_stat: r.and_then(|r| r.stat.summary()),
+        pop3_retr: r.and_then(|r| r.retr.summary()),
+        pop3_quit: r.and_then(|r| r.quit.summary()),
+        pop3_session: r.and_then(|r| r.session.summary()),
+        messages_found: r.map_or(0, |r| r.found),
+        messages_deleted: r.map_or(0, |r| r.deleted),
+        errors,
+        server_peak_rss_mib: peak,
+        server_cpu_s: cpu,
+    })
+}
