@@ -1,0 +1,113 @@
+//! Writing, observing and pruning a Pop3Cluster's child objects.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::resources::{self, Children, LABEL_DATACENTER};
+use crate::status::DcObservation;
+use crate::telemetry::Metrics;
+use crate::{Result, FIELD_MANAGER};
+use crds::{DatacenterSpec, DatacenterStatus, Pop3Cluster};
+
+/// Server-side apply with the operator's field manager. `force`: the operator is the authority
+/// on the fields it sets, so a hand edit of one of them is taken back (drift correction); fields
+/// it does not set stay with whoever set them.
+async fn apply<K>(client: &Client, ns: &str, obj: &K, metrics: &Metrics) -> Result<K>
+where
+    K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Serialize + Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let applied = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj)).await?;
+    metrics.write("apply");
+    Ok(applied)
+}
+
+/// Applies one datacenter's objects (ConfigMap first: the pods mount it) and returns the
+/// Deployment as the API server has it now, status included.
+pub async fn apply_datacenter(client: &Client, ns: &str, c: &Children, metrics: &Metrics) -> Result<Deployment> {
+    apply(client, ns, &c.config_map, metrics).await?;
+    apply(client, ns, &c.service_account, metrics).await?;
+    apply(client, ns, &c.service, metrics).await?;
+    apply(client, ns, &c.pdb, metrics).await?;
+    apply(client, ns, &c.deployment, metrics).await
+}
+
+/// What a datacenter looks like from its Deployment (None: not there yet).
+pub fn observe(dc: &DatacenterSpec, deployment: Option<&Deployment>) -> DcObservation {
+    let status = deployment.and_then(|d| d.status.clone()).unwrap_or_default();
+    let generation = deployment.and_then(|d| d.metadata.generation).unwrap_or(0);
+    let ready = status.ready_replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let total = status.replicas.unwrap_or(0);
+    let rolled_out = deployment.is_some()
+        && status.observed_generation.unwrap_or(0) >= generation
+        && updated >= dc.replicas
+        && ready >= dc.replicas
+        && total == dc.replicas;
+    DcObservation {
+        status: DatacenterStatus {
+            name: dc.name.clone(),
+            cassandra_datacenter: dc.cassandra_dc().to_owned(),
+            replicas: dc.replicas,
+            ready_replicas: ready,
+            updated_replicas: updated,
+        },
+        rolled_out,
+    }
+}
+
+/// Reads the Deployments without writing anything (paused clusters).
+pub async fn observe_all(client: &Client, cluster: &Pop3Cluster) -> Result<Vec<DcObservation>> {
+    let ns = cluster.namespace().unwrap_or_default();
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let mut out = Vec::new();
+    for dc in &cluster.spec.datacenters {
+        let deployment = api.get_opt(&resources::object_name(cluster, &dc.name)).await?;
+        out.push(observe(dc, deployment.as_ref()));
+    }
+    Ok(out)
+}
+
+async fn prune_kind<K>(client: &Client, cluster: &Pop3Cluster, keep: &BTreeSet<&str>, metrics: &Metrics) -> Result<BTreeSet<String>>
+where
+    K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    K::DynamicType: Default,
+{
+    let ns = cluster.namespace().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    let uid = cluster.uid().unwrap_or_default();
+    let mut removed = BTreeSet::new();
+    for obj in api.list(&ListParams::default().labels(&resources::cluster_selector(cluster))).await? {
+        let dc = obj.labels().get(LABEL_DATACENTER).cloned().unwrap_or_default();
+        // Only objects this very resource owns: a label can be copied, an owner uid cannot.
+        let owned = obj.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true));
+        if owned && !keep.contains(dc.as_str()) {
+            api.delete(&obj.name_any(), &DeleteParams::background()).await?;
+            metrics.write("delete");
+            removed.insert(dc);
+        }
+    }
+    Ok(removed)
+}
+
+/// Deletes the objects of datacenters no longer in the spec; returns their names.
+pub async fn prune(client: &Client, cluster: &Pop3Cluster, metrics: &Metrics) -> Result<BTreeSet<String>> {
+    let keep: BTreeSet<&str> = cluster.spec.datacenters.iter().map(|d| d.name.as_str()).collect();
+    let mut removed = prune_kind::<Deployment>(client, cluster, &keep, metrics).await?;
+    removed.extend(prune_kind::<Service>(client, cluster, &keep, metrics).await?);
+    removed.extend(prune_kind::<PodDisruptionBudget>(client, cluster, &keep, metrics).await?);
+    removed.extend(prune_kind::<ConfigMap>(client, cluster, &keep, metrics).await?);
+    removed.extend(prune_kind::<ServiceAccount>(client, cluster, &keep, metrics).await?);
+    Ok(removed)
+}

@@ -1,0 +1,378 @@
+//! The reconcile loop of Pop3Cluster.
+//!
+//! One pass: (paused? report and stop) → read the Secrets it references → the keyspace step in
+//! Cassandra → server-side apply of every datacenter's objects → prune removed datacenters →
+//! status (written only when it changed) → Events for what changed. Errors requeue with a
+//! per-object exponential backoff; success requeues after `resync` to catch drift made where no
+//! watch can see it (a hand-made ALTER KEYSPACE).
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource, ResourceExt};
+
+use crate::backoff::Backoff;
+use crate::keyspace::{self, Credentials, Sessions, Target};
+use crate::resources::{self, LABEL_MANAGED_BY};
+use crate::status::{self, KeyspaceOutcome, Observation};
+use crate::telemetry::{ErrorLabels, Metrics, ResultLabels};
+use crate::{children, Error, Result, FIELD_MANAGER, FINALIZER};
+use crds::{DeletionPolicy, KeyspaceStatus, Pop3Cluster, Pop3ClusterStatus};
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub sessions: Sessions,
+    pub backoff: Backoff,
+    pub resync: Duration,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, instance: String, resync: Duration) -> Self {
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            sessions: Sessions::default(),
+            backoff: Backoff::new(Duration::from_secs(2), Duration::from_secs(300)),
+            resync,
+        }
+    }
+
+    async fn event(&self, cluster: &Pop3Cluster, type_: EventType, reason: &str, note: String) {
+        let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+        // An Event that cannot be written is not a reason to fail the reconcile.
+        if let Err(e) = self.recorder.publish(&event, &cluster.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "cannot publish event");
+        }
+    }
+}
+
+fn key(cluster: &Pop3Cluster) -> String {
+    format!("{}/{}", cluster.namespace().unwrap_or_default(), cluster.name_any())
+}
+
+/// Reconciles are triggered by what the user changes, not by the operator's own status writes:
+/// hash the spec generation, deletion, finalizers and the repair acknowledgement.
+fn trigger_hash(c: &Pop3Cluster) -> Option<u64> {
+    let mut h = DefaultHasher::new();
+    c.metadata.uid.hash(&mut h);
+    c.metadata.generation.hash(&mut h);
+    c.metadata.deletion_timestamp.is_some().hash(&mut h);
+    c.metadata.finalizers.hash(&mut h);
+    c.annotations().get(crds::REPAIRED_ANNOTATION).hash(&mut h);
+    Some(h.finish())
+}
+
+/// Runs the controller until `shutdown` resolves. `namespace`: watch only that namespace.
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) -> anyhow::Result<()> {
+    let client = ctx.client.clone();
+    let api = |c: &Client| -> Api<Pop3Cluster> {
+        namespace.as_deref().map_or_else(|| Api::all(c.clone()), |ns| Api::namespaced(c.clone(), ns))
+    };
+    let clusters = api(&client);
+    if let Err(e) = clusters.list(&ListParams::default().limit(1)).await {
+        anyhow::bail!("cannot list Pop3Clusters ({e}); is the CRD installed? kubectl apply --server-side -f crds/pop3cluster.yaml");
+    }
+    fn scoped<K>(c: &Client, ns: &Option<String>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        ns.as_deref().map_or_else(|| Api::all(c.clone()), |n| Api::namespaced(c.clone(), n))
+    }
+    let (reader, writer) = reflector::store();
+    let trigger = watcher(clusters, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(trigger_hash, Default::default());
+    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
+    let controller = Controller::for_stream(trigger, reader);
+    let store = controller.store();
+    // A Secret change (renewed certificate, rotated password) reconciles the clusters using it.
+    let secret_mapper = move |secret: Secret| {
+        let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+        store
+            .state()
+            .into_iter()
+            .filter(|c| c.namespace().as_deref() == Some(ns.as_str()))
+            .filter(|c| {
+                c.spec.pop3.tls.as_ref().is_some_and(|t| t.secret_name == name)
+                    || c.spec.cassandra.credentials_secret.as_ref().is_some_and(|s| s.name == name)
+            })
+            .map(|c| ObjectRef::from_obj(&*c))
+            .collect::<Vec<_>>()
+    };
+    controller
+        .owns(scoped::<Deployment>(&client, &namespace), owned.clone())
+        .owns(scoped::<Service>(&client, &namespace), owned.clone())
+        .owns(scoped::<ConfigMap>(&client, &namespace), owned.clone())
+        .owns(scoped::<PodDisruptionBudget>(&client, &namespace), owned.clone())
+        .owns(scoped::<ServiceAccount>(&client, &namespace), owned)
+        .watches(scoped::<Secret>(&client, &namespace), watcher::Config::default(), secret_mapper)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile did not complete"),
+            }
+        })
+        .await;
+    Ok(())
+}
+
+async fn reconcile(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let key = key(&cluster);
+    let ns = cluster.namespace().unwrap_or_default();
+    let api: Api<Pop3Cluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let span = tracing::info_span!("reconcile", cluster = %key, generation = cluster.metadata.generation);
+    let result = tracing::Instrument::instrument(
+        finalizer(&api, FINALIZER, cluster, |event| async {
+            match event {
+                Finalizer::Apply(c) => apply(c, ctx.clone()).await,
+                Finalizer::Cleanup(c) => cleanup(c, ctx.clone()).await,
+            }
+        }),
+        span,
+    )
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
+    let label = if result.is_ok() { "ok" } else { "error" };
+    ctx.metrics.reconciles.get_or_create(&ResultLabels { result: label }).inc();
+    if result.is_ok() {
+        ctx.backoff.succeeded(&key);
+    }
+    result
+}
+
+fn error_policy(cluster: Arc<Pop3Cluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failures.get_or_create(&ErrorLabels { error: error.metric_label() }).inc();
+    let delay = ctx.backoff.failed(&key(&cluster));
+    tracing::warn!(cluster = %key(&cluster), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Whole seconds: the API server stores condition times at second precision, and a status
+/// compared with sub-second times would never match what was stored (a write every reconcile).
+fn now() -> Time {
+    Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).expect("now is a valid time"))
+}
+
+async fn secret(client: &Client, ns: &str, name: &str) -> Result<Option<Secret>> {
+    Ok(Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await?)
+}
+
+fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get(key)?;
+    String::from_utf8(bytes.0.clone()).ok()
+}
+
+async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = cluster.namespace().unwrap_or_default();
+    let spec = &cluster.spec;
+    let was_paused = status::is_true(cluster.status.as_ref(), status::PAUSED);
+    if spec.paused {
+        // Reads only: the Deployments' state goes into the status so `kubectl get` stays true.
+        let obs = Observation {
+            paused: true,
+            datacenters: children::observe_all(&ctx.client, &cluster).await?,
+            keyspace: KeyspaceOutcome::NotChecked,
+            problems: vec![],
+        };
+        write_status(&cluster, &ctx, status::compute(&cluster, &obs, &now())).await?;
+        if !was_paused {
+            ctx.event(&cluster, EventType::Normal, "Paused", "spec.paused is true: no changes are written".into()).await;
+        }
+        return Ok(Action::await_change());
+    }
+    if was_paused {
+        ctx.event(&cluster, EventType::Normal, "Resumed", "spec.paused is false: applying the spec".into()).await;
+    }
+    let mut problems = Vec::new();
+
+    let tls_hash = match &spec.pop3.tls {
+        None => None,
+        Some(t) => match secret(&ctx.client, &ns, &t.secret_name).await? {
+            Some(s) => {
+                let part = |k: &str| s.data.as_ref().and_then(|d| d.get(k)).map(|b| b.0.clone()).unwrap_or_default();
+                Some(resources::sha256_hex(&[&part("tls.crt"), &part("tls.key")]))
+            }
+            None => {
+                problems.push(("TlsSecretMissing".to_owned(), format!("TLS Secret {} not found", t.secret_name)));
+                Some("missing".to_owned())
+            }
+        },
+    };
+    if spec.cassandra.tls.is_some() {
+        problems.push((
+            "CassandraTlsUnsupported".to_owned(),
+            "spec.cassandra.tls is set but pop3d does not speak TLS to Cassandra yet; connections are in clear".to_owned(),
+        ));
+    }
+
+    let keyspace = keyspace_step(&cluster, &ctx).await;
+
+    let mut observed = Vec::new();
+    for dc in &spec.datacenters {
+        let children = resources::build(&cluster, dc, tls_hash.as_deref())?;
+        let deployment = children::apply_datacenter(&ctx.client, &ns, &children, &ctx.metrics).await?;
+        observed.push(children::observe(dc, Some(&deployment)));
+    }
+    let removed = children::prune(&ctx.client, &cluster, &ctx.metrics).await?;
+    for dc in &removed {
+        ctx.event(&cluster, EventType::Normal, "DatacenterRemoved", format!("datacenter {dc} left the spec: its objects were deleted")).await;
+    }
+
+    let keyspace_error = match &keyspace {
+        KeyspaceOutcome::Failed(e) => Some(e.clone()),
+        _ => None,
+    };
+    let obs = Observation { paused: false, datacenters: observed, keyspace, problems };
+    let new_status = status::compute(&cluster, &obs, &now());
+    let was_degraded = status::is_true(cluster.status.as_ref(), status::DEGRADED);
+    let degraded = status::is_true(Some(&new_status), status::DEGRADED);
+    let degraded_message = new_status.conditions.iter().find(|c| c.type_ == status::DEGRADED).map(|c| (c.reason.clone(), c.message.clone()));
+    write_status(&cluster, &ctx, new_status).await?;
+    match (was_degraded, degraded, degraded_message) {
+        (false, true, Some((reason, message))) => ctx.event(&cluster, EventType::Warning, &reason, message).await,
+        (true, false, _) => ctx.event(&cluster, EventType::Normal, "Recovered", "no problem observed any more".into()).await,
+        _ => {}
+    }
+    match keyspace_error {
+        // The status already says what is wrong; failing here gets the backoff going.
+        Some(e) => Err(Error::Cassandra(e)),
+        None => Ok(Action::requeue(ctx.resync)),
+    }
+}
+
+/// The Cassandra part; never fails the reconcile by itself (the pods' objects are still written),
+/// its failure is reported in the status and triggers the backoff afterwards.
+async fn keyspace_step(cluster: &Pop3Cluster, ctx: &Context) -> KeyspaceOutcome {
+    match keyspace_step_inner(cluster, ctx).await {
+        Ok(k) => KeyspaceOutcome::Ready(k),
+        Err(e) => {
+            // A broken session (all nodes restarted, credentials rotated) is rebuilt next time.
+            ctx.sessions.forget(&key(cluster)).await;
+            KeyspaceOutcome::Failed(e.to_string())
+        }
+    }
+}
+
+async fn target(cluster: &Pop3Cluster, ctx: &Context) -> Result<Target> {
+    let spec = &cluster.spec.cassandra;
+    let credentials = match &spec.credentials_secret {
+        None => None,
+        Some(r) => {
+            let ns = cluster.namespace().unwrap_or_default();
+            let missing = |what: &str| Error::Secret { name: r.name.clone(), problem: what.to_owned() };
+            let s = secret(&ctx.client, &ns, &r.name).await?.ok_or_else(|| missing("not found"))?;
+            let username = secret_value(&s, &r.username_key).ok_or_else(|| missing(&format!("no key {}", r.username_key)))?;
+            let password = secret_value(&s, &r.password_key).ok_or_else(|| missing(&format!("no key {}", r.password_key)))?;
+            Some(Credentials { username, password })
+        }
+    };
+    let preferred_dc = cluster.spec.datacenters.first().map(|d| d.cassandra_dc().to_owned()).unwrap_or_default();
+    Ok(Target { contact_points: spec.contact_points.values().flatten().cloned().collect(), preferred_dc, credentials })
+}
+
+async fn keyspace_step_inner(cluster: &Pop3Cluster, ctx: &Context) -> Result<KeyspaceStatus> {
+    let spec = &cluster.spec.cassandra;
+    let session = ctx.sessions.get(&key(cluster), &target(cluster, ctx).await?).await?;
+    let outcome = keyspace::ensure(&session, &spec.keyspace, &spec.replication).await?;
+    let old = cluster.status.as_ref().and_then(|s| s.keyspace.clone()).filter(|k| k.name == spec.keyspace).unwrap_or_default();
+    let mut k = KeyspaceStatus {
+        name: spec.keyspace.clone(),
+        replication: outcome.replication.clone(),
+        schema_version: outcome.schema_version as i32,
+        repair_needed: old.repair_needed,
+        replication_changed_at: old.replication_changed_at,
+        repair_reason: old.repair_reason,
+    };
+    if outcome.created {
+        ctx.metrics.write("keyspace_create");
+        ctx.event(cluster, EventType::Normal, "KeyspaceCreated", format!("created keyspace {} with replication {:?}", spec.keyspace, outcome.replication)).await;
+    }
+    if let Some((before, after)) = &outcome.replication_changed {
+        ctx.metrics.write("keyspace_alter");
+        let change = keyspace::describe_change(before, after);
+        let at = now().0.to_string();
+        let note = format!(
+            "replication of {} changed {change}: run `nodetool repair -full {}` on every node, then `kubectl annotate pop3cluster {} {}={at}`",
+            spec.keyspace,
+            spec.keyspace,
+            cluster.name_any(),
+            crds::REPAIRED_ANNOTATION
+        );
+        ctx.event(cluster, EventType::Warning, "RepairNeeded", note).await;
+        k.repair_needed = true;
+        k.replication_changed_at = Some(at);
+        k.repair_reason = Some(change);
+    } else if k.repair_needed && cluster.annotations().get(crds::REPAIRED_ANNOTATION) == k.replication_changed_at.as_ref() {
+        k.repair_needed = false;
+        ctx.event(cluster, EventType::Normal, "RepairAcknowledged", format!("repair of {} acknowledged", spec.keyspace)).await;
+    }
+    if !outcome.applied.is_empty() {
+        ctx.metrics.write("keyspace_migrate");
+        ctx.event(cluster, EventType::Normal, "MigrationsApplied", format!("applied schema migrations {:?} to {}", outcome.applied, spec.keyspace)).await;
+    }
+    Ok(k)
+}
+
+async fn write_status(cluster: &Pop3Cluster, ctx: &Context, status: Pop3ClusterStatus) -> Result<()> {
+    if cluster.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<Pop3Cluster> = Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": Pop3Cluster::api_version(&()),
+        "kind": Pop3Cluster::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&cluster.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    ctx.metrics.write("status");
+    Ok(())
+}
+
+/// Deletion: the children go with their owner (garbage collector); the keyspace follows the
+/// deletion policy. `Retain` (default) keeps it: deleting a Kubernetes object must not delete
+/// mail. `Delete` drops it, but not while paused (paused means no writes, also in Cassandra).
+async fn cleanup(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
+    let ks = &cluster.spec.cassandra.keyspace;
+    match cluster.spec.deletion_policy {
+        DeletionPolicy::Retain => {
+            ctx.event(&cluster, EventType::Normal, "KeyspaceRetained", format!("keyspace {ks} kept (deletionPolicy Retain); drop it in CQL when the mail is no longer needed")).await;
+        }
+        DeletionPolicy::Delete if cluster.spec.paused => {
+            return Err(Error::InvalidSpec(format!("deletionPolicy Delete: keyspace {ks} is not dropped while paused; unpause to finish the deletion")));
+        }
+        DeletionPolicy::Delete => {
+            let session = ctx.sessions.get(&key(&cluster), &target(&cluster, &ctx).await?).await?;
+            keyspace::drop(&session, ks).await?;
+            ctx.metrics.write("keyspace_drop");
+            ctx.event(&cluster, EventType::Normal, "KeyspaceDropped", format!("keyspace {ks} dropped (deletionPolicy Delete)")).await;
+        }
+    }
+    ctx.sessions.forget(&key(&cluster)).await;
+    ctx.backoff.succeeded(&key(&cluster));
+    Ok(Action::await_change())
+}

@@ -1,0 +1,146 @@
+//! The pop3d configuration file a datacenter's ConfigMap carries.
+//!
+//! Keys are pop3d's own (`pop3d/src/config.rs`, `deny_unknown_fields`): a wrong key would make
+//! every pod fail at start, so the managed keys are fixed here and user overrides are checked by
+//! the CRD schema. Secrets (the Cassandra password) never go into the ConfigMap; they reach the
+//! pod as environment variables from the Secret.
+
+use std::collections::BTreeMap;
+
+use crds::{DatacenterSpec, Pop3Cluster};
+
+/// Ports pop3d listens on inside the pod. Unprivileged, so the container runs as non-root
+/// without NET_BIND_SERVICE; the Service maps the well-known ports (110, 995, 24) onto them.
+pub const POP3_PORT: i32 = 1110;
+pub const POP3S_PORT: i32 = 1995;
+pub const LMTP_PORT: i32 = 2424;
+pub const ADMIN_PORT: i32 = 8080;
+
+/// Where the ConfigMap is mounted and the file in it. Not /etc/pop3d itself: the TLS Secret is
+/// mounted beside it, and a volume cannot be mounted inside a read-only ConfigMap volume.
+pub const CONFIG_DIR: &str = "/etc/pop3d/config";
+pub const CONFIG_FILE: &str = "pop3d.toml";
+/// Where the TLS Secret is mounted (`tls.crt`, `tls.key`).
+pub const TLS_DIR: &str = "/etc/pop3d/tls";
+/// Writable scratch directory (an emptyDir); the root filesystem is read-only.
+pub const DATA_DIR: &str = "/var/lib/pop3d";
+
+/// The TOML text for one datacenter.
+pub fn render(cluster: &Pop3Cluster, dc: &DatacenterSpec) -> String {
+    let spec = &cluster.spec;
+    let mut table = toml::Table::new();
+    let mut set = |k: &str, v: toml::Value| {
+        table.insert(k.to_owned(), v);
+    };
+    let s = |v: &str| toml::Value::String(v.to_owned());
+    set("store", s("cassandra"));
+    set("data_dir", s(DATA_DIR));
+    set("pop3", s(&format!("0.0.0.0:{POP3_PORT}")));
+    set("lmtp", s(&format!("0.0.0.0:{LMTP_PORT}")));
+    // The admin API listens on all interfaces for the kubelet's probes and Prometheus; its
+    // /users and /repair routes stay loopback-only unless an admin token is configured.
+    set("admin", s(&format!("0.0.0.0:{ADMIN_PORT}")));
+    let cassandra_dc = dc.cassandra_dc();
+    let contact_points = spec.cassandra.contact_points.get(cassandra_dc).map(|v| v.join(",")).unwrap_or_default();
+    set("cassandra", s(&contact_points));
+    set("local_dc", s(cassandra_dc));
+    set("keyspace", s(&spec.cassandra.keyspace));
+    if let Some(c) = spec.cassandra.read_consistency {
+        set("read_consistency", s(c.as_str()));
+    }
+    if let Some(c) = spec.cassandra.write_consistency {
+        set("write_consistency", s(c.as_str()));
+    }
+    set("allow_insecure_auth", toml::Value::Boolean(spec.auth.allow_insecure_auth));
+    if spec.pop3.tls.is_some() {
+        set("pop3s", s(&format!("0.0.0.0:{POP3S_PORT}")));
+        set("tls_cert", s(&format!("{TLS_DIR}/tls.crt")));
+        set("tls_key", s(&format!("{TLS_DIR}/tls.key")));
+    }
+    for (key, value) in spec.config.iter().chain(dc.config.iter()) {
+        set(key, typed(value));
+    }
+    let mut out = format!(
+        "# pop3d configuration of {}/{} datacenter {}; written by popfleet-operator, edits are overwritten.\n",
+        cluster.metadata.namespace.as_deref().unwrap_or_default(),
+        cluster.metadata.name.as_deref().unwrap_or_default(),
+        dc.name
+    );
+    out.push_str(&toml::to_string(&table).expect("a flat table of scalars always serialises"));
+    out
+}
+
+/// Override values arrive as strings (the CRD keeps them simple); pop3d wants integers and
+/// booleans typed, so values that read as such are written as such.
+fn typed(value: &str) -> toml::Value {
+    if let Ok(i) = value.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match value {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(value.to_owned()),
+    }
+}
+
+/// Parses a rendered file back into key → value (tests and the e2e check use it).
+pub fn parse(text: &str) -> BTreeMap<String, toml::Value> {
+    toml::from_str::<toml::Table>(text).map(|t| t.into_iter().collect()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> Pop3Cluster {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "popfleet.io/v1alpha1", "kind": "Pop3Cluster",
+            "metadata": {"name": "mail", "namespace": "ns"},
+            "spec": {
+                "image": "pop3d:1",
+                "datacenters": [{"name": "east", "replicas": 2, "cassandraDatacenter": "dc1", "config": {"idle_timeout": "60"}}],
+                "cassandra": {
+                    "contactPoints": {"dc1": ["10.0.0.1:9042", "10.0.0.2:9042"], "dc2": ["10.1.0.1:9042"]},
+                    "keyspace": "mail", "replication": {"dc1": 3}, "readConsistency": "local_one"
+                },
+                "config": {"idle_timeout": "300", "hostname": "pop.example.com", "lmtp_starttls": "true"}
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn renders_the_keys_pop3d_reads() {
+        let c = cluster();
+        let text = render(&c, &c.spec.datacenters[0]);
+        let kv = parse(&text);
+        assert_eq!(kv["store"].as_str(), Some("cassandra"));
+        assert_eq!(kv["cassandra"].as_str(), Some("10.0.0.1:9042,10.0.0.2:9042"), "only the local DC's contact points");
+        assert_eq!(kv["local_dc"].as_str(), Some("dc1"));
+        assert_eq!(kv["keyspace"].as_str(), Some("mail"));
+        assert_eq!(kv["read_consistency"].as_str(), Some("local_one"));
+        assert!(!kv.contains_key("write_consistency"), "pop3d's default applies");
+        assert_eq!(kv["pop3"].as_str(), Some("0.0.0.0:1110"));
+        assert_eq!(kv["allow_insecure_auth"].as_bool(), Some(false));
+        assert!(!kv.contains_key("tls_cert") && !kv.contains_key("pop3s"));
+        assert_eq!(kv["idle_timeout"].as_integer(), Some(60), "the DC override wins and is an integer");
+        assert_eq!(kv["hostname"].as_str(), Some("pop.example.com"));
+        assert_eq!(kv["lmtp_starttls"].as_bool(), Some(true));
+        assert!(text.starts_with("# pop3d configuration of ns/mail datacenter east"));
+    }
+
+    #[test]
+    fn tls_adds_the_certificate_and_pop3s() {
+        let mut c = cluster();
+        c.spec.pop3.tls = Some(crds::SecretRef { secret_name: "pop-tls".into() });
+        let kv = parse(&render(&c, &c.spec.datacenters[0]));
+        assert_eq!(kv["tls_cert"].as_str(), Some("/etc/pop3d/tls/tls.crt"));
+        assert_eq!(kv["pop3s"].as_str(), Some("0.0.0.0:1995"));
+    }
+
+    #[test]
+    fn rendering_is_deterministic() {
+        let c = cluster();
+        assert_eq!(render(&c, &c.spec.datacenters[0]), render(&c, &c.spec.datacenters[0]));
+    }
+}

@@ -1,0 +1,309 @@
+//! The objects the operator owns per datacenter, as pure functions of the spec.
+//!
+//! Everything here is applied with server-side apply: the operator states the fields it cares
+//! about and owns exactly those. Defaults the apiserver fills in (protocols, clusterIP, nodePorts,
+//! ...) are left out on purpose, so a re-apply of the same spec is a no-op and never bumps a
+//! resourceVersion (no hot loop).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+use sha2::{Digest, Sha256};
+
+use crate::pop3d_config::{self, ADMIN_PORT, CONFIG_DIR, CONFIG_FILE, DATA_DIR, LMTP_PORT, POP3S_PORT, POP3_PORT, TLS_DIR};
+use crate::{Error, Result, FIELD_MANAGER};
+use crds::{DatacenterSpec, Pop3Cluster, ServiceType};
+
+pub const LABEL_CLUSTER: &str = "popfleet.io/cluster";
+pub const LABEL_DATACENTER: &str = "popfleet.io/datacenter";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Pod template annotations whose change rolls the pods: pop3d reads its config at start, and a
+/// renewed certificate should be in use everywhere without waiting for a reload.
+pub const CONFIG_HASH_ANNOTATION: &str = "popfleet.io/config-hash";
+pub const TLS_HASH_ANNOTATION: &str = "popfleet.io/tls-hash";
+
+/// The uid/gid of distroless/chainguard "nonroot" images.
+const NONROOT_ID: i64 = 65532;
+
+/// `<cluster>-<datacenter>`: the name of every object of that datacenter (the CRD bounds both
+/// parts so it is a valid DNS-1035 label).
+pub fn object_name(cluster: &Pop3Cluster, dc: &str) -> String {
+    format!("{}-{dc}", cluster.metadata.name.as_deref().unwrap_or_default())
+}
+
+/// Selector of everything the operator made for a cluster (for listing stale objects).
+pub fn cluster_selector(cluster: &Pop3Cluster) -> String {
+    format!("{LABEL_CLUSTER}={},{LABEL_MANAGED_BY}={FIELD_MANAGER}", cluster.metadata.name.as_deref().unwrap_or_default())
+}
+
+fn selector_labels(cluster: &Pop3Cluster, dc: &str) -> BTreeMap<String, String> {
+    [
+        (LABEL_CLUSTER.to_owned(), cluster.metadata.name.clone().unwrap_or_default()),
+        (LABEL_DATACENTER.to_owned(), dc.to_owned()),
+    ]
+    .into()
+}
+
+fn labels(cluster: &Pop3Cluster, dc: &str) -> BTreeMap<String, String> {
+    let mut l = selector_labels(cluster, dc);
+    l.insert("app.kubernetes.io/name".into(), "pop3d".into());
+    l.insert("app.kubernetes.io/instance".into(), cluster.metadata.name.clone().unwrap_or_default());
+    l.insert(LABEL_MANAGED_BY.into(), FIELD_MANAGER.into());
+    l
+}
+
+fn meta(cluster: &Pop3Cluster, dc: &str) -> Result<ObjectMeta> {
+    let owner = cluster
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::InvalidSpec("the Pop3Cluster has no uid yet".into()))?;
+    Ok(ObjectMeta {
+        name: Some(object_name(cluster, dc)),
+        namespace: cluster.metadata.namespace.clone(),
+        labels: Some(labels(cluster, dc)),
+        owner_references: Some(vec![owner]),
+        ..Default::default()
+    })
+}
+
+pub fn sha256_hex(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// The five objects of one datacenter.
+#[derive(Debug, Clone)]
+pub struct Children {
+    pub config_map: ConfigMap,
+    pub service_account: ServiceAccount,
+    pub service: Service,
+    pub pdb: PodDisruptionBudget,
+    pub deployment: Deployment,
+}
+
+/// Builds a datacenter's objects. `tls_hash` is the hash of the TLS Secret's content (None when
+/// the spec has no TLS).
+pub fn build(cluster: &Pop3Cluster, dc: &DatacenterSpec, tls_hash: Option<&str>) -> Result<Children> {
+    let toml = pop3d_config::render(cluster, dc);
+    let config_hash = sha256_hex(&[toml.as_bytes()]);
+    let config_map = ConfigMap {
+        metadata: meta(cluster, &dc.name)?,
+        data: Some([(CONFIG_FILE.to_owned(), toml)].into()),
+        ..Default::default()
+    };
+    let service_account = ServiceAccount {
+        metadata: meta(cluster, &dc.name)?,
+        // pop3d never talks to the Kubernetes API.
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    };
+    Ok(Children {
+        config_map,
+        service_account,
+        service: service(cluster, dc)?,
+        pdb: pdb(cluster, dc)?,
+        deployment: deployment(cluster, dc, &config_hash, tls_hash)?,
+    })
+}
+
+fn service(cluster: &Pop3Cluster, dc: &DatacenterSpec) -> Result<Service> {
+    let spec = &cluster.spec;
+    let mut metadata = meta(cluster, &dc.name)?;
+    if !dc.service.annotations.is_empty() {
+        metadata.annotations = Some(dc.service.annotations.clone());
+    }
+    let port = |name: &str, port: i32| ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::String(name.into())),
+        ..Default::default()
+    };
+    let mut ports = vec![port("pop3", spec.pop3.port), port("lmtp", spec.lmtp.port)];
+    if spec.pop3.tls.is_some() {
+        ports.insert(1, port("pop3s", spec.pop3.tls_port));
+    }
+    let type_ = match dc.service.type_ {
+        ServiceType::ClusterIP => "ClusterIP",
+        ServiceType::NodePort => "NodePort",
+        ServiceType::LoadBalancer => "LoadBalancer",
+    };
+    Ok(Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            type_: Some(type_.into()),
+            selector: Some(selector_labels(cluster, &dc.name)),
+            ports: Some(ports),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+fn pdb(cluster: &Pop3Cluster, dc: &DatacenterSpec) -> Result<PodDisruptionBudget> {
+    Ok(PodDisruptionBudget {
+        metadata: meta(cluster, &dc.name)?,
+        spec: Some(PodDisruptionBudgetSpec {
+            // One pod at a time: POP3 sessions are short and clients retry, but a node drain must
+            // not take a whole datacenter's pop3d away at once.
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector { match_labels: Some(selector_labels(cluster, &dc.name)), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The pop3d command line; the e2e test runs exactly this (with the binary's local path).
+pub fn command() -> Vec<String> {
+    vec!["pop3d".into(), "serve".into(), "--config".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")]
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("admin".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(3),
+        ..Default::default()
+    }
+}
+
+fn deployment(cluster: &Pop3Cluster, dc: &DatacenterSpec, config_hash: &str, tls_hash: Option<&str>) -> Result<Deployment> {
+    let spec = &cluster.spec;
+    let name = object_name(cluster, &dc.name);
+    let mut annotations = BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), config_hash.to_owned())]);
+    if let Some(hash) = tls_hash {
+        annotations.insert(TLS_HASH_ANNOTATION.into(), hash.into());
+    }
+    let container_port = |name: &str, port: i32| ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        ..Default::default()
+    };
+    let mut ports = vec![container_port("pop3", POP3_PORT), container_port("lmtp", LMTP_PORT), container_port("admin", ADMIN_PORT)];
+    let mut env = vec![EnvVar { name: "POP3D_LOG".into(), value: Some("info".into()), ..Default::default() }];
+    if let Some(creds) = &spec.cassandra.credentials_secret {
+        let from_secret = |var: &str, key: &str| EnvVar {
+            name: var.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector { name: creds.name.clone(), key: key.into(), optional: Some(false) }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        env.push(from_secret("POP3D_CASSANDRA_USERNAME", &creds.username_key));
+        env.push(from_secret("POP3D_CASSANDRA_PASSWORD", &creds.password_key));
+    }
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..Default::default()
+    };
+    let mut mounts = vec![mount("config", CONFIG_DIR, true), mount("data", DATA_DIR, false), mount("tmp", "/tmp", false)];
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource { name: name.clone(), ..Default::default() }),
+            ..Default::default()
+        },
+        Volume { name: "data".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+        Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+    ];
+    if let Some(tls) = &spec.pop3.tls {
+        ports.insert(1, container_port("pop3s", POP3S_PORT));
+        mounts.push(mount("tls", TLS_DIR, true));
+        volumes.push(Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource { secret_name: Some(tls.secret_name.clone()), ..Default::default() }),
+            ..Default::default()
+        });
+    }
+    let container = Container {
+        name: "pop3d".into(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: spec.image_pull_policy.map(|p| format!("{p:?}")),
+        command: Some(command()),
+        env: Some(env),
+        ports: Some(ports),
+        // Startup gives Cassandra time to answer; liveness only checks the process is serving;
+        // readiness follows the store, so a pod cut off from its Cassandra DC gets no traffic.
+        startup_probe: Some(http_probe("/healthz", 2, 30)),
+        liveness_probe: Some(http_probe("/healthz", 10, 6)),
+        readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        resources: dc.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+    let pod = PodSpec {
+        service_account_name: Some(name.clone()),
+        automount_service_account_token: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(NONROOT_ID),
+            run_as_group: Some(NONROOT_ID),
+            fs_group: Some(NONROOT_ID),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        containers: vec![container],
+        volumes: Some(volumes),
+        node_selector: dc.node_selector.clone(),
+        tolerations: dc.tolerations.clone(),
+        affinity: dc.affinity.clone(),
+        topology_spread_constraints: dc.topology_spread_constraints.clone(),
+        ..Default::default()
+    };
+    Ok(Deployment {
+        metadata: meta(cluster, &dc.name)?,
+        spec: Some(DeploymentSpec {
+            replicas: Some(dc.replicas),
+            selector: LabelSelector { match_labels: Some(selector_labels(cluster, &dc.name)), ..Default::default() },
+            // Surge first: a datacenter with one pod keeps serving while the new one starts.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(cluster, &dc.name)),
+                    annotations: Some(annotations),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+#[path = "resources_tests.rs"]
+mod tests;
