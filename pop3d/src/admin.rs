@@ -14,9 +14,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::address::normalise;
-use crate::auth::{hash_password, MAX_PASSWORD_LEN};
+use crate::auth::{new_account, MAX_PASSWORD_LEN};
 use crate::server::ServerContext;
-use crate::store::{delete_account_and_mail, Account, StoreError};
+use crate::store::{delete_account_and_mail, StoreError};
 
 type Ctx = State<Arc<ServerContext>>;
 
@@ -111,7 +111,8 @@ async fn put_user(
     // Informational only (201 vs 200): the write is a plain upsert either way.
     let existed = ctx.store.get_account(&address).await?.is_some();
     let password = body.password;
-    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+    let account_address = address.clone();
+    let account = tokio::task::spawn_blocking(move || new_account(&account_address, &password))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
@@ -122,7 +123,7 @@ async fn put_user(
             crate::store::expunge(ctx.store.as_ref(), &address, batch).await?;
         }
     }
-    ctx.store.put_account(&Account { address: address.clone(), password_hash }).await?;
+    ctx.store.put_account(&account).await?;
     tracing::info!(%address, created = !existed, "account saved");
     let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(json!({ "address": address, "created": !existed }))))

@@ -1,8 +1,12 @@
-//! Password checks: argon2id hashes, an in-memory cache so polling clients do not pay the KDF on
-//! every login, and a per-IP failure delay that grows.
+//! Logins: argon2id password hashes with an in-memory cache so polling clients do not pay the
+//! KDF on every login, SCRAM-SHA-256 keys, OAuth bearer tokens, and a failure delay that grows
+//! per client IP and per account.
 //!
-//! Unknown users and wrong passwords take the same path (a dummy hash is verified for unknown
-//! users) and produce the same reply, so neither the text nor the timing tells them apart.
+//! Unknown users and wrong passwords take the same path (a dummy hash is verified, decoy SCRAM
+//! keys are served for unknown users) and produce the same reply, so neither the text nor the
+//! timing tells them apart. The delay is applied only to failures, so an attacker hammering an
+//! account slows themselves down but never locks the owner out: the right password still works
+//! at once.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -14,7 +18,9 @@ use argon2::Argon2;
 use sha2::{Digest, Sha256};
 
 use crate::address::normalise;
-use crate::store::MailStore;
+use crate::oauth::BearerValidator;
+use crate::sasl::scram::{ScramKeys, DEFAULT_ITERATIONS};
+use crate::store::{Account, MailStore};
 
 /// Longest accepted password, to bound hashing work.
 pub const MAX_PASSWORD_LEN: usize = 1024;
@@ -35,6 +41,16 @@ pub enum AuthOutcome {
 pub fn hash_password(password: &str) -> Result<String, String> {
     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| e.to_string())?;
     Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+}
+
+/// The stored form of a new or changed password: the argon2id hash and the SCRAM-SHA-256 keys.
+pub fn new_account(address: &str, password: &str) -> Result<Account, String> {
+    let scram = ScramKeys::derive(password, &rand::random::<[u8; 16]>(), DEFAULT_ITERATIONS);
+    Ok(Account {
+        address: address.to_owned(),
+        password_hash: hash_password(password)?,
+        scram_sha256: Some(scram.encode()),
+    })
 }
 
 fn verify_password(password: &str, phc: &str) -> bool {
@@ -61,13 +77,28 @@ struct Penalty {
     last: Instant,
 }
 
+/// Failures on one account, counted once per client IP: the per-IP count already slows a
+/// single source down, this one slows guessing spread over many sources.
+struct AccountPenalty {
+    ips: std::collections::HashSet<IpAddr>,
+    /// IPs beyond the remembered ones (bounded memory under a large botnet).
+    more: u32,
+    last: Instant,
+}
+
+const ACCOUNT_PENALTY_IPS: usize = 64;
+
 pub struct Authenticator {
     store: Arc<dyn MailStore>,
     base_delay: Duration,
     /// Keys the cache digests so a memory dump does not give a fast password oracle.
     cache_key: [u8; 32],
+    /// Makes decoy SCRAM salts unpredictable (and stable while the process runs).
+    decoy_key: [u8; 32],
     cache: Mutex<HashMap<String, CacheEntry>>,
     penalties: Mutex<HashMap<IpAddr, Penalty>>,
+    account_penalties: Mutex<HashMap<String, AccountPenalty>>,
+    bearer: Option<Arc<BearerValidator>>,
 }
 
 impl Authenticator {
@@ -76,9 +107,18 @@ impl Authenticator {
             store,
             base_delay,
             cache_key: rand::random(),
+            decoy_key: rand::random(),
             cache: Mutex::new(HashMap::new()),
             penalties: Mutex::new(HashMap::new()),
+            account_penalties: Mutex::new(HashMap::new()),
+            bearer: None,
         }
+    }
+
+    /// Enables OAUTHBEARER/XOAUTH2 with this token validator.
+    pub fn with_bearer(mut self, validator: Arc<BearerValidator>) -> Self {
+        self.bearer = Some(validator);
+        self
     }
 
     fn digest(&self, password: &str) -> [u8; 32] {
@@ -91,14 +131,75 @@ impl Authenticator {
     /// Checks credentials; on failure sleeps for the current per-IP penalty before returning.
     pub async fn authenticate(&self, ip: IpAddr, authzid: Option<&str>, user: &str, password: &str) -> AuthOutcome {
         let outcome = self.check(authzid, user, password).await;
+        self.settle(ip, user, outcome).await
+    }
+
+    /// Applies the failure delay (or clears the IP's penalty on success).
+    async fn settle(&self, ip: IpAddr, user: &str, outcome: AuthOutcome) -> AuthOutcome {
         match outcome {
             AuthOutcome::Ok(_) => {
                 self.penalties.lock().unwrap().remove(&ip);
             }
-            AuthOutcome::BadCredentials => tokio::time::sleep(self.record_failure(ip)).await,
+            AuthOutcome::BadCredentials => tokio::time::sleep(self.record_failure(ip, user)).await,
             AuthOutcome::TempFail => {}
         }
         outcome
+    }
+
+    /// The SCRAM-SHA-256 keys to run an exchange with: the account's, or decoys (unknown user,
+    /// or an account whose password predates SCRAM) that no password matches.
+    pub async fn scram_keys(&self, user: &str) -> Result<ScramKeys, ()> {
+        let Ok(address) = normalise(user) else { return Ok(ScramKeys::decoy(&self.decoy_key, user)) };
+        match self.store.get_account(&address).await {
+            Ok(account) => Ok(account
+                .and_then(|a| a.scram_sha256)
+                .and_then(|text| ScramKeys::parse(&text))
+                .unwrap_or_else(|| ScramKeys::decoy(&self.decoy_key, &address))),
+            Err(e) => {
+                tracing::warn!(error = %e, "account lookup failed");
+                Err(())
+            }
+        }
+    }
+
+    /// Ends a SCRAM exchange the engine has checked: success, or a failure that pays the delay.
+    pub async fn finish_scram(&self, ip: IpAddr, user: &str, proven: bool) -> AuthOutcome {
+        let outcome = match normalise(user) {
+            // Decoy keys cannot be proven, so a proof means the account had real keys.
+            Ok(address) if proven => AuthOutcome::Ok(address),
+            _ => AuthOutcome::BadCredentials,
+        };
+        self.settle(ip, user, outcome).await
+    }
+
+    /// Validates a bearer token; `user` is the identity the client named, which must match the
+    /// token's user claim when given. The account must exist.
+    pub async fn authenticate_bearer(&self, ip: IpAddr, user: Option<&str>, token: &str) -> AuthOutcome {
+        let claimed = match self.bearer.as_ref().map(|v| v.validate(token)) {
+            Some(Ok(claimed)) => normalise(&claimed).ok(),
+            Some(Err(e)) => {
+                tracing::info!(%ip, error = %e, "bearer token refused");
+                None
+            }
+            None => None,
+        };
+        let named_ok = match (user, &claimed) {
+            (None, _) => true,
+            (Some(u), Some(c)) => normalise(u).ok().as_ref() == Some(c),
+            (Some(_), None) => false,
+        };
+        let outcome = match claimed {
+            Some(address) if named_ok => match self.store.get_account(&address).await {
+                Ok(Some(account)) => AuthOutcome::Ok(account.address),
+                Ok(None) => AuthOutcome::BadCredentials,
+                Err(e) => {
+                    tracing::warn!(error = %e, "account lookup failed");
+                    AuthOutcome::TempFail
+                }
+            },
+            _ => AuthOutcome::BadCredentials,
+        };
+        self.settle(ip, user.unwrap_or(""), outcome).await
     }
 
     async fn check(&self, authzid: Option<&str>, user: &str, password: &str) -> AuthOutcome {
@@ -148,34 +249,69 @@ impl Authenticator {
         }
     }
 
-    /// Counts a failure and returns the delay to apply: base, doubling per failure, capped at 15 s.
-    fn record_failure(&self, ip: IpAddr) -> Duration {
+    /// Counts a failure for the IP and for the account name, and returns the delay to apply:
+    /// base, doubling per failure from the IP or per IP failing on the account, whichever is
+    /// more, capped at 15 s. The account count catches guessing spread over many addresses; it
+    /// never blocks a right password.
+    fn record_failure(&self, ip: IpAddr, user: &str) -> Duration {
         let now = Instant::now();
-        let mut penalties = self.penalties.lock().unwrap();
-        if penalties.len() > 100_000 {
-            penalties.retain(|_, p| now.duration_since(p.last) < PENALTY_MEMORY);
-        }
-        let penalty = penalties.entry(ip).or_insert(Penalty { failures: 0, last: now });
-        if now.duration_since(penalty.last) > PENALTY_MEMORY {
-            penalty.failures = 0;
-        }
-        penalty.failures += 1;
-        penalty.last = now;
-        let factor = 1u32 << (penalty.failures - 1).min(16);
+        let by_ip = count_failure(&mut self.penalties.lock().unwrap(), ip, now);
+        let account = normalise(user).unwrap_or_else(|_| user.to_ascii_lowercase());
+        let by_account = if account.is_empty() {
+            0
+        } else {
+            let mut penalties = self.account_penalties.lock().unwrap();
+            if penalties.len() > 100_000 {
+                penalties.retain(|_, p| now.duration_since(p.last) < PENALTY_MEMORY);
+            }
+            let p = penalties.entry(account).or_insert_with(|| AccountPenalty {
+                ips: Default::default(),
+                more: 0,
+                last: now,
+            });
+            if now.duration_since(p.last) > PENALTY_MEMORY {
+                p.ips.clear();
+                p.more = 0;
+            }
+            p.last = now;
+            if !p.ips.contains(&ip) {
+                if p.ips.len() < ACCOUNT_PENALTY_IPS {
+                    p.ips.insert(ip);
+                } else {
+                    p.more += 1;
+                }
+            }
+            p.ips.len() as u32 + p.more
+        };
+        let factor = 1u32 << (by_ip.max(by_account).max(1) - 1).min(16);
         self.base_delay.saturating_mul(factor).min(MAX_DELAY)
     }
+}
+
+/// Adds a failure to `key`'s count (forgetting counts older than [`PENALTY_MEMORY`]) and
+/// returns the new count. The map is pruned when large so a spray of keys cannot grow it forever.
+fn count_failure<K: std::hash::Hash + Eq>(penalties: &mut HashMap<K, Penalty>, key: K, now: Instant) -> u32 {
+    if penalties.len() > 100_000 {
+        penalties.retain(|_, p| now.duration_since(p.last) < PENALTY_MEMORY);
+    }
+    let penalty = penalties.entry(key).or_insert(Penalty { failures: 0, last: now });
+    if now.duration_since(penalty.last) > PENALTY_MEMORY {
+        penalty.failures = 0;
+    }
+    penalty.failures += 1;
+    penalty.last = now;
+    penalty.failures
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{embedded::EmbeddedStore, Account};
+    use crate::store::embedded::EmbeddedStore;
 
     async fn setup() -> (tempfile::TempDir, Authenticator) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let account = Account { address: "alice@example.com".into(), password_hash: hash_password("s3cret pw").unwrap() };
-        store.put_account(&account).await.unwrap();
+        store.put_account(&new_account("alice@example.com", "s3cret pw").unwrap()).await.unwrap();
         (dir, Authenticator::new(store, Duration::from_millis(1)))
     }
 
@@ -209,8 +345,7 @@ mod tests {
         let (_dir, auth) = setup().await;
         let ip = IpAddr::from([127, 0, 0, 1]);
         assert!(matches!(auth.authenticate(ip, None, "alice@example.com", "s3cret pw").await, AuthOutcome::Ok(_)));
-        let account = Account { address: "alice@example.com".into(), password_hash: hash_password("new").unwrap() };
-        auth.store.put_account(&account).await.unwrap();
+        auth.store.put_account(&new_account("alice@example.com", "new").unwrap()).await.unwrap();
         assert_eq!(auth.authenticate(ip, None, "alice@example.com", "s3cret pw").await, AuthOutcome::BadCredentials);
         assert!(matches!(auth.authenticate(ip, None, "alice@example.com", "new").await, AuthOutcome::Ok(_)));
     }
@@ -221,8 +356,38 @@ mod tests {
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         let auth = Authenticator::new(store, Duration::from_secs(1));
         let ip = IpAddr::from([10, 0, 0, 1]);
-        let delays: Vec<u64> = (0..6).map(|_| auth.record_failure(ip).as_secs()).collect();
+        let delays: Vec<u64> = (0..6).map(|i| auth.record_failure(ip, &format!("u{i}@x.test")).as_secs()).collect();
         assert_eq!(delays, vec![1, 2, 4, 8, 15, 15]);
-        assert_eq!(auth.record_failure(IpAddr::from([10, 0, 0, 2])).as_secs(), 1, "penalties are per IP");
+        assert_eq!(auth.record_failure(IpAddr::from([10, 0, 0, 2]), "new@x.test").as_secs(), 1, "penalties are per IP");
+        // guessing one account from many IPs: the account's count grows
+        let spread: Vec<u64> =
+            (0..4).map(|i| auth.record_failure(IpAddr::from([10, 1, 0, i]), "Victim@X.test").as_secs()).collect();
+        assert_eq!(spread, vec![1, 2, 4, 8]);
+    }
+
+    #[tokio::test]
+    async fn right_password_works_at_once_after_many_failures() {
+        let (_dir, auth) = setup().await;
+        for i in 0..5 {
+            let ip = IpAddr::from([10, 2, 0, i]);
+            assert_eq!(auth.authenticate(ip, None, "alice@example.com", "guess").await, AuthOutcome::BadCredentials);
+        }
+        let start = Instant::now();
+        let ip = IpAddr::from([10, 3, 0, 1]);
+        assert!(matches!(auth.authenticate(ip, None, "alice@example.com", "s3cret pw").await, AuthOutcome::Ok(_)));
+        assert!(start.elapsed() < Duration::from_secs(1), "no lockout of the owner");
+    }
+
+    #[tokio::test]
+    async fn scram_keys_are_real_for_accounts_and_decoys_otherwise() {
+        let (_dir, auth) = setup().await;
+        let real = auth.scram_keys("Alice@Example.com").await.unwrap();
+        assert_eq!(real.stored_key, ScramKeys::derive("s3cret pw", &real.salt, real.iterations).stored_key);
+        let decoy = auth.scram_keys("bob@example.com").await.unwrap();
+        assert_eq!(decoy, auth.scram_keys("bob@example.com").await.unwrap(), "stable salt for unknown users");
+        assert_eq!(decoy.iterations, real.iterations);
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(auth.finish_scram(ip, "Alice@Example.com", true).await, AuthOutcome::Ok("alice@example.com".into()));
+        assert_eq!(auth.finish_scram(ip, "alice@example.com", false).await, AuthOutcome::BadCredentials);
     }
 }

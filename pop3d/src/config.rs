@@ -57,6 +57,49 @@ pub struct ServeArgs {
     /// Bearer token required by the admin API's /users routes (unset: no token, loopback only).
     #[arg(long, env = "POP3D_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Implicit-TLS POP3 listener (RFC 8314) [default: none; production: 0.0.0.0:995]. Needs --tls-cert.
+    #[arg(long, env = "POP3D_POP3S")]
+    pub pop3s: Option<SocketAddr>,
+    /// PEM certificate chain. With --tls-key it enables STLS on the POP3 listener and --pop3s.
+    #[arg(long, env = "POP3D_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "POP3D_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds between checks of the certificate files for a new pair [default: 10].
+    #[arg(long, env = "POP3D_TLS_RELOAD_INTERVAL")]
+    pub tls_reload_interval: Option<u64>,
+    /// Offer STARTTLS on the LMTP listener (needs --tls-cert).
+    #[arg(long, env = "POP3D_LMTP_STARTTLS", num_args = 0..=1, default_missing_value = "true")]
+    pub lmtp_starttls: Option<bool>,
+    /// Seconds a client has from connecting to logging in (POP3) [default: 60].
+    #[arg(long, env = "POP3D_LOGIN_TIMEOUT")]
+    pub login_timeout: Option<u64>,
+    /// Commands per second per session before input is read more slowly; 0: no limit [default: 100].
+    #[arg(long, env = "POP3D_MAX_COMMANDS_PER_SECOND")]
+    pub max_commands_per_second: Option<u32>,
+    /// Failed logins in one POP3 session before it is closed [default: 3].
+    #[arg(long, env = "POP3D_MAX_AUTH_FAILURES")]
+    pub max_auth_failures: Option<u32>,
+    /// Listeners that require a PROXY protocol v1/v2 header: pop3, pop3s, lmtp (comma-separated).
+    #[arg(long, env = "POP3D_PROXY_PROTOCOL")]
+    pub proxy_protocol: Option<String>,
+    /// Networks allowed to send a PROXY header, CIDR[,CIDR...]; anyone else is refused on
+    /// the listeners of --proxy-protocol.
+    #[arg(long, env = "POP3D_PROXY_TRUSTED_NETWORKS")]
+    pub proxy_trusted_networks: Option<String>,
+    /// JWKS file (JSON) with the keys that sign OAuth bearer tokens; enables OAUTHBEARER and XOAUTH2.
+    #[arg(long, env = "POP3D_OAUTH_JWKS")]
+    pub oauth_jwks: Option<PathBuf>,
+    /// Required `iss` of bearer tokens.
+    #[arg(long, env = "POP3D_OAUTH_ISSUER")]
+    pub oauth_issuer: Option<String>,
+    /// Required `aud` of bearer tokens.
+    #[arg(long, env = "POP3D_OAUTH_AUDIENCE")]
+    pub oauth_audience: Option<String>,
+    /// Token claim holding the mailbox address [default: email].
+    #[arg(long, env = "POP3D_OAUTH_USER_CLAIM")]
+    pub oauth_user_claim: Option<String>,
     #[command(flatten)]
     pub cassandra: CassandraArgs,
     /// Seconds of deleted history a mailbox read may still scan on Cassandra; must exceed the
@@ -158,6 +201,50 @@ struct FileConfig {
     cassandra_username: Option<String>,
     cassandra_password: Option<String>,
     watermark_margin: Option<u64>,
+    pop3s: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_reload_interval: Option<u64>,
+    lmtp_starttls: Option<bool>,
+    login_timeout: Option<u64>,
+    max_commands_per_second: Option<u32>,
+    max_auth_failures: Option<u32>,
+    proxy_protocol: Option<Vec<Listener>>,
+    proxy_trusted_networks: Option<Vec<String>>,
+    oauth_jwks: Option<PathBuf>,
+    oauth_issuer: Option<String>,
+    oauth_audience: Option<String>,
+    oauth_user_claim: Option<String>,
+}
+
+/// The listeners, as named in `proxy_protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Listener {
+    Pop3,
+    Pop3s,
+    Lmtp,
+}
+
+impl std::str::FromStr for Listener {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "pop3" => Ok(Self::Pop3),
+            "pop3s" => Ok(Self::Pop3s),
+            "lmtp" => Ok(Self::Lmtp),
+            other => Err(ConfigError::Invalid(format!("unknown listener {other:?} (pop3, pop3s, lmtp)"))),
+        }
+    }
+}
+
+/// Bearer-token validation settings (OAUTHBEARER, XOAUTH2).
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    pub jwks: PathBuf,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub user_claim: String,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +266,17 @@ pub struct Config {
     /// Set when `store = cassandra`.
     pub cassandra: Option<CassandraConfig>,
     pub watermark_margin: Duration,
+    pub pop3s: Option<SocketAddr>,
+    /// Set when a certificate is configured.
+    pub tls: Option<crate::tls::TlsFiles>,
+    pub tls_reload_interval: Duration,
+    pub lmtp_starttls: bool,
+    pub login_timeout: Duration,
+    pub max_commands_per_second: u32,
+    pub max_auth_failures: u32,
+    pub proxy_protocol: Vec<Listener>,
+    pub proxy_trusted_networks: Vec<ipnet::IpNet>,
+    pub oauth: Option<OAuthConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +317,31 @@ impl Config {
             admin_token: a.admin_token.clone().or(file.admin_token.clone()).filter(|t| !t.is_empty()),
             cassandra: None,
             watermark_margin: Duration::from_secs(a.watermark_margin.or(file.watermark_margin).unwrap_or(3600)),
+            pop3s: a.pop3s.or(file.pop3s),
+            tls: match (a.tls_cert.clone().or(file.tls_cert.clone()), a.tls_key.clone().or(file.tls_key.clone())) {
+                (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => return Err(ConfigError::Invalid("tls_cert and tls_key go together".into())),
+            },
+            tls_reload_interval: Duration::from_secs(a.tls_reload_interval.or(file.tls_reload_interval).unwrap_or(10)),
+            lmtp_starttls: a.lmtp_starttls.or(file.lmtp_starttls).unwrap_or(false),
+            login_timeout: Duration::from_secs(a.login_timeout.or(file.login_timeout).unwrap_or(60)),
+            max_commands_per_second: a.max_commands_per_second.or(file.max_commands_per_second).unwrap_or(100),
+            max_auth_failures: a.max_auth_failures.or(file.max_auth_failures).unwrap_or(3),
+            proxy_protocol: match a.proxy_protocol.as_deref() {
+                Some(list) => split_list(list).map(str::parse).collect::<Result<_, _>>()?,
+                None => file.proxy_protocol.clone().unwrap_or_default(),
+            },
+            proxy_trusted_networks: match a.proxy_trusted_networks.as_deref() {
+                Some(list) => parse_networks(split_list(list))?,
+                None => parse_networks(file.proxy_trusted_networks.iter().flatten().map(String::as_str))?,
+            },
+            oauth: a.oauth_jwks.clone().or(file.oauth_jwks.clone()).map(|jwks| OAuthConfig {
+                jwks,
+                issuer: a.oauth_issuer.clone().or(file.oauth_issuer.clone()),
+                audience: a.oauth_audience.clone().or(file.oauth_audience.clone()),
+                user_claim: a.oauth_user_claim.clone().or(file.oauth_user_claim.clone()).unwrap_or_else(|| "email".into()),
+            }),
         };
         let cassandra_args = CassandraArgs {
             cassandra: a.cassandra.cassandra.or(file.cassandra),
@@ -254,6 +377,24 @@ impl Config {
         }
         if self.hostname.is_empty() || self.hostname.contains(char::is_whitespace) {
             return invalid("hostname must be a non-empty name without spaces");
+        }
+        if self.tls.is_none() && (self.pop3s.is_some() || self.lmtp_starttls) {
+            return invalid("pop3s and lmtp_starttls need a certificate (tls_cert and tls_key)");
+        }
+        if self.tls_reload_interval.is_zero() || self.login_timeout.is_zero() {
+            return invalid("tls_reload_interval and login_timeout must be at least 1 second");
+        }
+        if self.max_auth_failures == 0 {
+            return invalid("max_auth_failures must be at least 1");
+        }
+        if !self.proxy_protocol.is_empty() && self.proxy_trusted_networks.is_empty() {
+            return invalid("proxy_protocol needs proxy_trusted_networks (who may send the header)");
+        }
+        if self.proxy_protocol.contains(&Listener::Pop3s) && self.pop3s.is_none() {
+            return invalid("proxy_protocol names pop3s but no pop3s listener is configured");
+        }
+        if self.oauth.as_ref().is_some_and(|o| o.user_claim.is_empty()) {
+            return invalid("oauth_user_claim must not be empty");
         }
         Ok(())
     }
@@ -293,6 +434,22 @@ impl CassandraArgs {
     }
 }
 
+fn split_list(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// CIDRs, or bare addresses meaning a single host.
+fn parse_networks<'a>(items: impl Iterator<Item = &'a str>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    items
+        .map(|item| {
+            let item = item.trim();
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| ConfigError::Invalid(format!("{item:?} is not a CIDR network")))
+        })
+        .collect()
+}
+
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
     toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
@@ -324,5 +481,34 @@ mod tests {
         assert!(matches!(Config::load(&ServeArgs { config: Some(path), ..Default::default() }), Err(ConfigError::Parse { .. })));
         let args = ServeArgs { idle_timeout: Some(0), ..Default::default() };
         assert!(matches!(Config::load(&args), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn tls_and_proxy_settings_are_checked_together() {
+        let invalid = |args: ServeArgs| matches!(Config::load(&args), Err(ConfigError::Invalid(_)));
+        assert!(invalid(ServeArgs { tls_cert: Some("c.pem".into()), ..Default::default() }));
+        assert!(invalid(ServeArgs { pop3s: Some("127.0.0.1:995".parse().unwrap()), ..Default::default() }));
+        assert!(invalid(ServeArgs { proxy_protocol: Some("pop3".into()), ..Default::default() }));
+        assert!(invalid(ServeArgs { proxy_protocol: Some("imap".into()), ..Default::default() }));
+        assert!(invalid(ServeArgs { proxy_trusted_networks: Some("10.0.0.0/33".into()), ..Default::default() }));
+        let c = Config::load(&ServeArgs {
+            proxy_protocol: Some("pop3, lmtp".into()),
+            proxy_trusted_networks: Some("10.0.0.0/8,::1".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.proxy_protocol, vec![Listener::Pop3, Listener::Lmtp]);
+        assert!(c.proxy_trusted_networks[1].contains(&"::1".parse::<std::net::IpAddr>().unwrap()));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tls.toml");
+        std::fs::write(
+            &path,
+            "tls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\npop3s = \"127.0.0.1:9995\"\nproxy_protocol = [\"pop3s\"]\nproxy_trusted_networks = [\"192.0.2.0/24\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(&ServeArgs { config: Some(path), ..Default::default() }).unwrap();
+        assert_eq!(c.tls.unwrap().cert, PathBuf::from("/c.pem"));
+        assert_eq!(c.proxy_protocol, vec![Listener::Pop3s]);
     }
 }

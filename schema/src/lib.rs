@@ -15,8 +15,10 @@ pub struct Migration {
 }
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "mailstore", cql: include_str!("../migrations/0001_mailstore.cql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "mailstore", cql: include_str!("../migrations/0001_mailstore.cql") },
+    Migration { version: 2, name: "scram_keys", cql: include_str!("../migrations/0002_scram_keys.cql") },
+];
 
 /// The latest schema version.
 pub fn latest_version() -> u32 {

@@ -13,6 +13,10 @@ pub struct LmtpConfig {
     pub max_message_size: u64,
     pub max_recipients: usize,
     pub max_bad_commands: u32,
+    /// STARTTLS is offered (RFC 3207) while the connection is not yet secure.
+    pub starttls: bool,
+    /// The connection is already protected (after STARTTLS, or TLS ended at a trusted proxy).
+    pub secure: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -28,6 +32,9 @@ pub enum Step {
     DataEnd,
     /// The message was refused (replies are already queued): discard what was stored.
     DataAbort,
+    /// Everything written so far must reach the client, then the TLS handshake runs; call
+    /// [`Session::tls_started`] when it succeeded (close when it failed).
+    StartTls,
     NeedInput,
     Close,
 }
@@ -72,6 +79,8 @@ pub struct Session {
     out: Vec<u8>,
     bad_commands: u32,
     closing: bool,
+    starting_tls: bool,
+    commands: u64,
 }
 
 impl Session {
@@ -84,6 +93,8 @@ impl Session {
             out: Vec::new(),
             bad_commands: 0,
             closing: false,
+            starting_tls: false,
+            commands: 0,
             config,
         };
         let greeting = format!("220 {} LMTP popfleet ready", s.config.hostname);
@@ -93,6 +104,19 @@ impl Session {
 
     pub fn feed(&mut self, bytes: &[u8]) {
         self.reader.push(bytes);
+    }
+
+    /// Command lines handled so far, for the command-rate limit (DATA content is not counted).
+    pub fn commands(&self) -> u64 {
+        self.commands
+    }
+
+    /// The handshake after STARTTLS succeeded. RFC 3207 §4.2: the client starts over with LHLO,
+    /// and nothing received before the handshake is kept (command injection).
+    pub fn tls_started(&mut self) {
+        self.reader.clear();
+        self.config.secure = true;
+        self.state = State::Start;
     }
 
     pub fn idle_timeout(&mut self) -> Vec<u8> {
@@ -108,6 +132,10 @@ impl Session {
             if self.closing {
                 return Step::Close;
             }
+            if self.starting_tls {
+                self.starting_tls = false;
+                return Step::StartTls;
+            }
             if self.pending.is_some() {
                 return Step::NeedInput;
             }
@@ -120,11 +148,13 @@ impl Session {
             let line = match self.reader.next_line() {
                 None => return Step::NeedInput,
                 Some(Line::TooLong) => {
+                    self.commands += 1;
                     self.bad_command("500 5.5.2 Line too long");
                     continue;
                 }
                 Some(Line::Complete(line)) => line,
             };
+            self.commands += 1;
             if let Some(step) = self.handle_line(&line) {
                 return step;
             }
@@ -195,8 +225,9 @@ impl Session {
                     self.bad_command("501 5.5.4 Syntax: LHLO hostname");
                 } else {
                     self.state = State::Ready { lhlo: name.to_owned() };
+                    let starttls = if self.config.starttls && !self.config.secure { "250-STARTTLS\r\n" } else { "" };
                     let text = format!(
-                        "250-{}\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 SIZE {}\r\n",
+                        "250-{}\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n{starttls}250 SIZE {}\r\n",
                         self.config.hostname, self.config.max_message_size
                     );
                     self.out.extend_from_slice(text.as_bytes());
@@ -218,10 +249,27 @@ impl Session {
                 self.closing = true;
             }
             "VRFY" => self.reply("252 2.5.2 Cannot VRFY user"),
+            "STARTTLS" => self.starttls(args),
             "HELO" | "EHLO" => self.bad_command("500 5.5.1 This is an LMTP server: use LHLO"),
             _ => self.bad_command("500 5.5.2 Unknown command"),
         }
         None
+    }
+
+    fn starttls(&mut self, args: &str) {
+        if !args.trim().is_empty() {
+            self.bad_command("501 5.5.4 STARTTLS takes no arguments");
+        } else if self.config.secure {
+            self.bad_command("503 5.5.1 TLS is already active");
+        } else if !self.config.starttls {
+            self.bad_command("502 5.5.1 STARTTLS is not offered here");
+        } else {
+            self.reply("220 2.0.0 Ready to start TLS");
+            // Pipelined plaintext after STARTTLS is dropped, never executed after the handshake.
+            self.reader.clear();
+            self.state = State::Start;
+            self.starting_tls = true;
+        }
     }
 
     fn mail(&mut self, args: &str) {

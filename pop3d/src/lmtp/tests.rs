@@ -15,15 +15,23 @@ struct Harness {
     aborted: usize,
     max_chunk: usize,
     closed: bool,
+    /// Handshakes requested (the stand-in "succeeds" each at once).
+    tls_starts: usize,
 }
 
 impl Harness {
     fn new(max_size: u64) -> Self {
+        Self::with_tls(max_size, false)
+    }
+
+    fn with_tls(max_size: u64, starttls: bool) -> Self {
         let session = Session::new(LmtpConfig {
             hostname: "mx.test".into(),
             max_message_size: max_size,
             max_recipients: 3,
             max_bad_commands: 3,
+            starttls,
+            secure: false,
         });
         Self { session: Some(session), ..Default::default() }
     }
@@ -68,6 +76,10 @@ impl Harness {
                 Step::DataAbort => {
                     self.current = None;
                     self.aborted += 1;
+                }
+                Step::StartTls => {
+                    self.tls_starts += 1;
+                    s.tls_started();
                 }
             }
         }
@@ -202,4 +214,31 @@ fn two_transactions_in_one_session() {
     }
     assert_eq!(h.delivered.len(), 2);
     assert_eq!(h.delivered[1].1, b"msg 1\r\n");
+}
+
+#[test]
+fn starttls_is_offered_once_and_drops_pipelined_plaintext() {
+    let mut h = Harness::with_tls(100_000, true);
+    h.text("");
+    let lhlo = h.text("LHLO a.test\r\n");
+    assert!(lhlo.contains("250-STARTTLS\r\n"), "{lhlo}");
+    // The injection: commands pipelined behind STARTTLS in the same packet.
+    let out = h.text("STARTTLS\r\nMAIL FROM:<evil@x.test>\r\nRCPT TO:<alice@example.com>\r\n");
+    assert_eq!(out, "220 2.0.0 Ready to start TLS\r\n");
+    assert_eq!(h.tls_starts, 1);
+    // After the handshake the session starts over: MAIL needs a new LHLO.
+    assert_eq!(h.text("MAIL FROM:<a@x.test>\r\n"), "503 5.5.1 Send LHLO first\r\n");
+    let lhlo = h.text("LHLO a.test\r\n");
+    assert!(!lhlo.contains("STARTTLS"), "not offered again: {lhlo}");
+    assert_eq!(h.text("STARTTLS\r\n"), "503 5.5.1 TLS is already active\r\n");
+    assert!(h.delivered.is_empty());
+}
+
+#[test]
+fn starttls_where_not_configured_is_refused() {
+    let mut h = Harness::new(100_000);
+    h.text("");
+    assert!(!h.text("LHLO a.test\r\n").contains("STARTTLS"));
+    assert_eq!(h.text("STARTTLS\r\n"), "502 5.5.1 STARTTLS is not offered here\r\n");
+    assert_eq!(h.tls_starts, 0);
 }

@@ -1,17 +1,19 @@
-//! The POP3 engine (RFC 1939, 2449, 3206, 5034, 4616), free of I/O.
+//! The POP3 engine (RFC 1939, 2449, 2595, 3206, 5034, 4616, 7677, 7628), free of I/O.
 //!
 //! [`Session`] is fed bytes and answers with [`Step`]s: bytes to write, or a storage request the
 //! caller performs and reports back. The tokio wrapper in `server::pop3` is the only place that
 //! touches sockets; everything here is tested byte by byte.
 
+mod authorization;
 pub mod encode;
 mod maildrop;
-mod sasl;
 pub mod session;
+mod transaction;
 
 pub use encode::MessageEncoder;
 pub use session::{
-    CommitOutcome, Credentials, FetchOutcome, FetchRequest, LoginOutcome, Session, SessionConfig, Step,
+    CommitOutcome, Credentials, FetchOutcome, FetchRequest, LoginOutcome, LoginRequest, ScramKeysOutcome, Session,
+    SessionConfig, Step,
 };
 
 /// RFC 2449 §4: command lines are at most 255 octets including CRLF.

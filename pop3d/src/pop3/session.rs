@@ -1,21 +1,43 @@
-//! The POP3 session state machine.
+//! The POP3 session state machine: types, the input loop and the answers to storage requests.
+//! Commands live in `authorization.rs` (before login, incl. STLS and SASL) and
+//! `transaction.rs` (after login).
 
-use std::fmt::Write as _;
-
-use super::maildrop::{Lookup, Maildrop};
-use super::sasl::{decode_plain, SaslError};
-use super::{MAX_AUTH_LINE, MAX_COMMAND_LINE};
+use super::maildrop::Maildrop;
+use super::MAX_AUTH_LINE;
 use crate::lines::{Line, LineReader};
 use crate::message_id::MessageId;
+use crate::sasl::scram::ScramServer;
+use crate::sasl::OAuthMechanism;
 use crate::store::ListingEntry;
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// Whether USER/PASS and SASL PLAIN may be used on this connection (loopback, TLS, or
-    /// `allow_insecure_auth`).
+    /// Whether USER/PASS and the SASL mechanisms that send a secret (PLAIN, OAUTHBEARER,
+    /// XOAUTH2) may be used before TLS: a loopback client, or `allow_insecure_auth`.
     pub cleartext_auth_allowed: bool,
     /// More bad commands than this closes the session.
     pub max_bad_commands: u32,
+    /// This many failed logins close the session.
+    pub max_auth_failures: u32,
+    /// The listener can start TLS (STLS is offered while the session is not yet secure).
+    pub tls_available: bool,
+    /// The connection is already protected: implicit TLS, or TLS ended at a trusted proxy.
+    pub secure: bool,
+    /// Bearer-token validation is configured (OAUTHBEARER, XOAUTH2).
+    pub oauth: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            cleartext_auth_allowed: false,
+            max_bad_commands: 20,
+            max_auth_failures: 3,
+            tls_available: false,
+            secure: false,
+            oauth: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,18 +47,36 @@ pub struct Credentials {
     pub password: String,
 }
 
+/// What the caller must check before the maildrop is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginRequest {
+    /// USER/PASS or SASL PLAIN: verify the password.
+    Password(Credentials),
+    /// SCRAM-SHA-256 finished here; `proven` says whether the client proof was right. A failed
+    /// proof still goes through the caller so it pays the same failure delay as a bad password.
+    Scram { user: String, proven: bool },
+    /// OAUTHBEARER / XOAUTH2: validate the token; `user` is the name the client claimed, if any.
+    Bearer { user: Option<String>, token: String },
+}
+
 /// What the caller must do next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     /// Send these bytes.
     Write(Vec<u8>),
-    /// Check credentials and load the maildrop, then call [`Session::login_done`].
-    Login(Credentials),
+    /// Check the login and load the maildrop, then call [`Session::login_done`].
+    Login(LoginRequest),
+    /// Look up the SCRAM-SHA-256 keys of `user` (a decoy for unknown users), then call
+    /// [`Session::scram_keys_done`].
+    ScramKeys { user: String },
     /// Stream a message (see [`FetchRequest`]), then call [`Session::fetch_done`].
     Fetch(FetchRequest),
     /// Expunge these messages (QUIT in TRANSACTION), then call [`Session::commit_done`].
     /// `oldest_kept` is the oldest message of the snapshot left in place, if any.
     Commit { mailbox: String, ids: Vec<MessageId>, oldest_kept: Option<MessageId> },
+    /// Everything written so far must reach the client, then the TLS handshake runs on the
+    /// connection; call [`Session::tls_started`] when it succeeded (close when it failed).
+    StartTls,
     /// Read more input and [`Session::feed`] it.
     NeedInput,
     /// Flush and close the connection.
@@ -62,6 +102,15 @@ pub enum LoginOutcome {
     InUse,
 }
 
+/// The answer to [`Step::ScramKeys`].
+#[derive(Debug, Clone)]
+pub enum ScramKeysOutcome {
+    /// Real keys, or decoy keys for an unknown user (the exchange then fails at the proof, like
+    /// a wrong password, so the salt does not reveal which accounts exist).
+    Keys { keys: crate::sasl::scram::ScramKeys, server_nonce: String },
+    TempFail,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum FetchOutcome {
     /// The caller wrote the `+OK` line, the encoded content and the terminator.
@@ -79,34 +128,60 @@ pub enum CommitOutcome {
 }
 
 #[derive(Debug)]
-enum State {
+pub(super) enum State {
     Authorization { user: Option<String> },
-    /// `AUTH PLAIN` without initial response: the next line is the SASL response.
-    SaslPlain,
+    /// `AUTH mech` without initial response: the next line is the client's first response.
+    SaslInitial(Mechanism),
+    /// SCRAM server-first sent; the next line is the client-final message.
+    ScramFinal(Box<ScramServer>),
+    /// SCRAM server-final sent as a challenge; the client answers with an empty line.
+    ScramAck { user: String },
+    /// An OAuth error challenge was sent; whatever the client answers, the exchange fails.
+    OAuthFailed,
     Transaction(Maildrop),
     Done,
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Pending {
-    Login,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mechanism {
+    Plain,
+    ScramSha256,
+    OAuth(OAuthMechanism),
+}
+
+#[derive(Debug)]
+pub(super) enum Pending {
+    Login(LoginKind),
+    ScramKeys(crate::sasl::scram::ClientFirst),
     Fetch(usize),
     Commit,
+    Tls,
+}
+
+/// How a failed login is answered: OAuth mechanisms first send an error challenge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LoginKind {
+    Password,
+    Scram,
+    OAuth(OAuthMechanism),
 }
 
 pub struct Session {
-    config: SessionConfig,
-    reader: LineReader,
-    state: State,
-    pending: Option<Pending>,
-    out: Vec<u8>,
+    pub(super) config: SessionConfig,
+    pub(super) reader: LineReader,
+    pub(super) state: State,
+    pub(super) pending: Option<Pending>,
+    pub(super) out: Vec<u8>,
     bad_commands: u32,
-    closing: bool,
+    auth_failures: u32,
+    pub(super) closing: bool,
+    /// Set by STLS: after the `+OK` is written the next step is [`Step::StartTls`].
+    pub(super) starting_tls: bool,
+    commands: u64,
 }
 
-const AUTH_FAILED: &str = "-ERR [AUTH] Authentication failed.";
-const TEMP_FAIL: &str = "-ERR [SYS/TEMP] Temporary server failure, try again later.";
-const CLEARTEXT_REFUSED: &str = "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.";
+pub(super) const AUTH_FAILED: &str = "-ERR [AUTH] Authentication failed.";
+pub(super) const TEMP_FAIL: &str = "-ERR [SYS/TEMP] Temporary server failure, try again later.";
 
 impl Session {
     pub fn new(config: SessionConfig) -> Self {
@@ -117,7 +192,10 @@ impl Session {
             pending: None,
             out: Vec::new(),
             bad_commands: 0,
+            auth_failures: 0,
             closing: false,
+            starting_tls: false,
+            commands: 0,
         };
         session.reply("+OK popfleet ready.");
         session
@@ -132,10 +210,26 @@ impl Session {
         matches!(self.state, State::Transaction(_))
     }
 
+    /// Whether the connection is protected by TLS (here or at a trusted proxy).
+    pub fn is_secure(&self) -> bool {
+        self.config.secure
+    }
+
+    /// Lines handled so far (commands and SASL responses), for the command-rate limit.
+    pub fn commands(&self) -> u64 {
+        self.commands
+    }
+
     /// The reply for an idle timeout; the caller then closes without any deletion.
     pub fn idle_timeout(&mut self) -> Vec<u8> {
         self.state = State::Done;
         b"-ERR Disconnected for inactivity.\r\n".to_vec()
+    }
+
+    /// The reply when the login deadline passes; the caller then closes.
+    pub fn login_timeout(&mut self) -> Vec<u8> {
+        self.state = State::Done;
+        b"-ERR Disconnected: no login in time.\r\n".to_vec()
     }
 
     pub fn poll(&mut self) -> Step {
@@ -147,42 +241,72 @@ impl Session {
             if self.closing {
                 return Step::Close;
             }
+            if self.starting_tls {
+                self.starting_tls = false;
+                self.pending = Some(Pending::Tls);
+                return Step::StartTls;
+            }
             if self.pending.is_some() {
                 return Step::NeedInput;
             }
             let line = match self.reader.next_line() {
                 None => return Step::NeedInput,
                 Some(Line::TooLong) => {
+                    self.commands += 1;
                     self.bad_command("-ERR Line too long.");
                     continue;
                 }
                 Some(Line::Complete(line)) => line,
             };
+            self.commands += 1;
             if let Some(step) = self.handle_line(line) {
                 return step;
             }
         }
     }
 
+    /// The TLS handshake after STLS succeeded: the session is secure, and nothing the client
+    /// sent before the handshake is kept (RFC 2595 §4, the STARTTLS command-injection class).
+    pub fn tls_started(&mut self) {
+        let pending = self.pending.take();
+        debug_assert!(matches!(pending, Some(Pending::Tls)));
+        self.reader.clear();
+        self.config.secure = true;
+        self.state = State::Authorization { user: None };
+    }
+
     pub fn login_done(&mut self, outcome: LoginOutcome) {
-        self.take_pending(Pending::Login);
+        let Some(Pending::Login(kind)) = self.pending.take() else {
+            debug_assert!(false, "login_done without a login");
+            return;
+        };
+        self.state = State::Authorization { user: None };
         match outcome {
             LoginOutcome::Ok { mailbox, listing } => {
                 self.state = State::Transaction(Maildrop::new(mailbox, listing));
                 self.reply("+OK Logged in.");
             }
-            LoginOutcome::BadCredentials => {
-                self.state = State::Authorization { user: None };
-                self.reply(AUTH_FAILED);
-            }
-            LoginOutcome::TempFail => {
-                self.state = State::Authorization { user: None };
-                self.reply(TEMP_FAIL);
-            }
-            LoginOutcome::InUse => {
-                self.state = State::Authorization { user: None };
-                self.reply("-ERR [IN-USE] Mailbox is in use by another session.");
-            }
+            LoginOutcome::BadCredentials => match kind {
+                // RFC 7628 §3.2.2: an error challenge first; the client's answer ends it.
+                LoginKind::OAuth(mechanism) => {
+                    self.reply(&format!("+ {}", crate::sasl::oauth::error_challenge(mechanism)));
+                    self.state = State::OAuthFailed;
+                }
+                LoginKind::Password | LoginKind::Scram => self.auth_failed(),
+            },
+            LoginOutcome::TempFail => self.reply(TEMP_FAIL),
+            LoginOutcome::InUse => self.reply("-ERR [IN-USE] Mailbox is in use by another session."),
+        }
+    }
+
+    /// Answers a failed authentication; the last allowed failure also closes the session.
+    pub(super) fn auth_failed(&mut self) {
+        self.state = State::Authorization { user: None };
+        self.reply(AUTH_FAILED);
+        self.auth_failures += 1;
+        if self.auth_failures >= self.config.max_auth_failures {
+            self.state = State::Done;
+            self.closing = true;
         }
     }
 
@@ -204,7 +328,8 @@ impl Session {
     }
 
     pub fn commit_done(&mut self, outcome: CommitOutcome) {
-        self.take_pending(Pending::Commit);
+        let pending = self.pending.take();
+        debug_assert!(matches!(pending, Some(Pending::Commit)));
         self.state = State::Done;
         match outcome {
             CommitOutcome::Ok => self.reply("+OK Logging out, messages deleted."),
@@ -213,17 +338,12 @@ impl Session {
         self.closing = true;
     }
 
-    fn take_pending(&mut self, expected: Pending) {
-        let pending = self.pending.take();
-        debug_assert_eq!(pending, Some(expected));
-    }
-
-    fn reply(&mut self, line: &str) {
+    pub(super) fn reply(&mut self, line: &str) {
         self.out.extend_from_slice(line.as_bytes());
         self.out.extend_from_slice(b"\r\n");
     }
 
-    fn bad_command(&mut self, message: &str) {
+    pub(super) fn bad_command(&mut self, message: &str) {
         self.bad_commands += 1;
         if self.bad_commands > self.config.max_bad_commands {
             self.reply("-ERR Too many bad commands.");
@@ -233,13 +353,34 @@ impl Session {
         }
     }
 
+    pub(super) fn request_login(&mut self, kind: LoginKind, request: LoginRequest) -> Step {
+        self.pending = Some(Pending::Login(kind));
+        Step::Login(request)
+    }
+
     fn handle_line(&mut self, line: Vec<u8>) -> Option<Step> {
-        if matches!(self.state, State::SaslPlain) {
-            return self.sasl_plain_response(&line);
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::SaslInitial(mechanism) => {
+                self.state = State::Authorization { user: None };
+                return self.sasl_response(mechanism, &line);
+            }
+            State::ScramFinal(server) => {
+                self.state = State::Authorization { user: None };
+                return self.scram_final(*server, &line);
+            }
+            State::ScramAck { user } => {
+                self.state = State::Authorization { user: None };
+                return self.scram_ack(user, &line);
+            }
+            State::OAuthFailed => {
+                self.auth_failed();
+                return None;
+            }
+            other => self.state = other,
         }
         let verb_end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
         let verb = String::from_utf8_lossy(&line[..verb_end]).to_ascii_uppercase();
-        if line.len() + 2 > MAX_COMMAND_LINE && verb != "AUTH" {
+        if line.len() + 2 > super::MAX_COMMAND_LINE && verb != "AUTH" {
             self.bad_command("-ERR Line too long.");
             return None;
         }
@@ -251,237 +392,7 @@ impl Session {
         match self.state {
             State::Authorization { .. } => self.authorization(&verb, args),
             State::Transaction(_) => self.transaction(&verb, &args),
-            State::SaslPlain | State::Done => None,
+            _ => None,
         }
     }
-
-    fn capabilities(&mut self) {
-        let mut caps = String::from("+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
-        if matches!(self.state, State::Authorization { .. }) && self.config.cleartext_auth_allowed {
-            caps.push_str("USER\r\nSASL PLAIN\r\n");
-        }
-        caps.push_str(concat!("IMPLEMENTATION popfleet ", env!("CARGO_PKG_VERSION"), "\r\n.\r\n"));
-        self.out.extend_from_slice(caps.as_bytes());
-    }
-
-    fn authorization(&mut self, verb: &str, args: String) -> Option<Step> {
-        match verb {
-            "CAPA" => self.capabilities(),
-            "QUIT" => {
-                self.reply("+OK Logging out.");
-                self.state = State::Done;
-                self.closing = true;
-            }
-            "USER" if !self.config.cleartext_auth_allowed => self.reply(CLEARTEXT_REFUSED),
-            "USER" => {
-                let user = args.trim();
-                if user.is_empty() {
-                    self.bad_command("-ERR USER needs a name.");
-                } else {
-                    self.state = State::Authorization { user: Some(user.to_owned()) };
-                    self.reply("+OK");
-                }
-            }
-            "PASS" if !self.config.cleartext_auth_allowed => self.reply(CLEARTEXT_REFUSED),
-            "PASS" => {
-                let State::Authorization { user } = &mut self.state else { return None };
-                match user.take() {
-                    // The whole rest of the line is the password, spaces included.
-                    Some(user) => return Some(self.request_login(Credentials { authzid: None, user, password: args })),
-                    None => self.bad_command("-ERR No username given."),
-                }
-            }
-            "AUTH" => return self.auth(&args),
-            "APOP" => self.reply("-ERR APOP is not supported; use USER/PASS or AUTH."),
-            "STLS" => self.bad_command("-ERR TLS is not configured on this listener."),
-            _ => self.bad_command("-ERR Unknown command."),
-        }
-        None
-    }
-
-    fn auth(&mut self, args: &str) -> Option<Step> {
-        let mut parts = args.split(' ').filter(|s| !s.is_empty());
-        let Some(mechanism) = parts.next() else {
-            // Outlook's RFC 1734-era discovery: list the mechanisms.
-            let list = if self.config.cleartext_auth_allowed { "PLAIN\r\n" } else { "" };
-            self.out.extend_from_slice(format!("+OK\r\n{list}.\r\n").as_bytes());
-            return None;
-        };
-        if !mechanism.eq_ignore_ascii_case("PLAIN") {
-            self.bad_command("-ERR Unsupported authentication mechanism.");
-            return None;
-        }
-        if !self.config.cleartext_auth_allowed {
-            self.reply(CLEARTEXT_REFUSED);
-            return None;
-        }
-        match parts.next() {
-            Some(initial) => self.sasl_plain_response(initial.as_bytes()),
-            None => {
-                self.state = State::SaslPlain;
-                self.reply("+ ");
-                None
-            }
-        }
-    }
-
-    fn sasl_plain_response(&mut self, response: &[u8]) -> Option<Step> {
-        self.state = State::Authorization { user: None };
-        if response == b"*" {
-            self.reply("-ERR Authentication cancelled.");
-            return None;
-        }
-        match decode_plain(response) {
-            Ok(credentials) => Some(self.request_login(credentials)),
-            Err(SaslError::Base64) => {
-                self.bad_command("-ERR Invalid base64 data.");
-                None
-            }
-            Err(SaslError::Malformed) => {
-                self.reply(AUTH_FAILED);
-                None
-            }
-        }
-    }
-
-    fn request_login(&mut self, credentials: Credentials) -> Step {
-        self.pending = Some(Pending::Login);
-        Step::Login(credentials)
-    }
-
-    fn transaction(&mut self, verb: &str, args: &str) -> Option<Step> {
-        let State::Transaction(drop) = &mut self.state else { return None };
-        let argv: Vec<&str> = args.split(' ').filter(|s| !s.is_empty()).collect();
-        match (verb, argv.as_slice()) {
-            ("STAT", []) => {
-                let (n, octets) = drop.stat();
-                self.reply(&format!("+OK {n} {octets}"));
-            }
-            ("LIST", []) => {
-                let (n, octets) = drop.stat();
-                let mut text = format!("+OK {n} messages ({octets} octets)\r\n");
-                for (number, entry) in drop.live() {
-                    let _ = write!(text, "{number} {}\r\n", entry.size);
-                }
-                text.push_str(".\r\n");
-                self.out.extend_from_slice(text.as_bytes());
-            }
-            ("UIDL", []) => {
-                let mut text = String::from("+OK\r\n");
-                for (number, entry) in drop.live() {
-                    let _ = write!(text, "{number} {}\r\n", entry.id);
-                }
-                text.push_str(".\r\n");
-                self.out.extend_from_slice(text.as_bytes());
-            }
-            ("LIST", [n]) => {
-                if let Some((number, entry)) = self.message(n) {
-                    self.reply(&format!("+OK {number} {}", entry.size));
-                }
-            }
-            ("UIDL", [n]) => {
-                if let Some((number, entry)) = self.message(n) {
-                    self.reply(&format!("+OK {number} {}", entry.id));
-                }
-            }
-            ("RETR", [n]) => return self.fetch(n, None),
-            ("TOP", [n, lines]) => match parse_number(lines) {
-                Some(lines) => return self.fetch(n, Some(lines)),
-                None => self.bad_command("-ERR Invalid line count."),
-            },
-            ("DELE", [n]) => {
-                let Some(number) = self.message_number(n) else { return None };
-                let State::Transaction(drop) = &mut self.state else { return None };
-                match drop.delete(number) {
-                    Lookup::Found(_) => self.reply("+OK Marked to be deleted."),
-                    Lookup::Deleted => self.reply("-ERR Message is already deleted."),
-                    Lookup::NoSuchMessage => self.reply(&format!("-ERR There's no message {number}.")),
-                }
-            }
-            ("RSET", []) => {
-                drop.reset();
-                let (n, octets) = drop.stat();
-                self.reply(&format!("+OK {n} messages ({octets} octets)"));
-            }
-            ("NOOP", []) => self.reply("+OK"),
-            ("CAPA", []) => self.capabilities(),
-            ("QUIT", []) => {
-                let ids = drop.deleted_ids();
-                if ids.is_empty() {
-                    self.commit_done_inline();
-                } else {
-                    self.pending = Some(Pending::Commit);
-                    return Some(Step::Commit { mailbox: drop.mailbox.clone(), ids, oldest_kept: drop.oldest_kept() });
-                }
-            }
-            ("STAT" | "LIST" | "UIDL" | "RETR" | "TOP" | "DELE" | "RSET" | "NOOP" | "CAPA" | "QUIT", _) => {
-                self.bad_command("-ERR Wrong number of arguments.")
-            }
-            ("USER" | "PASS" | "AUTH" | "APOP" | "STLS", _) => self.bad_command("-ERR Already logged in."),
-            _ => self.bad_command("-ERR Unknown command."),
-        }
-        None
-    }
-
-    fn commit_done_inline(&mut self) {
-        self.state = State::Done;
-        self.reply("+OK Logging out.");
-        self.closing = true;
-    }
-
-    fn message_number(&mut self, arg: &str) -> Option<usize> {
-        match parse_number(arg) {
-            Some(n) if n > 0 && n <= usize::MAX as u64 => Some(n as usize),
-            Some(_) => {
-                self.reply(&format!("-ERR There's no message {arg}."));
-                None
-            }
-            None => {
-                self.bad_command("-ERR Invalid message number.");
-                None
-            }
-        }
-    }
-
-    /// Resolves a message-number argument to a live message, replying `-ERR` otherwise.
-    fn message(&mut self, arg: &str) -> Option<(usize, ListingEntry)> {
-        let number = self.message_number(arg)?;
-        let State::Transaction(drop) = &self.state else { return None };
-        match drop.get(number) {
-            Lookup::Found(entry) => Some((number, entry)),
-            Lookup::Deleted => {
-                self.reply("-ERR Message is deleted.");
-                None
-            }
-            Lookup::NoSuchMessage => {
-                self.reply(&format!("-ERR There's no message {number}."));
-                None
-            }
-        }
-    }
-
-    fn fetch(&mut self, arg: &str, top: Option<u64>) -> Option<Step> {
-        let (number, entry) = self.message(arg)?;
-        let State::Transaction(drop) = &self.state else { return None };
-        let ok_line = match top {
-            None => format!("+OK {} octets\r\n", entry.size),
-            Some(_) => "+OK\r\n".to_owned(),
-        };
-        self.pending = Some(Pending::Fetch(number));
-        Some(Step::Fetch(FetchRequest {
-            number,
-            mailbox: drop.mailbox.clone(),
-            entry,
-            top,
-            ok_line: ok_line.into_bytes(),
-        }))
-    }
-}
-
-/// A decimal number as POP3 allows it: digits only, no sign, bounded length.
-fn parse_number(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
 }

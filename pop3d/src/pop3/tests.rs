@@ -6,7 +6,11 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::message_id::MessageId;
+use crate::sasl::scram::ScramKeys;
 use crate::store::ListingEntry;
+
+const GOOD_TOKEN: &str = "good.token.sig";
+const SERVER_NONCE: &str = "srvnonce";
 
 const USER: &str = "alice@example.com";
 const PASSWORD: &str = "pass word";
@@ -18,6 +22,8 @@ struct Harness {
     gone: HashSet<MessageId>,
     expunged: Vec<MessageId>,
     closed: bool,
+    /// Handshakes requested; the stand-in completes each at once.
+    tls_starts: usize,
 }
 
 fn message(body: &str) -> (ListingEntry, Vec<u8>) {
@@ -38,8 +44,17 @@ impl Harness {
     }
 
     fn with(cleartext: bool, messages: Vec<(ListingEntry, Vec<u8>)>) -> Self {
-        let session = Session::new(SessionConfig { cleartext_auth_allowed: cleartext, max_bad_commands: 5 });
-        Self { session, messages, gone: HashSet::new(), expunged: Vec::new(), closed: false }
+        let config = SessionConfig { cleartext_auth_allowed: cleartext, max_bad_commands: 5, ..SessionConfig::default() };
+        Self::configured(config, messages)
+    }
+
+    fn configured(config: SessionConfig, messages: Vec<(ListingEntry, Vec<u8>)>) -> Self {
+        let session = Session::new(config);
+        Self { session, messages, gone: HashSet::new(), expunged: Vec::new(), closed: false, tls_starts: 0 }
+    }
+
+    fn login_ok(&self) -> LoginOutcome {
+        LoginOutcome::Ok { mailbox: USER.into(), listing: self.messages.iter().map(|m| m.0).collect() }
     }
 
     /// Feeds input (or nothing) and runs the session until it needs more input; returns output.
@@ -54,15 +69,43 @@ impl Harness {
                     self.closed = true;
                     return out;
                 }
-                Step::Login(c) => {
+                Step::Login(LoginRequest::Password(c)) => {
                     let outcome = if c.user == "temp@example.com" {
                         LoginOutcome::TempFail
                     } else if c.user == USER && c.password == PASSWORD && c.authzid.as_deref().is_none_or(|z| z == USER) {
-                        LoginOutcome::Ok { mailbox: USER.into(), listing: self.messages.iter().map(|m| m.0).collect() }
+                        self.login_ok()
                     } else {
                         LoginOutcome::BadCredentials
                     };
                     self.session.login_done(outcome);
+                }
+                Step::Login(LoginRequest::Scram { user, proven }) => {
+                    let outcome = if proven && user == USER { self.login_ok() } else { LoginOutcome::BadCredentials };
+                    self.session.login_done(outcome);
+                }
+                Step::Login(LoginRequest::Bearer { user, token }) => {
+                    let outcome = if token == GOOD_TOKEN && user.as_deref().is_none_or(|u| u == USER) {
+                        self.login_ok()
+                    } else {
+                        LoginOutcome::BadCredentials
+                    };
+                    self.session.login_done(outcome);
+                }
+                Step::ScramKeys { user } => {
+                    let outcome = if user == "temp@example.com" {
+                        ScramKeysOutcome::TempFail
+                    } else if user == USER {
+                        let keys = ScramKeys::derive(PASSWORD, b"0123456789abcdef", 4096);
+                        ScramKeysOutcome::Keys { keys, server_nonce: SERVER_NONCE.into() }
+                    } else {
+                        let keys = ScramKeys::decoy(&[1; 32], &user);
+                        ScramKeysOutcome::Keys { keys, server_nonce: SERVER_NONCE.into() }
+                    };
+                    self.session.scram_keys_done(outcome);
+                }
+                Step::StartTls => {
+                    self.tls_starts += 1;
+                    self.session.tls_started();
                 }
                 Step::Fetch(request) => {
                     if self.gone.contains(&request.entry.id) {
@@ -215,7 +258,7 @@ fn bad_credentials_and_temp_failures_have_their_codes() {
 fn auth_plain_initial_response_continuation_and_cancel() {
     let mut h = Harness::new(true);
     h.run(b"");
-    assert_eq!(h.cmd("AUTH"), "+OK\r\nPLAIN\r\n.\r\n");
+    assert_eq!(h.cmd("AUTH"), "+OK\r\nSCRAM-SHA-256\r\nPLAIN\r\n.\r\n");
     assert_eq!(h.cmd("AUTH PLAIN"), "+ \r\n");
     assert_eq!(h.cmd("*"), "-ERR Authentication cancelled.\r\n");
     assert_eq!(h.cmd("AUTH PLAIN"), "+ \r\n");
@@ -256,7 +299,7 @@ fn capabilities_depend_on_state_and_on_cleartext_policy() {
     let mut h = Harness::new(true);
     h.run(b"");
     let before = h.cmd("CAPA");
-    for cap in ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "USER", "SASL PLAIN", "IMPLEMENTATION popfleet"] {
+    for cap in ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "USER", "SASL SCRAM-SHA-256 PLAIN\r\n", "IMPLEMENTATION popfleet"] {
         assert!(before.contains(&format!("\r\n{cap}")), "{cap} missing from {before}");
     }
     h.cmd(&format!("USER {USER}"));
@@ -267,12 +310,15 @@ fn capabilities_depend_on_state_and_on_cleartext_policy() {
     let mut insecure = Harness::new(false);
     insecure.run(b"");
     let caps = insecure.cmd("CAPA");
-    assert!(!caps.contains("USER") && !caps.contains("SASL"), "{caps}");
+    assert!(!caps.contains("USER") && !caps.contains("PLAIN") && !caps.contains("STLS"), "{caps}");
+    assert!(caps.contains("\r\nSASL SCRAM-SHA-256\r\n"), "SCRAM sends no secret: offered on cleartext: {caps}");
     let refused = "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.\r\n";
     assert_eq!(insecure.cmd(&format!("USER {USER}")), refused);
     assert_eq!(insecure.cmd("AUTH PLAIN"), refused);
-    assert_eq!(insecure.cmd("AUTH"), "+OK\r\n.\r\n");
+    assert_eq!(insecure.cmd("AUTH"), "+OK\r\nSCRAM-SHA-256\r\n.\r\n");
 }
+
+mod security;
 
 #[test]
 fn message_deleted_by_another_session_answers_err_and_vanishes() {

@@ -1,21 +1,24 @@
 //! The tokio wrapper around the LMTP engine.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::watch;
 
 use super::delivery::Delivery;
+use super::front::{Client, HANDSHAKE_TIMEOUT};
+use super::limits::CommandRate;
+use super::pop3::read_after;
 use super::ServerContext;
 use crate::lmtp::{DeliveryResult, LmtpConfig, RcptCheck, Session, Step};
 use crate::metrics::ResultLabel;
 use crate::store::CHUNK_SIZE;
 
-pub async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>, stop: watch::Receiver<bool>) {
+pub async fn handle(client: Client, ctx: Arc<ServerContext>, stop: watch::Receiver<bool>) {
     let mut delivery = None;
-    if let Err(e) = session(stream, peer, &ctx, stop, &mut delivery).await {
+    let peer = client.peer;
+    if let Err(e) = session(client, &ctx, stop, &mut delivery).await {
         tracing::debug!(%peer, error = %e, "lmtp connection ended with an error");
     }
     // A connection lost in the middle of DATA leaves content nobody will link.
@@ -25,42 +28,57 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>
 }
 
 async fn session(
-    stream: TcpStream,
-    peer: SocketAddr,
+    client: Client,
     ctx: &ServerContext,
     mut stop: watch::Receiver<bool>,
     delivery: &mut Option<Delivery>,
 ) -> std::io::Result<()> {
-    let (mut reader, writer) = stream.into_split();
-    let mut out = BufWriter::new(writer);
+    let Client { conn, peer, secure } = client;
+    let mut out = BufWriter::new(conn);
     let mut session = Session::new(LmtpConfig {
         hostname: ctx.config.hostname.clone(),
         max_message_size: ctx.config.max_message_size,
         max_recipients: 1000,
         max_bad_commands: ctx.config.max_bad_commands,
+        starttls: ctx.config.lmtp_starttls && ctx.tls.is_some(),
+        secure,
     });
+    let mut rate = CommandRate::new(ctx.config.max_commands_per_second, Instant::now());
+    let mut counted = 0;
     let mut buf = vec![0u8; CHUNK_SIZE];
     loop {
         match session.poll() {
             Step::Write(bytes) => out.write_all(&bytes).await?,
             Step::NeedInput => {
                 out.flush().await?;
+                let pause = rate.take(session.commands() - counted, Instant::now());
+                counted = session.commands();
+                let deadline = Instant::now() + pause + ctx.config.idle_timeout;
                 let read = tokio::select! {
-                    r = tokio::time::timeout(ctx.config.idle_timeout, reader.read(&mut buf)) => r,
+                    r = read_after(pause, deadline, out.get_mut(), &mut buf) => r,
                     _ = stop.changed(), if delivery.is_none() => {
                         out.write_all(b"421 4.3.2 Server shutting down\r\n").await?;
                         return out.flush().await;
                     }
                 };
                 match read {
-                    Err(_) => {
+                    None => {
                         out.write_all(&session.idle_timeout()).await?;
                         return out.flush().await;
                     }
-                    Ok(Ok(0)) => return Ok(()),
-                    Ok(Ok(n)) => session.feed(&buf[..n]),
-                    Ok(Err(e)) => return Err(e),
+                    Some(Ok(0)) => return Ok(()),
+                    Some(Ok(n)) => session.feed(&buf[..n]),
+                    Some(Err(e)) => return Err(e),
                 }
+            }
+            Step::StartTls => {
+                out.flush().await?;
+                let Some(acceptor) = ctx.tls.as_ref() else { return Ok(()) };
+                let result = out.get_mut().start_tls(acceptor, HANDSHAKE_TIMEOUT).await;
+                let label = if result.is_ok() { "ok" } else { "failed" };
+                ctx.metrics.tls_handshakes.get_or_create(&ResultLabel { result: label }).inc();
+                result?;
+                session.tls_started();
             }
             Step::CheckRecipient { mailbox } => {
                 let check = match ctx.store.get_account(&mailbox).await {

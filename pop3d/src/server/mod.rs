@@ -1,6 +1,8 @@
 //! The I/O shell: listeners, per-connection tasks and shutdown around the protocol engines.
 
+pub mod conn;
 mod delivery;
+pub mod front;
 pub mod limits;
 mod lmtp;
 mod pop3;
@@ -12,15 +14,19 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use prometheus_client::registry::Registry;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Authenticator;
-use crate::config::{Config, StoreKind};
+use crate::config::{Config, Listener, StoreKind};
 use crate::metrics::Metrics;
+use crate::oauth::BearerValidator;
+use crate::reload::{watch_files, Reloadable};
 use crate::store::{cassandra::CassandraStore, embedded::EmbeddedStore, MailStore};
-use limits::{ConnectionLimiter, ConnectionPermit};
+use crate::tls::ReloadingCert;
+use front::{accept_loop, ListenerSpec, Protocol};
+use limits::ConnectionLimiter;
 
 /// What every connection task shares.
 pub struct ServerContext {
@@ -30,16 +36,58 @@ pub struct ServerContext {
     pub metrics: Metrics,
     pub registry: Registry,
     pub repair: std::sync::Mutex<crate::repair::RepairStatus>,
+    /// Set when a certificate is configured: STLS, POP3S, LMTP STARTTLS.
+    pub tls: Option<TlsAcceptor>,
+    /// OAUTHBEARER and XOAUTH2 are offered.
+    pub oauth: bool,
 }
 
 impl ServerContext {
     pub fn new(config: Config, store: Arc<dyn MailStore>) -> Arc<Self> {
+        Self::with_security(config, store, None, None)
+    }
+
+    pub fn with_security(
+        config: Config,
+        store: Arc<dyn MailStore>,
+        tls: Option<TlsAcceptor>,
+        bearer: Option<Arc<BearerValidator>>,
+    ) -> Arc<Self> {
         let metrics = Metrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
-        let auth = Authenticator::new(store.clone(), config.auth_fail_delay);
-        Arc::new(Self { config, store, auth, metrics, registry, repair: Default::default() })
+        let mut auth = Authenticator::new(store.clone(), config.auth_fail_delay);
+        let oauth = bearer.is_some();
+        if let Some(validator) = bearer {
+            auth = auth.with_bearer(validator);
+        }
+        Arc::new(Self { config, store, auth, metrics, registry, repair: Default::default(), tls, oauth })
     }
+}
+
+/// Loads the certificate and the JWKS (a broken one stops the start) and starts their reloaders.
+fn load_security(
+    config: &Config,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<(Option<TlsAcceptor>, Option<Arc<BearerValidator>>)> {
+    let interval = config.tls_reload_interval;
+    let tls = match &config.tls {
+        Some(files) => {
+            let cert = ReloadingCert::load(files.clone())?;
+            tokio::spawn(watch_files(cert.clone() as Arc<dyn Reloadable>, interval, stop.clone()));
+            Some(crate::tls::acceptor(cert)?)
+        }
+        None => None,
+    };
+    let bearer = match &config.oauth {
+        Some(oauth) => {
+            let validator = BearerValidator::load(oauth.clone())?;
+            tokio::spawn(watch_files(validator.clone() as Arc<dyn Reloadable>, interval, stop.clone()));
+            Some(validator)
+        }
+        None => None,
+    };
+    Ok((tls, bearer))
 }
 
 /// Opens the configured store.
@@ -59,25 +107,52 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn MailStore>> {
 
 /// Runs the server until `shutdown` resolves, then drains sessions for up to 10 s.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (tls, bearer) = load_security(&config, &stop_rx)?;
     let store = open_store(&config).await.context("opening the store")?;
-    let ctx = ServerContext::new(config.clone(), store);
+    let ctx = ServerContext::with_security(config.clone(), store, tls, bearer);
     let pop3 = bind(config.pop3, "POP3").await?;
+    let pop3s = match config.pop3s {
+        Some(addr) => Some(bind(addr, "POP3S").await?),
+        None => None,
+    };
     let lmtp = bind(config.lmtp, "LMTP").await?;
     let admin = bind(config.admin, "admin").await?;
-    let (stop_tx, stop_rx) = watch::channel(false);
 
     let limit = |c: &Config| ConnectionLimiter::new(c.max_connections, c.max_connections_per_ip);
-    tokio::spawn(accept_loop(pop3, ctx.clone(), "pop3", limit(&config), stop_rx.clone(), pop3::handle));
-    tokio::spawn(accept_loop(lmtp, ctx.clone(), "lmtp", limit(&config), stop_rx.clone(), lmtp::handle));
+    let spec = |name, protocol, implicit_tls, listener| ListenerSpec {
+        name,
+        protocol,
+        implicit_tls,
+        proxy: config.proxy_protocol.contains(&listener),
+    };
+    let pop3_spec = spec("pop3", Protocol::Pop3, false, Listener::Pop3);
+    tokio::spawn(accept_loop(pop3, pop3_spec, ctx.clone(), limit(&config), stop_rx.clone(), pop3::handle));
+    if let Some(pop3s) = pop3s {
+        let pop3s_spec = spec("pop3s", Protocol::Pop3, true, Listener::Pop3s);
+        tokio::spawn(accept_loop(pop3s, pop3s_spec, ctx.clone(), limit(&config), stop_rx.clone(), pop3::handle));
+    }
+    let lmtp_spec = spec("lmtp", Protocol::Lmtp, false, Listener::Lmtp);
+    tokio::spawn(accept_loop(lmtp, lmtp_spec, ctx.clone(), limit(&config), stop_rx.clone(), lmtp::handle));
     let admin_task = tokio::spawn(crate::admin::serve(admin, ctx.clone(), stop_rx.clone()));
-    tracing::info!(store = ctx.store.backend(), pop3 = %config.pop3, lmtp = %config.lmtp, admin = %config.admin, "pop3d started");
+    tracing::info!(
+        store = ctx.store.backend(),
+        pop3 = %config.pop3,
+        pop3s = ?config.pop3s,
+        lmtp = %config.lmtp,
+        admin = %config.admin,
+        tls = ctx.tls.is_some(),
+        oauth = ctx.oauth,
+        proxy_protocol = ?config.proxy_protocol,
+        "pop3d started"
+    );
 
     shutdown.await;
     tracing::info!("shutting down: no new connections, draining sessions");
     let _ = stop_tx.send(true);
     let drain = async {
         loop {
-            let open: i64 = ["pop3", "lmtp"]
+            let open: i64 = ["pop3", "pop3s", "lmtp"]
                 .iter()
                 .map(|p| ctx.metrics.active_sessions.get_or_create(&ctx.metrics.protocol(p)).get())
                 .sum();
@@ -94,58 +169,4 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("binding the {what} listener on {addr}"))
-}
-
-type Handler<F> = fn(TcpStream, SocketAddr, Arc<ServerContext>, watch::Receiver<bool>) -> F;
-
-async fn accept_loop<F>(
-    listener: TcpListener,
-    ctx: Arc<ServerContext>,
-    protocol: &'static str,
-    limiter: Arc<ConnectionLimiter>,
-    mut stop: watch::Receiver<bool>,
-    handler: Handler<F>,
-) where
-    F: Future<Output = ()> + Send + 'static,
-{
-    let label = ctx.metrics.protocol(protocol);
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        let (mut stream, peer) = tokio::select! {
-            _ = stop.changed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => { backoff = Duration::from_millis(10); a }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, protocol, "accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let Some(permit) = limiter.try_acquire(peer.ip()) else {
-            ctx.metrics.connections_refused.get_or_create(&label).inc();
-            let refusal: &'static [u8] = match protocol {
-                "pop3" => b"-ERR [SYS/TEMP] Too many connections, try again later.\r\n",
-                _ => b"421 4.3.2 Too many connections, try again later\r\n",
-            };
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(refusal)).await;
-            });
-            continue;
-        };
-        ctx.metrics.connections.get_or_create(&label).inc();
-        let session = handler(stream, peer, ctx.clone(), stop.clone());
-        let ctx = ctx.clone();
-        let label = label.clone();
-        tokio::spawn(async move {
-            let _permit: ConnectionPermit = permit;
-            let gauge = ctx.metrics.active_sessions.get_or_create(&label).clone();
-            gauge.inc();
-            session.await;
-            gauge.dec();
-        });
-    }
 }

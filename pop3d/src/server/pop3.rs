@@ -2,58 +2,67 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::front::{Client, HANDSHAKE_TIMEOUT};
+use super::limits::CommandRate;
 use super::ServerContext;
 use crate::auth::AuthOutcome;
 use crate::message_id::MessageId;
 use crate::metrics::ResultLabel;
 use crate::pop3::{
-    CommitOutcome, Credentials, FetchOutcome, FetchRequest, LoginOutcome, MessageEncoder, Session, SessionConfig, Step,
+    CommitOutcome, FetchOutcome, FetchRequest, LoginOutcome, LoginRequest, MessageEncoder, ScramKeysOutcome, Session,
+    SessionConfig, Step,
 };
+use crate::sasl::encode_base64;
 use crate::store::{self, CHUNK_SIZE};
 
 /// Content younger than this that is missing may still be replicating (another datacenter wrote
 /// the listing row first); only older rows are dropped as broken.
 const MISSING_CONTENT_GRACE: Duration = Duration::from_secs(3600);
 
-pub async fn handle(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>, stop: watch::Receiver<bool>) {
-    let (reader, writer) = stream.into_split();
-    if let Err(e) = session(reader, writer, peer, ctx, stop).await {
+pub async fn handle(client: Client, ctx: Arc<ServerContext>, stop: watch::Receiver<bool>) {
+    let peer = client.peer;
+    if let Err(e) = session(client, &ctx, stop).await {
         tracing::debug!(%peer, error = %e, "pop3 connection ended with an error");
     }
 }
 
-async fn session<R, W>(
-    mut reader: R,
-    writer: W,
-    peer: SocketAddr,
-    ctx: Arc<ServerContext>,
-    mut stop: watch::Receiver<bool>,
-) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut out = BufWriter::with_capacity(CHUNK_SIZE + 1024, writer);
+async fn session(client: Client, ctx: &ServerContext, mut stop: watch::Receiver<bool>) -> std::io::Result<()> {
+    let Client { conn, peer, secure } = client;
+    let mut out = BufWriter::with_capacity(CHUNK_SIZE + 1024, conn);
     let mut session = Session::new(SessionConfig {
         cleartext_auth_allowed: peer.ip().is_loopback() || ctx.config.allow_insecure_auth,
         max_bad_commands: ctx.config.max_bad_commands,
+        max_auth_failures: ctx.config.max_auth_failures,
+        tls_available: ctx.tls.is_some(),
+        secure,
+        oauth: ctx.oauth,
     });
+    // Slowloris: a client gets this long from connect to login, however it trickles its bytes.
+    let login_deadline = Instant::now() + ctx.config.login_timeout;
+    let mut rate = CommandRate::new(ctx.config.max_commands_per_second, Instant::now());
+    let mut counted = 0;
     let mut buf = vec![0u8; 8192];
-    let mut mailbox = String::new();
     let mut login_ticks = 0;
     loop {
         match session.poll() {
             Step::Write(bytes) => out.write_all(&bytes).await?,
             Step::NeedInput => {
                 out.flush().await?;
+                let pause = rate.take(session.commands() - counted, Instant::now());
+                counted = session.commands();
+                let logged_in = session.is_authenticated();
+                let deadline = if logged_in {
+                    Instant::now() + pause + ctx.config.idle_timeout
+                } else {
+                    login_deadline.min(Instant::now() + pause + ctx.config.idle_timeout)
+                };
                 let read = tokio::select! {
-                    r = tokio::time::timeout(ctx.config.idle_timeout, reader.read(&mut buf)) => r,
+                    r = read_after(pause, deadline, out.get_mut(), &mut buf) => r,
                     _ = stop.changed() => {
                         // Shutting down: nothing is deleted, the client reconnects elsewhere.
                         out.write_all(b"-ERR [SYS/TEMP] Server shutting down.\r\n").await?;
@@ -61,33 +70,53 @@ where
                     }
                 };
                 match read {
-                    Err(_) => {
-                        out.write_all(&session.idle_timeout()).await?;
+                    None => {
+                        let reply = if !logged_in && Instant::now() >= login_deadline {
+                            session.login_timeout()
+                        } else {
+                            session.idle_timeout()
+                        };
+                        out.write_all(&reply).await?;
                         return out.flush().await;
                     }
-                    Ok(Ok(0)) => return Ok(()),
-                    Ok(Ok(n)) => session.feed(&buf[..n]),
-                    Ok(Err(e)) => return Err(e),
+                    Some(Ok(0)) => return Ok(()),
+                    Some(Ok(n)) => session.feed(&buf[..n]),
+                    Some(Err(e)) => return Err(e),
                 }
             }
-            Step::Login(credentials) => {
-                let outcome = login(&ctx, peer, &credentials).await;
-                if let LoginOutcome::Ok { mailbox: m, .. } = &outcome {
-                    mailbox = m.clone();
+            Step::StartTls => {
+                out.flush().await?;
+                let Some(acceptor) = ctx.tls.as_ref() else { return Ok(()) };
+                let result = out.get_mut().start_tls(acceptor, HANDSHAKE_TIMEOUT).await;
+                let label = if result.is_ok() { "ok" } else { "failed" };
+                ctx.metrics.tls_handshakes.get_or_create(&ResultLabel { result: label }).inc();
+                result?;
+                session.tls_started();
+            }
+            Step::Login(request) => {
+                let outcome = login(ctx, peer, &request).await;
+                if let LoginOutcome::Ok { mailbox, .. } = &outcome {
                     login_ticks = MessageId::now_ticks();
-                    tracing::info!(%peer, mailbox = %m, "pop3 login");
+                    tracing::info!(%peer, %mailbox, tls = session.is_secure(), "pop3 login");
                 }
                 session.login_done(outcome);
             }
+            Step::ScramKeys { user } => {
+                let outcome = match ctx.auth.scram_keys(&user).await {
+                    Ok(keys) => ScramKeysOutcome::Keys { keys, server_nonce: encode_base64(&rand::random::<[u8; 18]>()) },
+                    Err(()) => ScramKeysOutcome::TempFail,
+                };
+                session.scram_keys_done(outcome);
+            }
             Step::Fetch(request) => {
-                let outcome = fetch(&ctx, &request, &mut out).await?;
+                let outcome = fetch(ctx, &request, &mut out).await?;
                 session.fetch_done(outcome);
             }
             Step::Commit { mailbox: m, ids, oldest_kept } => {
                 let outcome = match store::expunge(ctx.store.as_ref(), &m, &ids).await {
                     Ok(()) => {
                         ctx.metrics.expunged_messages.inc_by(ids.len() as u64);
-                        raise_watermark(&ctx, &m, login_ticks, oldest_kept).await;
+                        raise_watermark(ctx, &m, login_ticks, oldest_kept).await;
                         tracing::info!(%peer, mailbox = %m, deleted = ids.len(), "pop3 expunge");
                         CommitOutcome::Ok
                     }
@@ -101,11 +130,23 @@ where
             Step::Close => {
                 out.flush().await?;
                 let _ = out.shutdown().await;
-                let _ = &mailbox;
                 return Ok(());
             }
         }
     }
+}
+
+/// Waits `pause` (the command-rate debt), then reads until `deadline`; `None` on timeout.
+pub(super) async fn read_after<R: AsyncRead + Unpin>(
+    pause: Duration,
+    deadline: Instant,
+    reader: &mut R,
+    buf: &mut [u8],
+) -> Option<std::io::Result<usize>> {
+    if !pause.is_zero() {
+        tokio::time::sleep(pause).await;
+    }
+    tokio::time::timeout_at(deadline.into(), reader.read(buf)).await.ok()
 }
 
 /// After an expunge, lets later reads of the mailbox start past the deleted rows. Every message
@@ -124,8 +165,17 @@ async fn raise_watermark(ctx: &ServerContext, mailbox: &str, login_ticks: u64, o
     }
 }
 
-async fn login(ctx: &ServerContext, peer: SocketAddr, c: &Credentials) -> LoginOutcome {
-    let outcome = ctx.auth.authenticate(peer.ip(), c.authzid.as_deref(), &c.user, &c.password).await;
+async fn login(ctx: &ServerContext, peer: SocketAddr, request: &LoginRequest) -> LoginOutcome {
+    let ip = peer.ip();
+    let (user, outcome) = match request {
+        LoginRequest::Password(c) => {
+            (c.user.as_str(), ctx.auth.authenticate(ip, c.authzid.as_deref(), &c.user, &c.password).await)
+        }
+        LoginRequest::Scram { user, proven } => (user.as_str(), ctx.auth.finish_scram(ip, user, *proven).await),
+        LoginRequest::Bearer { user, token } => {
+            (user.as_deref().unwrap_or(""), ctx.auth.authenticate_bearer(ip, user.as_deref(), token).await)
+        }
+    };
     let (label, result) = match outcome {
         AuthOutcome::Ok(mailbox) => match ctx.store.listing(&mailbox).await {
             Ok(listing) => ("ok", LoginOutcome::Ok { mailbox, listing }),
@@ -139,7 +189,7 @@ async fn login(ctx: &ServerContext, peer: SocketAddr, c: &Credentials) -> LoginO
     };
     ctx.metrics.logins.get_or_create(&ResultLabel { result: label }).inc();
     if label != "ok" {
-        tracing::info!(%peer, user = %c.user, result = label, "pop3 login refused");
+        tracing::info!(%peer, %user, result = label, "pop3 login refused");
     }
     result
 }

@@ -30,10 +30,11 @@ pub async fn run_all(store: &dyn MailStore) {
 pub async fn accounts_are_upserts(store: &dyn MailStore) {
     let address = fresh_mailbox("acct");
     assert_eq!(store.get_account(&address).await.unwrap(), None, "unknown account must be None");
-    let first = Account { address: address.clone(), password_hash: "hash-1".into() };
+    let first = Account { address: address.clone(), password_hash: "hash-1".into(), scram_sha256: None };
     store.put_account(&first).await.unwrap();
     assert_eq!(store.get_account(&address).await.unwrap(), Some(first.clone()));
-    let second = Account { address: address.clone(), password_hash: "hash-2".into() };
+    let second =
+        Account { address: address.clone(), password_hash: "hash-2".into(), scram_sha256: Some("SCRAM-SHA-256$4096:c2FsdA==$a:b".into()) };
     store.put_account(&second).await.unwrap();
     store.put_account(&second).await.unwrap();
     assert_eq!(store.get_account(&address).await.unwrap(), Some(second), "a second put must replace the first");
@@ -109,7 +110,7 @@ pub async fn mailboxes_are_isolated(store: &dyn MailStore) {
 
 pub async fn account_deletion_removes_mail(store: &dyn MailStore) {
     let address = fresh_mailbox("delacct");
-    store.put_account(&Account { address: address.clone(), password_hash: "h".into() }).await.unwrap();
+    store.put_account(&Account { address: address.clone(), password_hash: "h".into(), scram_sha256: None }).await.unwrap();
     let entry = deliver(store, &address, MessageId::generate(), b"bye\r\n").await.unwrap();
     delete_account_and_mail(store, &address).await.unwrap();
     assert_eq!(store.get_account(&address).await.unwrap(), None);

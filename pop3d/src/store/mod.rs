@@ -46,6 +46,11 @@ pub struct Account {
     pub address: String,
     /// A PHC string (argon2id).
     pub password_hash: String,
+    /// SCRAM-SHA-256 keys in PostgreSQL's form (`SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`),
+    /// derived when the password is set. Accounts whose password was set before SCRAM support
+    /// have none and cannot use SCRAM until the password is set again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scram_sha256: Option<String>,
 }
 
 /// A content partition found by a repair scan, with the mailbox it was written for.

@@ -150,7 +150,7 @@ impl MailStore for CassandraStore {
     }
 
     async fn put_account(&self, account: &Account) -> Result<()> {
-        let values = (&account.address, &account.password_hash);
+        let values = (&account.address, &account.password_hash, &account.scram_sha256);
         self.session.execute_unpaged(&self.s.put_account, values).await.map_err(unavailable)?;
         Ok(())
     }
@@ -158,8 +158,10 @@ impl MailStore for CassandraStore {
     async fn get_account(&self, address: &str) -> Result<Option<Account>> {
         let result = self.session.execute_unpaged(&self.s.get_account, (address,)).await.map_err(unavailable)?;
         let rows = result.into_rows_result().map_err(unavailable)?;
-        let row = rows.maybe_first_row::<(String, Option<String>)>().map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok(row.map(|(address, hash)| Account { address, password_hash: hash.unwrap_or_default() }))
+        let row = rows
+            .maybe_first_row::<(String, Option<String>, Option<String>)>()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(row.map(|(address, hash, scram)| Account { address, password_hash: hash.unwrap_or_default(), scram_sha256: scram }))
     }
 
     async fn delete_account(&self, address: &str) -> Result<()> {

@@ -49,8 +49,8 @@ impl Statements {
         let mut list_accounts = r(format!("SELECT address FROM {ks}.accounts")).await?;
         list_accounts.set_page_size(LISTING_PAGE);
         Ok(Self {
-            get_account: r(format!("SELECT address, password_hash FROM {ks}.accounts WHERE address = ?")).await?,
-            put_account: w(format!("INSERT INTO {ks}.accounts (address, password_hash) VALUES (?, ?)")).await?,
+            get_account: r(format!("SELECT address, password_hash, scram_sha256 FROM {ks}.accounts WHERE address = ?")).await?,
+            put_account: w(format!("INSERT INTO {ks}.accounts (address, password_hash, scram_sha256) VALUES (?, ?, ?)")).await?,
             delete_account: w(format!("DELETE FROM {ks}.accounts WHERE address = ?")).await?,
             list_accounts,
             put_chunk: w(format!("INSERT INTO {ks}.content (message_id, chunk, mailbox, data) VALUES (?, ?, ?, ?)")).await?,
