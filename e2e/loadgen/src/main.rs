@@ -84,6 +84,9 @@ struct Common {
     /// Also RETR every message before deleting it.
     #[arg(long)]
     retr: bool,
+    /// Deliveries only: no read half (fault tests read with their own checks).
+    #[arg(long)]
+    no_read: bool,
     /// Seconds to wait between the two halves (replication to another datacenter).
     #[arg(long, default_value_t = 0.0)]
     settle: f64,
@@ -192,7 +195,7 @@ async fn search(c: &Common, p99_ms: f64, max_rate: f64, steps: u32) -> Result<()
 async fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Run(c) => {
-            let report = scenario::run(&c.scenario(c.rate, false)?).await?;
+            let report = scenario::run(&c.scenario(c.rate, c.no_read)?).await?;
             c.emit(&report)
         }
         Cmd::Search { common, p99_ms, max_rate, steps } => search(&common, p99_ms, max_rate, steps).await,
