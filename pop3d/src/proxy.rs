@@ -55,7 +55,8 @@ pub enum Parse {
 /// Parses a header from the start of `buf`.
 pub fn parse(buf: &[u8]) -> Parse {
     if buf.is_empty() {
-        return Parse::Need(MIN_HEADER);
+        // One octet tells the version apart, or shows garbage without waiting for more.
+        return Parse::Need(1);
     }
     let n = buf.len().min(V2_SIGNATURE.len());
     if buf[..n] == V2_SIGNATURE[..n] {

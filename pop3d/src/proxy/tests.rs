@@ -28,7 +28,9 @@ fn v1_tcp4_tcp6_unknown() {
 #[test]
 fn v1_needs_one_octet_at_a_time_and_never_more() {
     let full = b"PROXY TCP4 10.0.0.1 10.0.0.2 1 2\r\n";
-    assert_eq!(parse(b""), Parse::Need(15));
+    assert_eq!(parse(b""), Parse::Need(1));
+    assert_eq!(parse(b"P"), Parse::Need(15));
+    assert!(matches!(parse(b"C"), Parse::Invalid(_)), "garbage is known from the first octet");
     assert_eq!(parse(b"PRO"), Parse::Need(15));
     for n in 15..full.len() {
         assert_eq!(parse(&full[..n]), Parse::Need(n + 1), "at {n}");

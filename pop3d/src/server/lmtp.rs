@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use super::delivery::Delivery;
 use super::front::{Client, HANDSHAKE_TIMEOUT};
 use super::limits::CommandRate;
-use super::pop3::read_after;
+use super::pop3::{pace, read_until};
 use super::ServerContext;
 use crate::lmtp::{DeliveryResult, LmtpConfig, RcptCheck, Session, Step};
 use crate::metrics::ResultLabel;
@@ -47,15 +47,14 @@ async fn session(
     let mut counted = 0;
     let mut buf = vec![0u8; CHUNK_SIZE];
     loop {
+        pace(&mut rate, &mut counted, session.commands(), &mut out).await?;
         match session.poll() {
             Step::Write(bytes) => out.write_all(&bytes).await?,
             Step::NeedInput => {
                 out.flush().await?;
-                let pause = rate.take(session.commands() - counted, Instant::now());
-                counted = session.commands();
-                let deadline = Instant::now() + pause + ctx.config.idle_timeout;
+                let deadline = Instant::now() + ctx.config.idle_timeout;
                 let read = tokio::select! {
-                    r = read_after(pause, deadline, out.get_mut(), &mut buf) => r,
+                    r = read_until(deadline, out.get_mut(), &mut buf) => r,
                     _ = stop.changed(), if delivery.is_none() => {
                         out.write_all(b"421 4.3.2 Server shutting down\r\n").await?;
                         return out.flush().await;

@@ -49,20 +49,19 @@ async fn session(client: Client, ctx: &ServerContext, mut stop: watch::Receiver<
     let mut buf = vec![0u8; 8192];
     let mut login_ticks = 0;
     loop {
+        pace(&mut rate, &mut counted, session.commands(), &mut out).await?;
         match session.poll() {
             Step::Write(bytes) => out.write_all(&bytes).await?,
             Step::NeedInput => {
                 out.flush().await?;
-                let pause = rate.take(session.commands() - counted, Instant::now());
-                counted = session.commands();
                 let logged_in = session.is_authenticated();
                 let deadline = if logged_in {
-                    Instant::now() + pause + ctx.config.idle_timeout
+                    Instant::now() + ctx.config.idle_timeout
                 } else {
-                    login_deadline.min(Instant::now() + pause + ctx.config.idle_timeout)
+                    login_deadline.min(Instant::now() + ctx.config.idle_timeout)
                 };
                 let read = tokio::select! {
-                    r = read_after(pause, deadline, out.get_mut(), &mut buf) => r,
+                    r = read_until(deadline, out.get_mut(), &mut buf) => r,
                     _ = stop.changed() => {
                         // Shutting down: nothing is deleted, the client reconnects elsewhere.
                         out.write_all(b"-ERR [SYS/TEMP] Server shutting down.\r\n").await?;
@@ -136,17 +135,34 @@ async fn session(client: Client, ctx: &ServerContext, mut stop: watch::Receiver<
     }
 }
 
-/// Waits `pause` (the command-rate debt), then reads until `deadline`; `None` on timeout.
-pub(super) async fn read_after<R: AsyncRead + Unpin>(
-    pause: Duration,
+/// Reads until `deadline`; `None` on timeout.
+pub(super) async fn read_until<R: AsyncRead + Unpin>(
     deadline: Instant,
     reader: &mut R,
     buf: &mut [u8],
 ) -> Option<std::io::Result<usize>> {
+    tokio::time::timeout_at(deadline.into(), reader.read(buf)).await.ok()
+}
+
+/// Charges the commands handled since the last call to the rate bucket and, when the session
+/// is over its rate, flushes what it has and waits before the engine handles more. Checked
+/// between engine steps, so pipelined commands are paced one by one, not per read.
+pub(super) async fn pace<W: AsyncWrite + Unpin>(
+    rate: &mut CommandRate,
+    counted: &mut u64,
+    commands: u64,
+    out: &mut BufWriter<W>,
+) -> std::io::Result<()> {
+    if commands == *counted {
+        return Ok(());
+    }
+    let pause = rate.take(commands - *counted, Instant::now());
+    *counted = commands;
     if !pause.is_zero() {
+        out.flush().await?;
         tokio::time::sleep(pause).await;
     }
-    tokio::time::timeout_at(deadline.into(), reader.read(buf)).await.ok()
+    Ok(())
 }
 
 /// After an expunge, lets later reads of the mailbox start past the deleted rows. Every message
