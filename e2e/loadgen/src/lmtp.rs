@@ -57,14 +57,27 @@ impl LmtpClient {
         let cmds = format!("MAIL FROM:<{from}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n");
         self.stream.get_mut().write_all(cmds.as_bytes()).await?;
         let mut refused = None;
+        let mut data_code = 0;
         for (expect, what) in [(250, "MAIL"), (250, "RCPT"), (354, "DATA")] {
             let (code, text) = self.reply().await?;
+            data_code = code;
             if code != expect && refused.is_none() {
                 refused = Some((code, format!("{what}: {text}")));
             }
         }
         if let Some((code, text)) = refused {
-            // DATA was refused (no 354) because of the earlier failure; the session is reusable.
+            if data_code == 354 {
+                // The server wants a body for a transaction we consider failed: don't send one,
+                // drop the connection (the caller does not pool a connection that errored).
+                bail!("DATA accepted after a refused MAIL/RCPT ({code} {text})");
+            }
+            // A failed transaction leaves the envelope open on the server: reset it, as MTAs do,
+            // before this connection carries the next one.
+            self.stream.get_mut().write_all(b"RSET\r\n").await?;
+            let (rset, rtext) = self.reply().await?;
+            if rset != 250 {
+                bail!("RSET {rset} {rtext}");
+            }
             return Ok(Outcome::Refused(code, text));
         }
         self.stream.get_mut().write_all(dot_stuffed).await?;
