@@ -333,7 +333,11 @@ pub struct Pop3Spec {
 
 impl Default for Pop3Spec {
     fn default() -> Self {
-        Pop3Spec { port: default_pop3_port(), tls_port: default_pop3s_port(), tls: None }
+        Pop3Spec {
+            port: default_pop3_port(),
+            tls_port: default_pop3s_port(),
+            tls: None,
+        }
     }
 }
 
@@ -355,7 +359,9 @@ pub struct LmtpSpec {
 
 impl Default for LmtpSpec {
     fn default() -> Self {
-        LmtpSpec { port: default_lmtp_port() }
+        LmtpSpec {
+            port: default_lmtp_port(),
+        }
     }
 }
 

@@ -19,7 +19,10 @@ fn checked_in_crd_yaml_is_up_to_date() {
 fn the_yaml_parses_back_into_the_same_crd() {
     let parsed: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
         serde_saphyr::from_str(CHECKED_IN).expect("valid YAML");
-    assert_eq!(serde_json::to_value(parsed).unwrap(), serde_json::to_value(Pop3Cluster::crd()).unwrap());
+    assert_eq!(
+        serde_json::to_value(parsed).unwrap(),
+        serde_json::to_value(Pop3Cluster::crd()).unwrap()
+    );
 }
 
 fn schema() -> serde_json::Value {
@@ -36,7 +39,13 @@ fn names_scope_and_subresources() {
     let version = &crd.spec.versions[0];
     assert_eq!(version.name, "v1alpha1");
     assert!(version.subresources.as_ref().unwrap().status.is_some());
-    let columns: Vec<_> = version.additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
+    let columns: Vec<_> = version
+        .additional_printer_columns
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
     assert!(columns.starts_with(&["Ready", "Available", "Keyspace"]), "{columns:?}");
 }
 
@@ -47,7 +56,10 @@ fn validation_rules_are_in_the_schema() {
     let spec = &s["properties"]["spec"];
     assert_eq!(spec["properties"]["datacenters"]["x-kubernetes-list-type"], "map");
     assert_eq!(spec["properties"]["datacenters"]["maxItems"], 16);
-    assert_eq!(spec["properties"]["datacenters"]["items"]["properties"]["replicas"]["maximum"], 100.0);
+    assert_eq!(
+        spec["properties"]["datacenters"]["items"]["properties"]["replicas"]["maximum"],
+        100.0
+    );
     assert!(text.contains("self == oldSelf"), "keyspace immutability");
     assert!(text.contains("datacenter names must be unique"));
     assert!(text.contains("self[dc] >= 1"));

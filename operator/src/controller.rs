@@ -44,7 +44,10 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>, instance: String, resync: Duration) -> Self {
-        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) };
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(instance),
+        };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -56,7 +59,13 @@ impl Context {
     }
 
     async fn event(&self, cluster: &Pop3Cluster, type_: EventType, reason: &str, note: String) {
-        let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
         // An Event that cannot be written is not a reason to fail the reconcile.
         if let Err(e) = self.recorder.publish(&event, &cluster.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "cannot publish event");
@@ -81,10 +90,16 @@ fn trigger_hash(c: &Pop3Cluster) -> Option<u64> {
 }
 
 /// Runs the controller until `shutdown` resolves. `namespace`: watch only that namespace.
-pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
     let client = ctx.client.clone();
     let api = |c: &Client| -> Api<Pop3Cluster> {
-        namespace.as_deref().map_or_else(|| Api::all(c.clone()), |ns| Api::namespaced(c.clone(), ns))
+        namespace
+            .as_deref()
+            .map_or_else(|| Api::all(c.clone()), |ns| Api::namespaced(c.clone(), ns))
     };
     let clusters = api(&client);
     if let Err(e) = clusters.list(&ListParams::default().limit(1)).await {
@@ -95,7 +110,8 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: impl st
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
         K::DynamicType: Default,
     {
-        ns.as_deref().map_or_else(|| Api::all(c.clone()), |n| Api::namespaced(c.clone(), n))
+        ns.as_deref()
+            .map_or_else(|| Api::all(c.clone()), |n| Api::namespaced(c.clone(), n))
     }
     let (reader, writer) = reflector::store();
     let trigger = watcher(clusters, watcher::Config::default().any_semantic())
@@ -115,7 +131,11 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: impl st
             .filter(|c| c.namespace().as_deref() == Some(ns.as_str()))
             .filter(|c| {
                 c.spec.pop3.tls.as_ref().is_some_and(|t| t.secret_name == name)
-                    || c.spec.cassandra.credentials_secret.as_ref().is_some_and(|s| s.name == name)
+                    || c.spec
+                        .cassandra
+                        .credentials_secret
+                        .as_ref()
+                        .is_some_and(|s| s.name == name)
             })
             .map(|c| ObjectRef::from_obj(&*c))
             .collect::<Vec<_>>()
@@ -126,7 +146,11 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, shutdown: impl st
         .owns(scoped::<ConfigMap>(&client, &namespace), owned.clone())
         .owns(scoped::<PodDisruptionBudget>(&client, &namespace), owned.clone())
         .owns(scoped::<ServiceAccount>(&client, &namespace), owned)
-        .watches(scoped::<Secret>(&client, &namespace), watcher::Config::default(), secret_mapper)
+        .watches(
+            scoped::<Secret>(&client, &namespace),
+            watcher::Config::default(),
+            secret_mapper,
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
@@ -158,7 +182,10 @@ async fn reconcile(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Actio
     .map_err(|e| Error::Finalizer(Box::new(e)));
     ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
     let label = if result.is_ok() { "ok" } else { "error" };
-    ctx.metrics.reconciles.get_or_create(&ResultLabels { result: label }).inc();
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ResultLabels { result: label })
+        .inc();
     if result.is_ok() {
         ctx.backoff.succeeded(&key);
     }
@@ -166,7 +193,12 @@ async fn reconcile(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Actio
 }
 
 fn error_policy(cluster: Arc<Pop3Cluster>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failures.get_or_create(&ErrorLabels { error: error.metric_label() }).inc();
+    ctx.metrics
+        .failures
+        .get_or_create(&ErrorLabels {
+            error: error.metric_label(),
+        })
+        .inc();
     let delay = ctx.backoff.failed(&key(&cluster));
     tracing::warn!(cluster = %key(&cluster), %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
@@ -201,12 +233,24 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
         };
         write_status(&cluster, &ctx, status::compute(&cluster, &obs, &now())).await?;
         if !was_paused {
-            ctx.event(&cluster, EventType::Normal, "Paused", "spec.paused is true: no changes are written".into()).await;
+            ctx.event(
+                &cluster,
+                EventType::Normal,
+                "Paused",
+                "spec.paused is true: no changes are written".into(),
+            )
+            .await;
         }
         return Ok(Action::await_change());
     }
     if was_paused {
-        ctx.event(&cluster, EventType::Normal, "Resumed", "spec.paused is false: applying the spec".into()).await;
+        ctx.event(
+            &cluster,
+            EventType::Normal,
+            "Resumed",
+            "spec.paused is false: applying the spec".into(),
+        )
+        .await;
     }
     let mut problems = Vec::new();
 
@@ -214,11 +258,20 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
         None => None,
         Some(t) => match secret(&ctx.client, &ns, &t.secret_name).await? {
             Some(s) => {
-                let part = |k: &str| s.data.as_ref().and_then(|d| d.get(k)).map(|b| b.0.clone()).unwrap_or_default();
+                let part = |k: &str| {
+                    s.data
+                        .as_ref()
+                        .and_then(|d| d.get(k))
+                        .map(|b| b.0.clone())
+                        .unwrap_or_default()
+                };
                 Some(resources::sha256_hex(&[&part("tls.crt"), &part("tls.key")]))
             }
             None => {
-                problems.push(("TlsSecretMissing".to_owned(), format!("TLS Secret {} not found", t.secret_name)));
+                problems.push((
+                    "TlsSecretMissing".to_owned(),
+                    format!("TLS Secret {} not found", t.secret_name),
+                ));
                 Some("missing".to_owned())
             }
         },
@@ -226,7 +279,8 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
     if spec.cassandra.tls.is_some() {
         problems.push((
             "CassandraTlsUnsupported".to_owned(),
-            "spec.cassandra.tls is set but pop3d does not speak TLS to Cassandra yet; connections are in clear".to_owned(),
+            "spec.cassandra.tls is set but pop3d does not speak TLS to Cassandra yet; connections are in clear"
+                .to_owned(),
         ));
     }
 
@@ -240,22 +294,45 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
     }
     let removed = children::prune(&ctx.client, &cluster, &ctx.metrics).await?;
     for dc in &removed {
-        ctx.event(&cluster, EventType::Normal, "DatacenterRemoved", format!("datacenter {dc} left the spec: its objects were deleted")).await;
+        ctx.event(
+            &cluster,
+            EventType::Normal,
+            "DatacenterRemoved",
+            format!("datacenter {dc} left the spec: its objects were deleted"),
+        )
+        .await;
     }
 
     let keyspace_error = match &keyspace {
         KeyspaceOutcome::Failed(e) => Some(e.clone()),
         _ => None,
     };
-    let obs = Observation { paused: false, datacenters: observed, keyspace, problems };
+    let obs = Observation {
+        paused: false,
+        datacenters: observed,
+        keyspace,
+        problems,
+    };
     let new_status = status::compute(&cluster, &obs, &now());
     let was_degraded = status::is_true(cluster.status.as_ref(), status::DEGRADED);
     let degraded = status::is_true(Some(&new_status), status::DEGRADED);
-    let degraded_message = new_status.conditions.iter().find(|c| c.type_ == status::DEGRADED).map(|c| (c.reason.clone(), c.message.clone()));
+    let degraded_message = new_status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::DEGRADED)
+        .map(|c| (c.reason.clone(), c.message.clone()));
     write_status(&cluster, &ctx, new_status).await?;
     match (was_degraded, degraded, degraded_message) {
         (false, true, Some((reason, message))) => ctx.event(&cluster, EventType::Warning, &reason, message).await,
-        (true, false, _) => ctx.event(&cluster, EventType::Normal, "Recovered", "no problem observed any more".into()).await,
+        (true, false, _) => {
+            ctx.event(
+                &cluster,
+                EventType::Normal,
+                "Recovered",
+                "no problem observed any more".into(),
+            )
+            .await
+        }
         _ => {}
     }
     match keyspace_error {
@@ -270,11 +347,9 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
 async fn keyspace_step(cluster: &Pop3Cluster, ctx: &Context) -> KeyspaceOutcome {
     match keyspace_step_inner(cluster, ctx).await {
         Ok(k) => KeyspaceOutcome::Ready(k),
-        Err(e) => {
-            // A broken session (all nodes restarted, credentials rotated) is rebuilt next time.
-            ctx.sessions.forget(&key(cluster)).await;
-            KeyspaceOutcome::Failed(e.to_string())
-        }
+        // The session is kept: the driver reconnects to restarted nodes by itself, and a changed
+        // target (contact points, credentials) makes `Sessions::get` build a new one.
+        Err(e) => KeyspaceOutcome::Failed(e.to_string()),
     }
 }
 
@@ -284,22 +359,43 @@ async fn target(cluster: &Pop3Cluster, ctx: &Context) -> Result<Target> {
         None => None,
         Some(r) => {
             let ns = cluster.namespace().unwrap_or_default();
-            let missing = |what: &str| Error::Secret { name: r.name.clone(), problem: what.to_owned() };
-            let s = secret(&ctx.client, &ns, &r.name).await?.ok_or_else(|| missing("not found"))?;
-            let username = secret_value(&s, &r.username_key).ok_or_else(|| missing(&format!("no key {}", r.username_key)))?;
-            let password = secret_value(&s, &r.password_key).ok_or_else(|| missing(&format!("no key {}", r.password_key)))?;
+            let missing = |what: &str| Error::Secret {
+                name: r.name.clone(),
+                problem: what.to_owned(),
+            };
+            let s = secret(&ctx.client, &ns, &r.name)
+                .await?
+                .ok_or_else(|| missing("not found"))?;
+            let username =
+                secret_value(&s, &r.username_key).ok_or_else(|| missing(&format!("no key {}", r.username_key)))?;
+            let password =
+                secret_value(&s, &r.password_key).ok_or_else(|| missing(&format!("no key {}", r.password_key)))?;
             Some(Credentials { username, password })
         }
     };
-    let preferred_dc = cluster.spec.datacenters.first().map(|d| d.cassandra_dc().to_owned()).unwrap_or_default();
-    Ok(Target { contact_points: spec.contact_points.values().flatten().cloned().collect(), preferred_dc, credentials })
+    let preferred_dc = cluster
+        .spec
+        .datacenters
+        .first()
+        .map(|d| d.cassandra_dc().to_owned())
+        .unwrap_or_default();
+    Ok(Target {
+        contact_points: spec.contact_points.values().flatten().cloned().collect(),
+        preferred_dc,
+        credentials,
+    })
 }
 
 async fn keyspace_step_inner(cluster: &Pop3Cluster, ctx: &Context) -> Result<KeyspaceStatus> {
     let spec = &cluster.spec.cassandra;
     let session = ctx.sessions.get(&key(cluster), &target(cluster, ctx).await?).await?;
     let outcome = keyspace::ensure(&session, &spec.keyspace, &spec.replication).await?;
-    let old = cluster.status.as_ref().and_then(|s| s.keyspace.clone()).filter(|k| k.name == spec.keyspace).unwrap_or_default();
+    let old = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.keyspace.clone())
+        .filter(|k| k.name == spec.keyspace)
+        .unwrap_or_default();
     let mut k = KeyspaceStatus {
         name: spec.keyspace.clone(),
         replication: outcome.replication.clone(),
@@ -310,7 +406,16 @@ async fn keyspace_step_inner(cluster: &Pop3Cluster, ctx: &Context) -> Result<Key
     };
     if outcome.created {
         ctx.metrics.write("keyspace_create");
-        ctx.event(cluster, EventType::Normal, "KeyspaceCreated", format!("created keyspace {} with replication {:?}", spec.keyspace, outcome.replication)).await;
+        ctx.event(
+            cluster,
+            EventType::Normal,
+            "KeyspaceCreated",
+            format!(
+                "created keyspace {} with replication {:?}",
+                spec.keyspace, outcome.replication
+            ),
+        )
+        .await;
     }
     if let Some((before, after)) = &outcome.replication_changed {
         ctx.metrics.write("keyspace_alter");
@@ -327,13 +432,27 @@ async fn keyspace_step_inner(cluster: &Pop3Cluster, ctx: &Context) -> Result<Key
         k.repair_needed = true;
         k.replication_changed_at = Some(at);
         k.repair_reason = Some(change);
-    } else if k.repair_needed && cluster.annotations().get(crds::REPAIRED_ANNOTATION) == k.replication_changed_at.as_ref() {
+    } else if k.repair_needed
+        && cluster.annotations().get(crds::REPAIRED_ANNOTATION) == k.replication_changed_at.as_ref()
+    {
         k.repair_needed = false;
-        ctx.event(cluster, EventType::Normal, "RepairAcknowledged", format!("repair of {} acknowledged", spec.keyspace)).await;
+        ctx.event(
+            cluster,
+            EventType::Normal,
+            "RepairAcknowledged",
+            format!("repair of {} acknowledged", spec.keyspace),
+        )
+        .await;
     }
     if !outcome.applied.is_empty() {
         ctx.metrics.write("keyspace_migrate");
-        ctx.event(cluster, EventType::Normal, "MigrationsApplied", format!("applied schema migrations {:?} to {}", outcome.applied, spec.keyspace)).await;
+        ctx.event(
+            cluster,
+            EventType::Normal,
+            "MigrationsApplied",
+            format!("applied schema migrations {:?} to {}", outcome.applied, spec.keyspace),
+        )
+        .await;
     }
     Ok(k)
 }
@@ -348,7 +467,12 @@ async fn write_status(cluster: &Pop3Cluster, ctx: &Context, status: Pop3ClusterS
         "kind": Pop3Cluster::kind(&()),
         "status": status,
     });
-    api.patch_status(&cluster.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    api.patch_status(
+        &cluster.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     ctx.metrics.write("status");
     Ok(())
 }
@@ -360,16 +484,30 @@ async fn cleanup(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action>
     let ks = &cluster.spec.cassandra.keyspace;
     match cluster.spec.deletion_policy {
         DeletionPolicy::Retain => {
-            ctx.event(&cluster, EventType::Normal, "KeyspaceRetained", format!("keyspace {ks} kept (deletionPolicy Retain); drop it in CQL when the mail is no longer needed")).await;
+            ctx.event(
+                &cluster,
+                EventType::Normal,
+                "KeyspaceRetained",
+                format!("keyspace {ks} kept (deletionPolicy Retain); drop it in CQL when the mail is no longer needed"),
+            )
+            .await;
         }
         DeletionPolicy::Delete if cluster.spec.paused => {
-            return Err(Error::InvalidSpec(format!("deletionPolicy Delete: keyspace {ks} is not dropped while paused; unpause to finish the deletion")));
+            return Err(Error::InvalidSpec(format!(
+                "deletionPolicy Delete: keyspace {ks} is not dropped while paused; unpause to finish the deletion"
+            )));
         }
         DeletionPolicy::Delete => {
             let session = ctx.sessions.get(&key(&cluster), &target(&cluster, &ctx).await?).await?;
             keyspace::drop(&session, ks).await?;
             ctx.metrics.write("keyspace_drop");
-            ctx.event(&cluster, EventType::Normal, "KeyspaceDropped", format!("keyspace {ks} dropped (deletionPolicy Delete)")).await;
+            ctx.event(
+                &cluster,
+                EventType::Normal,
+                "KeyspaceDropped",
+                format!("keyspace {ks} dropped (deletionPolicy Delete)"),
+            )
+            .await;
         }
     }
     ctx.sessions.forget(&key(&cluster)).await;

@@ -41,7 +41,12 @@ pub fn render(cluster: &Pop3Cluster, dc: &DatacenterSpec) -> String {
     // /users and /repair routes stay loopback-only unless an admin token is configured.
     set("admin", s(&format!("0.0.0.0:{ADMIN_PORT}")));
     let cassandra_dc = dc.cassandra_dc();
-    let contact_points = spec.cassandra.contact_points.get(cassandra_dc).map(|v| v.join(",")).unwrap_or_default();
+    let contact_points = spec
+        .cassandra
+        .contact_points
+        .get(cassandra_dc)
+        .map(|v| v.join(","))
+        .unwrap_or_default();
     set("cassandra", s(&contact_points));
     set("local_dc", s(cassandra_dc));
     set("keyspace", s(&spec.cassandra.keyspace));
@@ -51,7 +56,10 @@ pub fn render(cluster: &Pop3Cluster, dc: &DatacenterSpec) -> String {
     if let Some(c) = spec.cassandra.write_consistency {
         set("write_consistency", s(c.as_str()));
     }
-    set("allow_insecure_auth", toml::Value::Boolean(spec.auth.allow_insecure_auth));
+    set(
+        "allow_insecure_auth",
+        toml::Value::Boolean(spec.auth.allow_insecure_auth),
+    );
     if spec.pop3.tls.is_some() {
         set("pop3s", s(&format!("0.0.0.0:{POP3S_PORT}")));
         set("tls_cert", s(&format!("{TLS_DIR}/tls.crt")));
@@ -85,7 +93,9 @@ fn typed(value: &str) -> toml::Value {
 
 /// Parses a rendered file back into key → value (tests and the e2e check use it).
 pub fn parse(text: &str) -> BTreeMap<String, toml::Value> {
-    toml::from_str::<toml::Table>(text).map(|t| t.into_iter().collect()).unwrap_or_default()
+    toml::from_str::<toml::Table>(text)
+        .map(|t| t.into_iter().collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -115,7 +125,11 @@ mod tests {
         let text = render(&c, &c.spec.datacenters[0]);
         let kv = parse(&text);
         assert_eq!(kv["store"].as_str(), Some("cassandra"));
-        assert_eq!(kv["cassandra"].as_str(), Some("10.0.0.1:9042,10.0.0.2:9042"), "only the local DC's contact points");
+        assert_eq!(
+            kv["cassandra"].as_str(),
+            Some("10.0.0.1:9042,10.0.0.2:9042"),
+            "only the local DC's contact points"
+        );
         assert_eq!(kv["local_dc"].as_str(), Some("dc1"));
         assert_eq!(kv["keyspace"].as_str(), Some("mail"));
         assert_eq!(kv["read_consistency"].as_str(), Some("local_one"));
@@ -123,7 +137,11 @@ mod tests {
         assert_eq!(kv["pop3"].as_str(), Some("0.0.0.0:1110"));
         assert_eq!(kv["allow_insecure_auth"].as_bool(), Some(false));
         assert!(!kv.contains_key("tls_cert") && !kv.contains_key("pop3s"));
-        assert_eq!(kv["idle_timeout"].as_integer(), Some(60), "the DC override wins and is an integer");
+        assert_eq!(
+            kv["idle_timeout"].as_integer(),
+            Some(60),
+            "the DC override wins and is an integer"
+        );
         assert_eq!(kv["hostname"].as_str(), Some("pop.example.com"));
         assert_eq!(kv["lmtp_starttls"].as_bool(), Some(true));
         assert!(text.starts_with("# pop3d configuration of ns/mail datacenter east"));
@@ -132,7 +150,9 @@ mod tests {
     #[test]
     fn tls_adds_the_certificate_and_pop3s() {
         let mut c = cluster();
-        c.spec.pop3.tls = Some(crds::SecretRef { secret_name: "pop-tls".into() });
+        c.spec.pop3.tls = Some(crds::SecretRef {
+            secret_name: "pop-tls".into(),
+        });
         let kv = parse(&render(&c, &c.spec.datacenters[0]));
         assert_eq!(kv["tls_cert"].as_str(), Some("/etc/pop3d/tls/tls.crt"));
         assert_eq!(kv["pop3s"].as_str(), Some("0.0.0.0:1995"));

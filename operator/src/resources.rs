@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector,
-    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -19,7 +20,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use sha2::{Digest, Sha256};
 
-use crate::pop3d_config::{self, ADMIN_PORT, CONFIG_DIR, CONFIG_FILE, DATA_DIR, LMTP_PORT, POP3S_PORT, POP3_PORT, TLS_DIR};
+use crate::pop3d_config::{
+    self, ADMIN_PORT, CONFIG_DIR, CONFIG_FILE, DATA_DIR, LMTP_PORT, POP3S_PORT, POP3_PORT, TLS_DIR,
+};
 use crate::{Error, Result, FIELD_MANAGER};
 use crds::{DatacenterSpec, Pop3Cluster, ServiceType};
 
@@ -42,12 +45,18 @@ pub fn object_name(cluster: &Pop3Cluster, dc: &str) -> String {
 
 /// Selector of everything the operator made for a cluster (for listing stale objects).
 pub fn cluster_selector(cluster: &Pop3Cluster) -> String {
-    format!("{LABEL_CLUSTER}={},{LABEL_MANAGED_BY}={FIELD_MANAGER}", cluster.metadata.name.as_deref().unwrap_or_default())
+    format!(
+        "{LABEL_CLUSTER}={},{LABEL_MANAGED_BY}={FIELD_MANAGER}",
+        cluster.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 fn selector_labels(cluster: &Pop3Cluster, dc: &str) -> BTreeMap<String, String> {
     [
-        (LABEL_CLUSTER.to_owned(), cluster.metadata.name.clone().unwrap_or_default()),
+        (
+            LABEL_CLUSTER.to_owned(),
+            cluster.metadata.name.clone().unwrap_or_default(),
+        ),
         (LABEL_DATACENTER.to_owned(), dc.to_owned()),
     ]
     .into()
@@ -56,7 +65,10 @@ fn selector_labels(cluster: &Pop3Cluster, dc: &str) -> BTreeMap<String, String> 
 fn labels(cluster: &Pop3Cluster, dc: &str) -> BTreeMap<String, String> {
     let mut l = selector_labels(cluster, dc);
     l.insert("app.kubernetes.io/name".into(), "pop3d".into());
-    l.insert("app.kubernetes.io/instance".into(), cluster.metadata.name.clone().unwrap_or_default());
+    l.insert(
+        "app.kubernetes.io/instance".into(),
+        cluster.metadata.name.clone().unwrap_or_default(),
+    );
     l.insert(LABEL_MANAGED_BY.into(), FIELD_MANAGER.into());
     l
 }
@@ -158,7 +170,10 @@ fn pdb(cluster: &Pop3Cluster, dc: &DatacenterSpec) -> Result<PodDisruptionBudget
             // One pod at a time: POP3 sessions are short and clients retry, but a node drain must
             // not take a whole datacenter's pop3d away at once.
             max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector { match_labels: Some(selector_labels(cluster, &dc.name)), ..Default::default() }),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(cluster, &dc.name)),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -167,7 +182,12 @@ fn pdb(cluster: &Pop3Cluster, dc: &DatacenterSpec) -> Result<PodDisruptionBudget
 
 /// The pop3d command line; the e2e test runs exactly this (with the binary's local path).
 pub fn command() -> Vec<String> {
-    vec!["pop3d".into(), "serve".into(), "--config".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")]
+    vec![
+        "pop3d".into(),
+        "serve".into(),
+        "--config".into(),
+        format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+    ]
 }
 
 fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
@@ -184,7 +204,12 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
-fn deployment(cluster: &Pop3Cluster, dc: &DatacenterSpec, config_hash: &str, tls_hash: Option<&str>) -> Result<Deployment> {
+fn deployment(
+    cluster: &Pop3Cluster,
+    dc: &DatacenterSpec,
+    config_hash: &str,
+    tls_hash: Option<&str>,
+) -> Result<Deployment> {
     let spec = &cluster.spec;
     let name = object_name(cluster, &dc.name);
     let mut annotations = BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), config_hash.to_owned())]);
@@ -196,13 +221,25 @@ fn deployment(cluster: &Pop3Cluster, dc: &DatacenterSpec, config_hash: &str, tls
         container_port: port,
         ..Default::default()
     };
-    let mut ports = vec![container_port("pop3", POP3_PORT), container_port("lmtp", LMTP_PORT), container_port("admin", ADMIN_PORT)];
-    let mut env = vec![EnvVar { name: "POP3D_LOG".into(), value: Some("info".into()), ..Default::default() }];
+    let mut ports = vec![
+        container_port("pop3", POP3_PORT),
+        container_port("lmtp", LMTP_PORT),
+        container_port("admin", ADMIN_PORT),
+    ];
+    let mut env = vec![EnvVar {
+        name: "POP3D_LOG".into(),
+        value: Some("info".into()),
+        ..Default::default()
+    }];
     if let Some(creds) = &spec.cassandra.credentials_secret {
         let from_secret = |var: &str, key: &str| EnvVar {
             name: var.into(),
             value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector { name: creds.name.clone(), key: key.into(), optional: Some(false) }),
+                secret_key_ref: Some(SecretKeySelector {
+                    name: creds.name.clone(),
+                    key: key.into(),
+                    optional: Some(false),
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -216,22 +253,40 @@ fn deployment(cluster: &Pop3Cluster, dc: &DatacenterSpec, config_hash: &str, tls
         read_only: Some(read_only),
         ..Default::default()
     };
-    let mut mounts = vec![mount("config", CONFIG_DIR, true), mount("data", DATA_DIR, false), mount("tmp", "/tmp", false)];
+    let mut mounts = vec![
+        mount("config", CONFIG_DIR, true),
+        mount("data", DATA_DIR, false),
+        mount("tmp", "/tmp", false),
+    ];
     let mut volumes = vec![
         Volume {
             name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource { name: name.clone(), ..Default::default() }),
+            config_map: Some(ConfigMapVolumeSource {
+                name: name.clone(),
+                ..Default::default()
+            }),
             ..Default::default()
         },
-        Volume { name: "data".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
-        Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+        Volume {
+            name: "data".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
     ];
     if let Some(tls) = &spec.pop3.tls {
         ports.insert(1, container_port("pop3s", POP3S_PORT));
         mounts.push(mount("tls", TLS_DIR, true));
         volumes.push(Volume {
             name: "tls".into(),
-            secret: Some(SecretVolumeSource { secret_name: Some(tls.secret_name.clone()), ..Default::default() }),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls.secret_name.clone()),
+                ..Default::default()
+            }),
             ..Default::default()
         });
     }
@@ -252,7 +307,10 @@ fn deployment(cluster: &Pop3Cluster, dc: &DatacenterSpec, config_hash: &str, tls
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         volume_mounts: Some(mounts),
@@ -266,7 +324,10 @@ fn deployment(cluster: &Pop3Cluster, dc: &DatacenterSpec, config_hash: &str, tls
             run_as_user: Some(NONROOT_ID),
             run_as_group: Some(NONROOT_ID),
             fs_group: Some(NONROOT_ID),
-            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         containers: vec![container],
@@ -281,7 +342,10 @@ fn deployment(cluster: &Pop3Cluster, dc: &DatacenterSpec, config_hash: &str, tls
         metadata: meta(cluster, &dc.name)?,
         spec: Some(DeploymentSpec {
             replicas: Some(dc.replicas),
-            selector: LabelSelector { match_labels: Some(selector_labels(cluster, &dc.name)), ..Default::default() },
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(cluster, &dc.name)),
+                ..Default::default()
+            },
             // Surge first: a datacenter with one pod keeps serving while the new one starts.
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),

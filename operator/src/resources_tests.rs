@@ -42,12 +42,20 @@ fn names_labels_and_owner() {
     assert_eq!(m.name.as_deref(), Some("mail-west"));
     assert_eq!(m.namespace.as_deref(), Some("ns"));
     let owner = &m.owner_references.as_ref().unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()), ("Pop3Cluster", "mail", "1234-5678"));
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+        ("Pop3Cluster", "mail", "1234-5678")
+    );
     assert_eq!(owner.controller, Some(true));
     let labels = m.labels.as_ref().unwrap();
     assert_eq!(labels[LABEL_DATACENTER], "west");
     assert_eq!(labels[LABEL_MANAGED_BY], "popfleet-operator");
-    for meta in [&ch.config_map.metadata, &ch.service.metadata, &ch.pdb.metadata, &ch.service_account.metadata] {
+    for meta in [
+        &ch.config_map.metadata,
+        &ch.service.metadata,
+        &ch.pdb.metadata,
+        &ch.service_account.metadata,
+    ] {
         assert_eq!(meta.name.as_deref(), Some("mail-west"));
         assert!(meta.owner_references.is_some());
     }
@@ -67,12 +75,38 @@ fn pod_is_locked_down_and_probed() {
     let sc = ctr.security_context.as_ref().unwrap();
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
-    assert_eq!(ctr.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/readyz"));
-    assert_eq!(ctr.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/healthz"));
+    assert_eq!(
+        ctr.readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        ctr.liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/healthz")
+    );
     assert_eq!(ctr.command.as_ref().unwrap(), &command());
     let env: Vec<_> = ctr.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
     assert!(env.contains(&"POP3D_CASSANDRA_PASSWORD"), "{env:?}");
-    let mounts: Vec<_> = ctr.volume_mounts.as_ref().unwrap().iter().map(|m| m.mount_path.as_str()).collect();
+    let mounts: Vec<_> = ctr
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| m.mount_path.as_str())
+        .collect();
     assert!(mounts.contains(&"/tmp") && mounts.contains(&CONFIG_DIR), "{mounts:?}");
     assert!(pod.volumes.unwrap().iter().any(|v| v.empty_dir.is_some()));
 }
@@ -86,7 +120,12 @@ fn scheduling_and_service_settings_are_per_datacenter() {
     let svc = ch.service.spec.unwrap();
     assert_eq!(svc.type_.as_deref(), Some("LoadBalancer"));
     assert_eq!(ch.service.metadata.annotations.unwrap()["lb"], "nlb");
-    let ports: Vec<_> = svc.ports.unwrap().iter().map(|p| (p.name.clone().unwrap(), p.port)).collect();
+    let ports: Vec<_> = svc
+        .ports
+        .unwrap()
+        .iter()
+        .map(|p| (p.name.clone().unwrap(), p.port))
+        .collect();
     assert_eq!(ports, vec![("pop3".into(), 110), ("lmtp".into(), 24)]);
     let toml = &ch.config_map.data.unwrap()[CONFIG_FILE];
     assert!(toml.contains("local_dc = \"dc2\""), "{toml}");
@@ -96,14 +135,29 @@ fn scheduling_and_service_settings_are_per_datacenter() {
 fn config_and_tls_changes_roll_the_pods() {
     let c = cluster(serde_json::json!({}));
     let annotations = |c: &Pop3Cluster, tls: Option<&str>| {
-        build(c, &c.spec.datacenters[0], tls).unwrap().deployment.spec.unwrap().template.metadata.unwrap().annotations.unwrap()
+        build(c, &c.spec.datacenters[0], tls)
+            .unwrap()
+            .deployment
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()
     };
     let base = annotations(&c, None);
     assert!(!base.contains_key(TLS_HASH_ANNOTATION));
     let changed = cluster(serde_json::json!({"config": {"idle_timeout": "30"}}));
-    assert_ne!(base[CONFIG_HASH_ANNOTATION], annotations(&changed, None)[CONFIG_HASH_ANNOTATION]);
+    assert_ne!(
+        base[CONFIG_HASH_ANNOTATION],
+        annotations(&changed, None)[CONFIG_HASH_ANNOTATION]
+    );
     let tls = cluster(serde_json::json!({"pop3": {"tls": {"secretName": "t"}}}));
-    assert_ne!(annotations(&tls, Some("a"))[TLS_HASH_ANNOTATION], annotations(&tls, Some("b"))[TLS_HASH_ANNOTATION]);
+    assert_ne!(
+        annotations(&tls, Some("a"))[TLS_HASH_ANNOTATION],
+        annotations(&tls, Some("b"))[TLS_HASH_ANNOTATION]
+    );
     let ch = build(&tls, &tls.spec.datacenters[0], Some("a")).unwrap();
     let ports: Vec<_> = ch.service.spec.unwrap().ports.unwrap().iter().map(|p| p.port).collect();
     assert_eq!(ports, vec![110, 995, 24]);
@@ -112,5 +166,9 @@ fn config_and_tls_changes_roll_the_pods() {
 #[test]
 fn hashes_are_stable() {
     assert_eq!(sha256_hex(&[b"a", b"bc"]), sha256_hex(&[b"a", b"bc"]));
-    assert_ne!(sha256_hex(&[b"a", b"bc"]), sha256_hex(&[b"ab", b"c"]), "length-prefixed: no ambiguity");
+    assert_ne!(
+        sha256_hex(&[b"a", b"bc"]),
+        sha256_hex(&[b"ab", b"c"]),
+        "length-prefixed: no ambiguity"
+    );
 }

@@ -15,6 +15,8 @@
 use std::collections::BTreeMap;
 
 use scylla::client::session::Session;
+use scylla::statement::unprepared::Statement;
+use scylla::statement::Consistency;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -30,6 +32,16 @@ fn cass(e: impl std::fmt::Display) -> MigrateError {
     MigrateError::Cassandra(e.to_string())
 }
 
+/// `schema_migrations` is read and written at ONE: it must keep working while a datacenter has
+/// fewer live nodes than its replication factor (a factor raised before the nodes join, a node
+/// down), which is exactly when the operator or `pop3d migrate` runs. A stale read only makes a
+/// runner replay migrations, which are idempotent DDL.
+fn at_one(cql: String) -> Statement {
+    let mut statement = Statement::new(cql);
+    statement.set_consistency(Consistency::One);
+    statement
+}
+
 /// What a migration run did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct MigrationReport {
@@ -43,10 +55,16 @@ pub struct MigrationReport {
 pub fn parse_replication(text: &str) -> Result<BTreeMap<String, u32>, MigrateError> {
     let mut out = BTreeMap::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (dc, rf) = part.split_once(':').ok_or_else(|| MigrateError::Invalid(format!("{part}: expected DC:RF")))?;
-        let rf: u32 = rf.parse().map_err(|_| MigrateError::Invalid(format!("{part}: RF must be a number")))?;
+        let (dc, rf) = part
+            .split_once(':')
+            .ok_or_else(|| MigrateError::Invalid(format!("{part}: expected DC:RF")))?;
+        let rf: u32 = rf
+            .parse()
+            .map_err(|_| MigrateError::Invalid(format!("{part}: RF must be a number")))?;
         if !valid_dc(dc) || rf == 0 || rf > 9 {
-            return Err(MigrateError::Invalid(format!("{part}: DC name and an RF of 1 to 9 expected")));
+            return Err(MigrateError::Invalid(format!(
+                "{part}: DC name and an RF of 1 to 9 expected"
+            )));
         }
         out.insert(dc.to_owned(), rf);
     }
@@ -62,13 +80,22 @@ fn valid_dc(dc: &str) -> bool {
 }
 
 /// The keyspace's replication options, or `None` when it does not exist.
-pub async fn current_replication(session: &Session, ks: &str) -> Result<Option<BTreeMap<String, String>>, MigrateError> {
+pub async fn current_replication(
+    session: &Session,
+    ks: &str,
+) -> Result<Option<BTreeMap<String, String>>, MigrateError> {
     let result = session
-        .query_unpaged("SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?", (ks,))
+        .query_unpaged(
+            "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?",
+            (ks,),
+        )
         .await
         .map_err(cass)?;
     let rows = result.into_rows_result().map_err(cass)?;
-    Ok(rows.maybe_first_row::<(BTreeMap<String, String>,)>().map_err(cass)?.map(|(r,)| r))
+    Ok(rows
+        .maybe_first_row::<(BTreeMap<String, String>,)>()
+        .map_err(cass)?
+        .map(|(r,)| r))
 }
 
 async fn migrations_table_exists(session: &Session, ks: &str) -> Result<bool, MigrateError> {
@@ -93,7 +120,10 @@ pub async fn applied_versions(session: &Session, ks: &str) -> Result<Vec<u32>, M
     if !migrations_table_exists(session, ks).await? {
         return Ok(Vec::new());
     }
-    let result = session.query_unpaged(format!("SELECT version FROM {ks}.schema_migrations"), ()).await.map_err(cass)?;
+    let result = session
+        .query_unpaged(at_one(format!("SELECT version FROM {ks}.schema_migrations")), ())
+        .await
+        .map_err(cass)?;
     let rows = result.into_rows_result().map_err(cass)?;
     let mut versions = Vec::new();
     for row in rows.rows::<(i32,)>().map_err(cass)? {
@@ -105,12 +135,20 @@ pub async fn applied_versions(session: &Session, ks: &str) -> Result<Vec<u32>, M
 
 /// The per-DC factors of a replication map (the `class` entry removed).
 pub fn factors(replication: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    replication.iter().filter(|(k, _)| k.as_str() != "class").map(|(k, v)| (k.clone(), v.clone())).collect()
+    replication
+        .iter()
+        .filter(|(k, _)| k.as_str() != "class")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 fn replication_literal(map: &BTreeMap<String, String>) -> String {
     let mut parts = vec!["'class': 'NetworkTopologyStrategy'".to_owned()];
-    parts.extend(map.iter().filter(|(k, _)| k.as_str() != "class").map(|(dc, rf)| format!("'{dc}': '{rf}'")));
+    parts.extend(
+        map.iter()
+            .filter(|(k, _)| k.as_str() != "class")
+            .map(|(dc, rf)| format!("'{dc}': '{rf}'")),
+    );
     format!("{{{}}}", parts.join(", "))
 }
 
@@ -134,22 +172,43 @@ pub async fn ensure_keyspace(
         return Err(MigrateError::Invalid(format!("{dc:?} is not a valid datacenter name")));
     }
     let mut report = MigrationReport::default();
-    let wanted: BTreeMap<String, String> = replication.iter().map(|(dc, rf)| (dc.clone(), rf.to_string())).collect();
+    let wanted: BTreeMap<String, String> = replication
+        .iter()
+        .map(|(dc, rf)| (dc.clone(), rf.to_string()))
+        .collect();
     match current_replication(session, ks).await? {
         None => {
-            ddl(session, format!("CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {}", replication_literal(&wanted)))
-                .await?;
+            ddl(
+                session,
+                format!(
+                    "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {}",
+                    replication_literal(&wanted)
+                ),
+            )
+            .await?;
             report.keyspace_created = true;
         }
         Some(current) => {
-            if !current.get("class").is_some_and(|c| c.ends_with("NetworkTopologyStrategy")) {
-                return Err(MigrateError::Invalid(format!("keyspace {ks} does not use NetworkTopologyStrategy")));
+            if !current
+                .get("class")
+                .is_some_and(|c| c.ends_with("NetworkTopologyStrategy"))
+            {
+                return Err(MigrateError::Invalid(format!(
+                    "keyspace {ks} does not use NetworkTopologyStrategy"
+                )));
             }
             let before = factors(&current);
             let mut merged = before.clone();
             merged.extend(wanted);
             if merged != before {
-                ddl(session, format!("ALTER KEYSPACE {ks} WITH replication = {}", replication_literal(&merged))).await?;
+                ddl(
+                    session,
+                    format!(
+                        "ALTER KEYSPACE {ks} WITH replication = {}",
+                        replication_literal(&merged)
+                    ),
+                )
+                .await?;
                 report.replication_changed = Some((before, merged));
             }
         }
@@ -164,12 +223,19 @@ pub async fn apply_migrations(session: &Session, ks: &str) -> Result<Vec<u32>, M
         return Err(MigrateError::Invalid(format!("{ks} is not a valid keyspace name")));
     }
     let applied = applied_versions(session, ks).await?;
-    let pending: Vec<_> = crate::MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)).collect();
+    let pending: Vec<_> = crate::MIGRATIONS
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .collect();
     if pending.is_empty() {
         return Ok(Vec::new());
     }
     if !migrations_table_exists(session, ks).await? {
-        ddl(session, crate::MIGRATIONS_TABLE.replacen("schema_migrations", &format!("{ks}.schema_migrations"), 1)).await?;
+        ddl(
+            session,
+            crate::MIGRATIONS_TABLE.replacen("schema_migrations", &format!("{ks}.schema_migrations"), 1),
+        )
+        .await?;
     }
     let mut done = Vec::new();
     for migration in pending {
@@ -179,7 +245,9 @@ pub async fn apply_migrations(session: &Session, ks: &str) -> Result<Vec<u32>, M
         }
         session
             .query_unpaged(
-                format!("INSERT INTO {ks}.schema_migrations (version, name, applied_at) VALUES (?, ?, toTimestamp(now()))"),
+                at_one(format!(
+                    "INSERT INTO {ks}.schema_migrations (version, name, applied_at) VALUES (?, ?, toTimestamp(now()))"
+                )),
                 (migration.version as i32, migration.name),
             )
             .await
@@ -195,7 +263,11 @@ fn qualify(statement: &str, ks: &str) -> String {
     for prefix in ["CREATE TABLE IF NOT EXISTS ", "ALTER TABLE "] {
         if statement.len() > prefix.len() && statement[..prefix.len()].eq_ignore_ascii_case(prefix) {
             let rest = statement[prefix.len()..].trim_start();
-            if rest.split(|c: char| c.is_whitespace() || c == '(').next().is_some_and(|t| !t.contains('.')) {
+            if rest
+                .split(|c: char| c.is_whitespace() || c == '(')
+                .next()
+                .is_some_and(|t| !t.contains('.'))
+            {
                 return format!("{}{ks}.{rest}", &statement[..prefix.len()]);
             }
         }
@@ -205,7 +277,11 @@ fn qualify(statement: &str, ks: &str) -> String {
 
 /// `ensure_keyspace` then `apply_migrations`: what `pop3d migrate` does. Safe to run again and
 /// from several places.
-pub async fn migrate(session: &Session, ks: &str, replication: &BTreeMap<String, u32>) -> Result<MigrationReport, MigrateError> {
+pub async fn migrate(
+    session: &Session,
+    ks: &str,
+    replication: &BTreeMap<String, u32>,
+) -> Result<MigrationReport, MigrateError> {
     let mut report = ensure_keyspace(session, ks, replication).await?;
     report.applied = apply_migrations(session, ks).await?;
     Ok(report)
@@ -236,15 +312,27 @@ mod tests {
     #[test]
     fn replication_literal_is_nts() {
         let m: BTreeMap<String, String> = [("dc1".into(), "3".into())].into();
-        assert_eq!(replication_literal(&m), "{'class': 'NetworkTopologyStrategy', 'dc1': '3'}");
+        assert_eq!(
+            replication_literal(&m),
+            "{'class': 'NetworkTopologyStrategy', 'dc1': '3'}"
+        );
     }
 
     #[test]
     fn statements_are_qualified_with_the_keyspace() {
-        assert_eq!(qualify("CREATE TABLE IF NOT EXISTS t (a int PRIMARY KEY)", "ks"), "CREATE TABLE IF NOT EXISTS ks.t (a int PRIMARY KEY)");
-        assert_eq!(qualify("create table if not exists t(a int)", "ks"), "create table if not exists ks.t(a int)");
+        assert_eq!(
+            qualify("CREATE TABLE IF NOT EXISTS t (a int PRIMARY KEY)", "ks"),
+            "CREATE TABLE IF NOT EXISTS ks.t (a int PRIMARY KEY)"
+        );
+        assert_eq!(
+            qualify("create table if not exists t(a int)", "ks"),
+            "create table if not exists ks.t(a int)"
+        );
         assert_eq!(qualify("ALTER TABLE t ADD b int", "ks"), "ALTER TABLE ks.t ADD b int");
-        assert_eq!(qualify("ALTER TABLE other.t ADD b int", "ks"), "ALTER TABLE other.t ADD b int");
+        assert_eq!(
+            qualify("ALTER TABLE other.t ADD b int", "ks"),
+            "ALTER TABLE other.t ADD b int"
+        );
         for m in crate::MIGRATIONS {
             for s in m.statements() {
                 assert_ne!(qualify(&s, "ks"), s, "every migration statement must be qualified: {s}");
