@@ -112,7 +112,7 @@ async fn put_user(
     let existed = ctx.store.get_account(&address).await?.is_some();
     let password = body.password;
     let account_address = address.clone();
-    let account = tokio::task::spawn_blocking(move || new_account(&account_address, &password))
+    let account = crate::auth::run_kdf(move || new_account(&account_address, &password))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;

@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Largest accepted message in octets [default: 67108864].
     #[arg(long, env = "POP3D_MAX_MESSAGE_SIZE")]
     pub max_message_size: Option<u64>,
+    /// Embedded store: refuse new mail (452 4.3.1) when the data directory's file system has less
+    /// free space than this, in MiB, so a full disk never interrupts a write [default: 256].
+    #[arg(long, env = "POP3D_MIN_FREE_SPACE_MB")]
+    pub min_free_space_mb: Option<u64>,
     /// Delay after a failed login in ms, doubling per failure from the same IP up to 15 s [default: 1000].
     #[arg(long, env = "POP3D_AUTH_FAIL_DELAY_MS")]
     pub auth_fail_delay_ms: Option<u64>,
@@ -190,6 +194,7 @@ struct FileConfig {
     max_connections_per_ip: Option<usize>,
     max_bad_commands: Option<u32>,
     max_message_size: Option<u64>,
+    min_free_space_mb: Option<u64>,
     auth_fail_delay_ms: Option<u64>,
     admin_token: Option<String>,
     cassandra: Option<String>,
@@ -261,6 +266,8 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     pub max_bad_commands: u32,
     pub max_message_size: u64,
+    /// In bytes.
+    pub min_free_space: u64,
     pub auth_fail_delay: Duration,
     pub admin_token: Option<String>,
     /// Set when `store = cassandra`.
@@ -313,6 +320,7 @@ impl Config {
             max_connections_per_ip: a.max_connections_per_ip.or(file.max_connections_per_ip).unwrap_or(50),
             max_bad_commands: a.max_bad_commands.or(file.max_bad_commands).unwrap_or(20),
             max_message_size: a.max_message_size.or(file.max_message_size).unwrap_or(64 * 1024 * 1024),
+            min_free_space: a.min_free_space_mb.or(file.min_free_space_mb).unwrap_or(256) * 1024 * 1024,
             auth_fail_delay: Duration::from_millis(a.auth_fail_delay_ms.or(file.auth_fail_delay_ms).unwrap_or(1000)),
             admin_token: a.admin_token.clone().or(file.admin_token.clone()).filter(|t| !t.is_empty()),
             cassandra: None,

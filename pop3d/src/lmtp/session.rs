@@ -44,6 +44,8 @@ pub enum RcptCheck {
     Exists,
     Unknown,
     TempFail,
+    /// The store is too full to take mail now.
+    NoSpace,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +177,7 @@ impl Session {
             }
             RcptCheck::Unknown => self.reply(&format!("550 5.1.1 <{}> User unknown", recipient.address)),
             RcptCheck::TempFail => self.reply("451 4.3.0 Temporary failure looking up recipient, try again later"),
+            RcptCheck::NoSpace => self.reply("452 4.3.1 Insufficient system storage, try again later"),
         }
     }
 
@@ -327,11 +330,13 @@ impl Session {
             State::Mail { envelope } if !envelope.recipients.is_empty() => envelope,
             other => {
                 self.state = other;
-                let reply = match self.state {
-                    State::Mail { .. } => "503 5.5.1 No valid recipients",
-                    _ => "503 5.5.1 MAIL and RCPT first",
-                };
-                self.bad_command(reply);
+                match self.state {
+                    // A pipelining client sends DATA before it sees its RCPTs refused (say, 451
+                    // while the store is down): a normal outcome, not abuse, so not counted
+                    // towards the bad-command limit.
+                    State::Mail { .. } => self.reply("503 5.5.1 No valid recipients"),
+                    _ => self.bad_command("503 5.5.1 MAIL and RCPT first"),
+                }
                 return None;
             }
         };

@@ -50,6 +50,8 @@ impl Harness {
                 }
                 Step::CheckRecipient { mailbox } => s.rcpt_done(if mailbox == "temp@example.com" {
                     RcptCheck::TempFail
+                } else if mailbox == "full@example.com" {
+                    RcptCheck::NoSpace
                 } else if KNOWN.contains(&mailbox.as_str()) {
                     RcptCheck::Exists
                 } else {
@@ -178,6 +180,8 @@ fn sequence_errors_and_bad_syntax() {
     assert_eq!(h.text("EHLO x\r\n"), "500 5.5.1 This is an LMTP server: use LHLO\r\n");
     assert_eq!(h.text("RSET\r\n"), "250 2.0.0 OK\r\n");
     assert_eq!(h.text("RCPT TO:<alice@example.com>\r\n"), "503 5.5.1 MAIL first\r\n");
+    // DATA without a valid recipient is not counted (see below): this is the third bad command.
+    assert_eq!(h.text("BOGUS\r\n"), "500 5.5.2 Unknown command\r\n");
     assert_eq!(h.text("BOGUS\r\n"), "421 4.7.0 Too many errors, closing connection\r\n");
     assert!(h.closed);
 }
@@ -241,4 +245,30 @@ fn starttls_where_not_configured_is_refused() {
     assert!(!h.text("LHLO a.test\r\n").contains("STARTTLS"));
     assert_eq!(h.text("STARTTLS\r\n"), "502 5.5.1 STARTTLS is not offered here\r\n");
     assert_eq!(h.tls_starts, 0);
+}
+
+#[test]
+fn store_too_full_is_452_per_recipient() {
+    let mut h = Harness::new(100_000);
+    h.text("LHLO mx\r\nMAIL FROM:<a@b>\r\n");
+    assert_eq!(h.text("RCPT TO:<full@example.com>\r\n"), "452 4.3.1 Insufficient system storage, try again later\r\n");
+    assert_eq!(h.text("RCPT TO:<alice@example.com>\r\n"), "250 2.1.5 Recipient OK\r\n");
+}
+
+#[test]
+fn pipelined_data_after_refused_recipients_is_not_a_bad_command() {
+    // max_bad_commands is 3: four transactions whose only RCPT fails temporarily, each followed by
+    // the DATA a pipelining MTA has already sent, must not get the connection closed.
+    let mut h = Harness::new(100_000);
+    h.text("LHLO mx\r\n");
+    for _ in 0..4 {
+        let out = h.text("MAIL FROM:<a@b>\r\nRCPT TO:<temp@example.com>\r\nDATA\r\nRSET\r\n");
+        assert_eq!(
+            out,
+            "250 2.1.0 Sender OK\r\n451 4.3.0 Temporary failure looking up recipient, try again later\r\n\
+             503 5.5.1 No valid recipients\r\n250 2.0.0 OK\r\n"
+        );
+    }
+    assert!(!h.closed);
+    assert_eq!(h.text("MAIL FROM:<a@b>\r\n"), "250 2.1.0 Sender OK\r\n");
 }

@@ -79,6 +79,10 @@ async fn session(
                 result?;
                 session.tls_started();
             }
+            Step::CheckRecipient { mailbox } if !super::disk::room_for_mail(&ctx.config) => {
+                tracing::warn!(%mailbox, "refusing mail: the data directory is low on free space");
+                session.rcpt_done(RcptCheck::NoSpace);
+            }
             Step::CheckRecipient { mailbox } => {
                 let check = match ctx.store.get_account(&mailbox).await {
                     Ok(Some(_)) => RcptCheck::Exists,

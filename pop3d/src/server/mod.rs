@@ -2,6 +2,7 @@
 
 pub mod conn;
 mod delivery;
+mod disk;
 pub mod front;
 pub mod limits;
 mod lmtp;

@@ -6,8 +6,9 @@
 //! sent after it.
 
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -27,27 +28,89 @@ const CONTENT_OWNER: TableDefinition<u128, &str> = TableDefinition::new("content
 const PROGRESS: TableDefinition<&str, &[u8]> = TableDefinition::new("repair_progress");
 
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    path: PathBuf,
+    /// None while the database is closed after an I/O error (see `recover`).
+    db: std::sync::Mutex<Option<Arc<Database>>>,
+    /// Serialises closing and reopening; also spaces out reopen attempts.
+    reopen: tokio::sync::Mutex<Option<Instant>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+fn open_database(path: &Path) -> Result<Database> {
+    let db = Database::create(path).map_err(unavailable)?;
+    // Create every table up front so readers never see "table does not exist".
+    let txn = db.begin_write().map_err(unavailable)?;
+    txn.open_table(ACCOUNTS).map_err(unavailable)?;
+    txn.open_table(LISTING).map_err(unavailable)?;
+    txn.open_table(CONTENT).map_err(unavailable)?;
+    txn.open_table(CONTENT_OWNER).map_err(unavailable)?;
+    txn.open_table(PROGRESS).map_err(unavailable)?;
+    txn.commit().map_err(unavailable)?;
+    Ok(db)
+}
+
+/// After one failed write (disk full, read-only file system, EIO) redb refuses every later call
+/// with "previous I/O error" until the database is closed and opened again.
+fn poisoned(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable(m) if m.contains(&redb::Error::PreviousIo.to_string()))
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
-        let db = Database::create(dir.join("mail.redb")).map_err(unavailable)?;
-        // Create every table up front so readers never see "table does not exist".
-        let txn = db.begin_write().map_err(unavailable)?;
-        txn.open_table(ACCOUNTS).map_err(unavailable)?;
-        txn.open_table(LISTING).map_err(unavailable)?;
-        txn.open_table(CONTENT).map_err(unavailable)?;
-        txn.open_table(CONTENT_OWNER).map_err(unavailable)?;
-        txn.open_table(PROGRESS).map_err(unavailable)?;
-        txn.commit().map_err(unavailable)?;
-        Ok(Self { db: Arc::new(db) })
+        let path = dir.join("mail.redb");
+        let db = open_database(&path)?;
+        Ok(Self { path, db: std::sync::Mutex::new(Some(Arc::new(db))), reopen: tokio::sync::Mutex::new(None) })
+    }
+
+    /// The open database, reopening it (at most once a second) if an I/O error closed it.
+    async fn handle(&self) -> Result<Arc<Database>> {
+        if let Some(db) = self.db.lock().expect("db lock").clone() {
+            return Ok(db);
+        }
+        let mut last_try = self.reopen.lock().await;
+        if let Some(db) = self.db.lock().expect("db lock").clone() {
+            return Ok(db);
+        }
+        if last_try.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return Err(unavailable("the store is closed after an I/O error; reopening"));
+        }
+        *last_try = Some(Instant::now());
+        let path = self.path.clone();
+        let db = Arc::new(tokio::task::spawn_blocking(move || open_database(&path)).await.map_err(unavailable)??);
+        tracing::info!(path = %self.path.display(), "store reopened after an I/O error");
+        *self.db.lock().expect("db lock") = Some(db.clone());
+        Ok(db)
+    }
+
+    /// Closes the poisoned database: waits for in-flight transactions (each short) to drop their
+    /// handles, so the file lock is released and the next `handle` can open it again.
+    async fn recover(&self, failed: Arc<Database>) {
+        let _guard = self.reopen.lock().await;
+        {
+            let mut current = self.db.lock().expect("db lock");
+            match current.as_ref() {
+                Some(db) if Arc::ptr_eq(db, &failed) => *current = None,
+                _ => return, // someone else already closed it
+            }
+        }
+        tracing::warn!(path = %self.path.display(), "closing the store after an I/O error");
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut db = failed;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while let Err(shared) = Arc::try_unwrap(db) {
+                if Instant::now() > deadline {
+                    return; // leaked: reopening will fail until they finish; retried later
+                }
+                db = shared;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+        .await;
     }
 
     /// Runs blocking redb work off the async runtime.
@@ -56,8 +119,15 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T> + Send + 'static,
     {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db)).await.map_err(unavailable)?
+        let db = self.handle().await?;
+        let handle = db.clone();
+        let result = tokio::task::spawn_blocking(move || f(&handle)).await.map_err(unavailable)?;
+        if let Err(e) = &result {
+            if poisoned(e) {
+                self.recover(db).await;
+            }
+        }
+        result
     }
 
     async fn write<F>(&self, durability: Durability, f: F) -> Result<()>

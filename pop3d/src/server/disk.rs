@@ -1,0 +1,26 @@
+//! Free space on the embedded store's file system. A write that hits a full disk leaves redb
+//! unusable until it is reopened (and reopening needs room itself), so new mail is refused early,
+//! with a temporary error the MTA retries, while reads and deletions keep working.
+
+use crate::config::{Config, StoreKind};
+
+/// Bytes available to this (unprivileged or not) process on the file system holding `path`.
+fn available(path: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer for the call.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(u64::from(st.f_bavail) * u64::from(st.f_frsize))
+}
+
+/// Whether the store can take another message. Always true for Cassandra (its nodes manage
+/// their disks); on an unreadable statvfs we let the write itself decide.
+pub fn room_for_mail(config: &Config) -> bool {
+    if config.store != StoreKind::Embedded {
+        return true;
+    }
+    available(&config.data_dir).map_or(true, |free| free >= config.min_free_space + config.max_message_size.min(64 << 20))
+}
