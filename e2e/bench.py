@@ -58,7 +58,7 @@ class Pop3d:
                "--lmtp", f"{HOST}:{self.lmtp}", "--admin", f"{HOST}:{self.admin}",
                "--max-connections", "5000", "--max-connections-per-ip", "5000", *store_args]
         env = {k: v for k, v in os.environ.items() if not k.startswith("POP3D_")}
-        env["RUST_LOG"] = "warn"
+        env["POP3D_LOG"] = "warn"  # as Dovecot here: no per-message info log
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         wait_port(self.admin, self.proc, f"pop3d {name}")
         wait_port(self.lmtp, self.proc, f"pop3d {name}")
@@ -248,6 +248,8 @@ def main() -> None:
     ap.add_argument("--retr", action="store_true", help="RETR every message in the read half")
     ap.add_argument("--search", action="store_true", help="find the highest sustained rate instead")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--check", action="store_true",
+                    help="fail unless every target delivered and then found every message without errors")
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="popfleet-bench-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -299,6 +301,12 @@ def main() -> None:
     print("\n" + summary)
     print(f"\nreports in {out}")
     shutil.rmtree(work, ignore_errors=True)
+    if args.check:
+        bad = [n for n, r in reports.items()
+               if r["errors"] or r["delivered"] != r["attempted"]
+               or (not args.search and r["messages_found"] != r["delivered"])]
+        if bad:
+            sys.exit(f"bench: {', '.join(bad)} lost or failed deliveries (see the table)")
 
 
 if __name__ == "__main__":
