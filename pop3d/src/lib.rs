@@ -10,6 +10,8 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod lines;
 pub mod lmtp;
 pub mod message_id;

@@ -53,7 +53,9 @@ pub fn parse_rcpt_to(args: &str) -> Result<String, &'static str> {
 /// `PREFIX<addr> rest` with the prefix matched case-insensitively and a space tolerated after it.
 fn parse_path<'a>(args: &'a str, prefix: &str) -> Result<(String, &'a str), &'static str> {
     let syntax = "501 5.5.4 Syntax: MAIL FROM:<address> or RCPT TO:<address>";
-    if args.len() < prefix.len() || !args[..prefix.len()].eq_ignore_ascii_case(prefix) {
+    // `get`, not slicing: a multi-byte character across the prefix length must be a syntax
+    // error, not a panic (found by the lmtp_session fuzz target).
+    if !args.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix)) {
         return Err(syntax);
     }
     let rest = args[prefix.len()..].trim_start();
@@ -83,6 +85,8 @@ mod tests {
         assert!(parse_mail_from("FROM:<a@b.c> SIZE=x").is_err());
         assert!(parse_mail_from("FROM:<a@b.c> FOO=1").is_err());
         assert!(parse_mail_from("TO:<a@b.c>").is_err());
+        assert!(parse_mail_from("FROM\u{f6}T").is_err(), "multi-byte character across the prefix");
+        assert!(parse_rcpt_to("T\u{f6}").is_err());
     }
 
     #[test]

@@ -1,0 +1,359 @@
+//! Fuzz harnesses: the POP3 engine, the LMTP engine and the PROXY header parser driven by
+//! arbitrary bytes, with the invariants that must hold whatever a client sends.
+//!
+//! They live in the library so that two runners share them: cargo-fuzz/libFuzzer targets in
+//! `fuzz/` (nightly, coverage-guided, long runs) and `tests/fuzz_corpus.rs` (stable, in every
+//! `cargo test`: replays the checked-in corpus, then mutates it for a bounded time). A broken
+//! invariant panics with a message; a panic inside an engine is a finding too.
+
+use crate::lmtp::{self, DeliveryResult, LmtpConfig, RcptCheck, Step as Step2};
+use crate::message_id::MessageId;
+use crate::pop3::{
+    CommitOutcome, FetchOutcome, LoginOutcome, LoginRequest, MessageEncoder, ScramKeysOutcome, Session, SessionConfig,
+    Step,
+};
+use crate::proxy::{self, Parse};
+use crate::sasl::scram::ScramKeys;
+use crate::store::{ListingEntry, CHUNK_SIZE};
+
+/// Splits fuzz input into decisions (a few control octets) and the client's byte stream cut
+/// into reads. Reads end at a `0xff` octet or after the length the next control octet gives,
+/// so the fuzzer can explore how input is split as well as what it says.
+struct Input<'a> {
+    control: &'a [u8],
+    stream: &'a [u8],
+}
+
+impl<'a> Input<'a> {
+    fn new(data: &'a [u8], control_len: usize) -> Self {
+        let n = control_len.min(data.len());
+        Self { control: &data[..n], stream: &data[n..] }
+    }
+
+    fn flag(&self, i: usize, bit: u8) -> bool {
+        self.control.get(i).is_some_and(|b| b & (1 << bit) != 0)
+    }
+
+    fn byte(&self, i: usize) -> u8 {
+        self.control.get(i).copied().unwrap_or(0)
+    }
+
+    /// The reads, in order.
+    fn reads(&self) -> Vec<&'a [u8]> {
+        let mut out = Vec::new();
+        let mut rest = self.stream;
+        let mut turn = 0usize;
+        while !rest.is_empty() {
+            let cut = match rest.iter().position(|&b| b == 0xff) {
+                Some(i) => i + 1,
+                None => (usize::from(self.byte(turn % self.control.len().max(1))) + 1).min(rest.len()).max(1),
+            };
+            out.push(&rest[..cut.min(rest.len())]);
+            rest = &rest[cut.min(rest.len())..];
+            turn += 1;
+        }
+        out
+    }
+}
+
+fn check_pop3_write(bytes: &[u8]) {
+    assert!(bytes.ends_with(b"\r\n"), "a reply must end with CRLF: {:?}", String::from_utf8_lossy(bytes));
+    assert!(bytes.starts_with(b"+") || bytes.starts_with(b"-"), "a reply starts with +OK, -ERR or +: {bytes:?}");
+    let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    assert!(first.len() < 512, "RFC 1939: a status line is at most 512 octets");
+}
+
+const USER: &str = "alice@example.com";
+const PASSWORD: &str = "pass word";
+const CONTENT: &[u8] = b"Subject: x\r\n\r\n.dot\r\nline\nbare\r\n..\r\nend";
+
+/// What a run reached, so tests can check that the seeds drive the engines deep.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reached {
+    pub logins: u32,
+    pub fetches: u32,
+    pub commits: u32,
+    pub tls: u32,
+    pub scram: u32,
+    pub deliveries: u32,
+}
+
+/// Drives a POP3 session. Control octets: 0 = config flags, 1 = how storage answers, then
+/// read lengths.
+pub fn pop3_session(data: &[u8]) -> Reached {
+    let mut reached = Reached::default();
+    let input = Input::new(data, 6);
+    let config = SessionConfig {
+        cleartext_auth_allowed: input.flag(0, 0),
+        tls_available: input.flag(0, 1),
+        secure: input.flag(0, 2),
+        oauth: input.flag(0, 3),
+        max_bad_commands: u32::from(input.byte(0) >> 4) + 1,
+        max_auth_failures: 3,
+    };
+    let answers = input.byte(1);
+    let listing: Vec<ListingEntry> =
+        (0..3).map(|_| ListingEntry { id: MessageId::generate(), size: CONTENT.len() as u64 }).collect();
+    let mut session = Session::new(config);
+    let mut logged_in = false;
+    let mut closed = false;
+    let mut reads = input.reads().into_iter();
+    let mut turn = 0u32;
+    while !closed {
+        turn += 1;
+        let fail = answers.rotate_left(turn) & 1 == 1;
+        match session.poll() {
+            Step::Write(bytes) => check_pop3_write(&bytes),
+            Step::NeedInput => match reads.next() {
+                Some(read) => session.feed(read),
+                None => return reached,
+            },
+            Step::Close => closed = true,
+            Step::Login(request) => {
+                assert!(!logged_in, "no second login");
+                let ok = match &request {
+                    LoginRequest::Password(c) => c.user == USER && c.password == PASSWORD,
+                    LoginRequest::Scram { proven, .. } => *proven,
+                    LoginRequest::Bearer { token, .. } => token == "good",
+                };
+                let outcome = match (ok, fail) {
+                    (true, false) => LoginOutcome::Ok { mailbox: USER.into(), listing: listing.clone() },
+                    (true, true) => LoginOutcome::TempFail,
+                    (false, _) => LoginOutcome::BadCredentials,
+                };
+                logged_in = matches!(outcome, LoginOutcome::Ok { .. });
+                reached.logins += u32::from(logged_in);
+                session.login_done(outcome);
+                assert_eq!(session.is_authenticated(), logged_in);
+            }
+            Step::ScramKeys { user } => {
+                reached.scram += 1;
+                let outcome = if fail {
+                    ScramKeysOutcome::TempFail
+                } else {
+                    let keys = if user == USER {
+                        ScramKeys::derive(PASSWORD, b"salt", 4096)
+                    } else {
+                        ScramKeys::decoy(&[7; 32], &user)
+                    };
+                    ScramKeysOutcome::Keys { keys, server_nonce: "srv".into() }
+                };
+                session.scram_keys_done(outcome);
+            }
+            Step::Fetch(request) => {
+                assert!(logged_in, "no fetch before login");
+                assert!(listing.iter().any(|e| e.id == request.entry.id));
+                reached.fetches += 1;
+                if fail {
+                    session.fetch_done(FetchOutcome::Missing);
+                } else {
+                    let mut out = request.ok_line.clone();
+                    let mut encoder = match request.top {
+                        Some(n) => MessageEncoder::top(n),
+                        None => MessageEncoder::whole(),
+                    };
+                    encoder.push(CONTENT, &mut out);
+                    encoder.finish(&mut out);
+                    assert!(out.ends_with(b"\r\n.\r\n"));
+                    session.fetch_done(FetchOutcome::Sent);
+                }
+            }
+            Step::Commit { ids, .. } => {
+                assert!(logged_in, "no expunge before login");
+                assert!(ids.iter().all(|id| listing.iter().any(|e| e.id == *id)), "expunge only listed messages");
+                reached.commits += 1;
+                session.commit_done(if fail { CommitOutcome::Failed } else { CommitOutcome::Ok });
+            }
+            Step::StartTls => {
+                assert!(!logged_in, "STLS only before login");
+                reached.tls += 1;
+                session.tls_started();
+                assert!(session.is_secure());
+                // Nothing read before the handshake may be executed after it.
+                assert_eq!(session.poll(), Step::NeedInput, "plaintext survived STLS");
+            }
+        }
+        assert!(turn < 1_000_000, "the engine must make progress");
+    }
+    reached
+}
+
+fn check_lmtp_write(bytes: &[u8]) {
+    assert!(bytes.ends_with(b"\r\n"), "a reply must end with CRLF: {:?}", String::from_utf8_lossy(bytes));
+    for line in bytes[..bytes.len() - 2].split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        assert!(line.len() >= 4 && line[..3].iter().all(u8::is_ascii_digit), "reply line {line:?}");
+        assert!(line[3] == b' ' || line[3] == b'-');
+        assert!(line.len() <= 512);
+    }
+}
+
+/// Drives an LMTP session. Control octets: 0 = config flags and answers, then read lengths.
+pub fn lmtp_session(data: &[u8]) -> Reached {
+    let mut reached = Reached::default();
+    let input = Input::new(data, 6);
+    let mut session = lmtp::Session::new(LmtpConfig {
+        hostname: "mx.test".into(),
+        max_message_size: 4096 << (input.byte(0) & 3),
+        max_recipients: 5,
+        max_bad_commands: 10,
+        starttls: input.flag(0, 2),
+        secure: input.flag(0, 3),
+    });
+    let answers = input.byte(1);
+    let mut reads = input.reads().into_iter();
+    let mut current: Option<(usize, Vec<u8>)> = None;
+    let mut turn = 0u32;
+    loop {
+        turn += 1;
+        match session.poll() {
+            Step2::Write(bytes) => check_lmtp_write(&bytes),
+            Step2::NeedInput => match reads.next() {
+                Some(read) => session.feed(read),
+                None => return reached,
+            },
+            Step2::Close => return reached,
+            Step2::CheckRecipient { mailbox } => {
+                assert!(!mailbox.is_empty());
+                session.rcpt_done(match answers.rotate_left(turn) & 3 {
+                    0 => RcptCheck::Unknown,
+                    1 => RcptCheck::TempFail,
+                    _ => RcptCheck::Exists,
+                });
+            }
+            Step2::DataStart(envelope) => {
+                assert!(current.is_none());
+                assert!(!envelope.recipients.is_empty(), "DATA only with recipients");
+                current = Some((envelope.recipients.len(), Vec::new()));
+            }
+            Step2::DataChunk(chunk) => {
+                assert!(chunk.len() <= CHUNK_SIZE, "chunks are bounded");
+                current.as_mut().expect("chunk inside DATA").1.extend_from_slice(&chunk);
+            }
+            Step2::DataEnd => {
+                let (recipients, content) = current.take().expect("DataEnd inside DATA");
+                // Accepted content has CRLF line ends only (SMTP smuggling is refused).
+                for (i, &b) in content.iter().enumerate() {
+                    if b == b'\n' {
+                        assert!(i > 0 && content[i - 1] == b'\r', "bare LF in accepted content");
+                    }
+                    if b == b'\r' {
+                        assert_eq!(content.get(i + 1), Some(&b'\n'), "bare CR in accepted content");
+                    }
+                }
+                let results = (0..recipients)
+                    .map(|i| if (answers >> (i % 8)) & 1 == 1 { DeliveryResult::TempFail } else { DeliveryResult::Delivered { id: "x".into() } })
+                    .collect();
+                reached.deliveries += 1;
+                session.data_done(results);
+            }
+            Step2::DataAbort => {
+                current.take().expect("abort inside DATA");
+            }
+            Step2::StartTls => {
+                reached.tls += 1;
+                session.tls_started();
+                assert_eq!(session.poll(), Step2::NeedInput, "plaintext survived STARTTLS");
+            }
+        }
+        assert!(turn < 1_000_000, "the engine must make progress");
+    }
+}
+
+/// Parses a PROXY header the way the server reads it (only as many octets as `parse` asks for)
+/// and checks that this agrees with parsing everything at once.
+pub fn proxy_header(data: &[u8]) -> Reached {
+    let whole = proxy::parse(data);
+    match &whole {
+        Parse::Need(n) => assert!(*n > data.len() && *n <= 16 + proxy::V2_MAX_PAYLOAD),
+        Parse::Done { len, .. } => {
+            assert!(*len <= data.len() && *len >= 15);
+            assert_eq!(proxy::parse(&data[..*len]), whole, "a header parses the same without what follows");
+        }
+        Parse::Invalid(_) => {}
+    }
+    // The incremental reader.
+    let mut have = 0;
+    loop {
+        match proxy::parse(&data[..have]) {
+            Parse::Need(n) => {
+                assert!(n > have);
+                if n > data.len() {
+                    assert!(!matches!(whole, Parse::Done { .. }), "reader would wait past a complete header");
+                    return Reached::default();
+                }
+                have = n;
+            }
+            Parse::Done { len, header } => {
+                assert_eq!(len, have, "the reader consumed exactly the header");
+                assert_eq!(whole, Parse::Done { len, header });
+                return Reached { logins: 1, ..Reached::default() };
+            }
+            Parse::Invalid(_) => {
+                assert!(!matches!(whole, Parse::Done { .. }), "a prefix of a valid header was called invalid");
+                return Reached::default();
+            }
+        }
+    }
+}
+
+/// Seeds for the corpus: realistic sessions the mutator starts from.
+pub fn seeds(target: &str) -> Vec<Vec<u8>> {
+    let ctl = |c: &[u8], s: &[u8]| [c, s].concat();
+    match target {
+        "pop3_session" => vec![
+            ctl(&[0x0b, 0, 40, 40, 40, 40], b"CAPA\r\nUSER alice@example.com\r\nPASS pass word\r\nSTAT\r\nLIST\r\nUIDL\r\nRETR 1\r\nTOP 2 1\r\nDELE 3\r\nRSET\r\nDELE 1\r\nQUIT\r\n"),
+            ctl(&[0x02, 0, 255, 255, 255, 255], b"STLS\r\nCAPA\r\nUSER alice@example.com\r\n\xffCAPA\r\nUSER alice@example.com\r\nPASS pass word\r\n"),
+            ctl(&[0x01, 0, 8, 8, 8, 8], b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUuY29tAHBhc3Mgd29yZA==\r\nLIST 1\r\nQUIT\r\n"),
+            ctl(&[0x01, 0, 200, 200, 200, 200], b"AUTH SCRAM-SHA-256 biwsbj1hbGljZUBleGFtcGxlLmNvbSxyPWFiYw==\r\n\xffYz1iaXdzLHI9YWJjc3J2LHA9QUFBQQ==\r\n*\r\nAUTH\r\n"),
+            ctl(&[0x0d, 0, 200, 200, 200, 200], b"AUTH OAUTHBEARER bixhPWFsaWNlQGV4YW1wbGUuY29tLAFhdXRoPUJlYXJlciBnb29kAQE=\r\nAQ==\r\nAUTH XOAUTH2\r\n\r\n"),
+        ],
+        "lmtp_session" => vec![
+            ctl(&[0x04, 0xff, 60, 60, 60, 60], b"LHLO a.test\r\nMAIL FROM:<s@x.test> SIZE=100\r\nRCPT TO:<alice@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\nSubject: x\r\n\r\n..dot\r\nbody\r\n.\r\nQUIT\r\n"),
+            ctl(&[0x04, 0xff, 255, 255, 255, 255], b"LHLO a.test\r\nSTARTTLS\r\nMAIL FROM:<e@x.test>\r\n\xffLHLO a.test\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\nbare\nlf\r\n.\r\n"),
+            ctl(&[0x00, 0xfe, 3, 7, 11, 13], b"LHLO a.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\nSubject: smuggle\r\n\r\nx\n.\r\nMAIL FROM:<evil@x.test>\r\n.\r\nRSET\r\nNOOP\r\nVRFY x\r\n"),
+        ],
+        "proxy_header" => {
+            let v4 = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+            vec![
+                b"PROXY TCP4 203.0.113.9 192.0.2.1 5555 110\r\nCAPA\r\n".to_vec(),
+                b"PROXY TCP6 2001:db8::1 2001:db8::2 1 995\r\n".to_vec(),
+                b"PROXY UNKNOWN\r\n".to_vec(),
+                proxy::encode_v2(v4("203.0.113.9:5555"), v4("192.0.2.1:995"), Some("TLSv1.3")),
+                proxy::encode_v2(v4("[2001:db8::9]:1"), v4("[2001:db8::1]:110"), None),
+                [proxy::V2_SIGNATURE.as_slice(), &[0x20, 0x00, 0x00, 0x00]].concat(),
+            ]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The targets by name, for the runners.
+pub const TARGETS: &[(&str, fn(&[u8]) -> Reached)] =
+    &[("pop3_session", pop3_session), ("lmtp_session", lmtp_session), ("proxy_header", proxy_header)];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seeds must reach the deep states, or mutating them explores little.
+    #[test]
+    fn seeds_reach_logins_fetches_commits_tls_scram_and_deliveries() {
+        let sum = |target: &str, f: fn(&[u8]) -> Reached| {
+            seeds(target).iter().map(|s| f(s)).fold(Reached::default(), |a, r| Reached {
+                logins: a.logins + r.logins,
+                fetches: a.fetches + r.fetches,
+                commits: a.commits + r.commits,
+                tls: a.tls + r.tls,
+                scram: a.scram + r.scram,
+                deliveries: a.deliveries + r.deliveries,
+            })
+        };
+        let pop3 = sum("pop3_session", pop3_session);
+        assert!(pop3.logins >= 3 && pop3.fetches >= 2 && pop3.commits >= 1, "{pop3:?}");
+        assert!(pop3.tls >= 1 && pop3.scram >= 1, "{pop3:?}");
+        let lmtp = sum("lmtp_session", lmtp_session);
+        assert!(lmtp.deliveries >= 1 && lmtp.tls >= 1, "{lmtp:?}");
+        assert_eq!(sum("proxy_header", proxy_header).logins, 6, "every PROXY seed parses");
+    }
+}
