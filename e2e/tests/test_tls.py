@@ -376,3 +376,40 @@ def test_lmtp_starttls_injection_is_discarded(tls_server, pki):
         tls.sendall(b"QUIT\r\n")
     finally:
         s.close()
+
+
+# ------------------------------------------------------------------------------------------
+# settings from the config file and the environment
+
+
+@pytest.mark.parametrize("source", ["file", "env"])
+def test_tls_settings_from_file_or_env(server_factory, pki, tmp_path, source):
+    pop3s_port = free_port()
+    settings = {"tls_cert": str(pki.cert_path), "tls_key": str(pki.key_path),
+                "pop3s": f"127.0.0.1:{pop3s_port}", "lmtp_starttls": True,
+                "tls_reload_interval": 2, "max_auth_failures": 1}
+    if source == "file":
+        cfg = tmp_path / "pop3d.toml"
+        cfg.write_text("".join(
+            f"{k} = {str(v).lower() if isinstance(v, bool) else v if isinstance(v, int) else repr(v)}\n"
+            .replace("'", '"') for k, v in settings.items()))
+        srv = server_factory(args=["--config", str(cfg)], name=f"tls-{source}")
+    else:
+        env = {f"POP3D_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v)
+               for k, v in settings.items()}
+        srv = server_factory(env=env, name=f"tls-{source}")
+    addr, pw = srv.create_user()
+    p = poplib.POP3_SSL("localhost", pop3s_port, context=pki.client_context(), timeout=20)
+    try:
+        p.user(addr)
+        with pytest.raises(poplib.error_proto):
+            p.pass_("wrong")
+        try:  # max_auth_failures = 1: the session is closed after one failure
+            assert p.sock.recv(1) == b""
+        except ssl.SSLEOFError:
+            pass
+    finally:
+        p.close()
+    with smtplib.LMTP("localhost", srv.lmtp_port, timeout=30) as c:
+        c.ehlo()
+        assert c.has_extn("starttls")
