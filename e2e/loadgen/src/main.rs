@@ -5,6 +5,7 @@
 //!
 //! Users `load0@example.com` .. must exist with the given password (the bench script creates them).
 
+mod extras;
 mod lmtp;
 mod message;
 mod pop3;
@@ -46,6 +47,20 @@ enum Cmd {
         /// Bisection steps after the first failing rate.
         #[arg(long, default_value_t = 4)]
         steps: u32,
+    },
+    /// Idle sessions (RSS per session), login rate cold and warm, a big RETR (RSS), STAT/UIDL on a
+    /// big mailbox and after deleting it all.
+    Extras {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1000)]
+        idle_sessions: usize,
+        /// Size of the big message, e.g. 50m.
+        #[arg(long, default_value = "50m")]
+        big: String,
+        /// Messages in the mailbox for the STAT/UIDL measurement.
+        #[arg(long, default_value_t = 100_000)]
+        mailbox: u64,
     },
 }
 
@@ -199,5 +214,30 @@ async fn main() -> Result<()> {
             c.emit(&report)
         }
         Cmd::Search { common, p99_ms, max_rate, steps } => search(&common, p99_ms, max_rate, steps).await,
+        Cmd::Extras { common, idle_sessions, big, mailbox } => {
+            let size = match format!("fixed:{big}").parse::<message::SizeMix>()? {
+                message::SizeMix::Fixed(n) => n,
+                _ => bail!("--big must be a size like 50m"),
+            };
+            let t = extras::Target {
+                lmtp: common.lmtp[0].clone(),
+                pop3: common.pop3.first().cloned().ok_or_else(|| anyhow::anyhow!("--pop3 is required"))?,
+                users: (0..common.users).map(|i| common.user_format.replace("{}", &i.to_string())).collect(),
+                password: common.password.clone(),
+                pids: common.pids.clone(),
+            };
+            let mut ex = extras::Extras::default();
+            extras::logins(&t, common.pop3_concurrency.max(1), &mut ex).await?;
+            extras::idle(&t, idle_sessions, &mut ex).await?;
+            extras::big_retr(&t, size, &mut ex).await?;
+            extras::stat_after_deletions(&t, mailbox, &mut ex).await?;
+            let json = serde_json::to_string(&ex)?;
+            println!("{}", serde_json::to_string_pretty(&ex)?);
+            if let Some(path) = &common.json {
+                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+                writeln!(f, "{json}")?;
+            }
+            Ok(())
+        }
     }
 }

@@ -72,15 +72,28 @@ impl Pop3Client {
         }
     }
 
+    /// A multi-line command; returns the number of lines before the terminator.
+    pub async fn cmd_multi(&mut self, line: &str) -> Result<u64> {
+        self.cmd(line).await?;
+        let mut lines = 0;
+        while self.read_line().await? != b".\r\n" {
+            lines += 1;
+        }
+        Ok(lines)
+    }
+
     /// Sends DELE for 1..=count pipelined and reads every reply.
     pub async fn dele_all(&mut self, count: u64) -> Result<()> {
-        let mut batch = String::new();
-        for n in 1..=count {
-            batch.push_str(&format!("DELE {n}\r\n"));
-        }
-        self.stream.get_mut().write_all(batch.as_bytes()).await?;
-        for _ in 0..count {
-            self.status().await.context("DELE")?;
+        // In windows of 100, so neither side blocks on a full socket buffer with 100k DELEs.
+        let mut n = 1;
+        while n <= count {
+            let end = (n + 99).min(count);
+            let batch: String = (n..=end).map(|i| format!("DELE {i}\r\n")).collect();
+            self.stream.get_mut().write_all(batch.as_bytes()).await?;
+            for _ in n..=end {
+                self.status().await.context("DELE")?;
+            }
+            n = end + 1;
         }
         Ok(())
     }
