@@ -293,6 +293,59 @@ async fn hand_edits_are_corrected_and_pause_stops_all_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs e2e/kube and e2e/cassandra; run with POPFLEET_KUBE=1"]
+async fn a_renewed_tls_secret_rolls_the_pods() {
+    let client = client().await;
+    let ns = namespace(&client, "tls").await;
+    let ks = keyspace("tls");
+    let mut op = Operator::start(&ns, &[]).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    let secret = |crt: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pop-tls"},
+        "type": "kubernetes.io/tls", "stringData": {"tls.crt": crt, "tls.key": "key"}})
+    };
+    secrets
+        .patch(
+            "pop-tls",
+            &PatchParams::apply(TEST_MANAGER),
+            &Patch::Apply(&secret("first")),
+        )
+        .await
+        .unwrap();
+    let mut obj = cluster("mail", &ks, &[("dc1", 1)], &[("dc1", 1)]);
+    obj["spec"]["pop3"] = json!({"tls": {"secretName": "pop-tls"}});
+    apply(&client, &ns, &obj).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let hash = || async {
+        let d = deployments.get_opt("mail-dc1").await.ok()??;
+        let a = d.spec?.template.metadata?.annotations?;
+        a.get(operator::resources::TLS_HASH_ANNOTATION).cloned()
+    };
+    let first = eventually("the pod template carries the TLS hash", Duration::from_secs(60), hash).await;
+    let svc = Api::<Service>::namespaced(client.clone(), &ns)
+        .get("mail-dc1")
+        .await
+        .unwrap();
+    let ports: Vec<i32> = svc.spec.unwrap().ports.unwrap().iter().map(|p| p.port).collect();
+    assert_eq!(ports, vec![110, 995, 24], "POP3S on the Service");
+    // cert-manager renews the certificate: the Secret changes, the pods roll.
+    secrets
+        .patch(
+            "pop-tls",
+            &PatchParams::apply(TEST_MANAGER),
+            &Patch::Apply(&secret("renewed")),
+        )
+        .await
+        .unwrap();
+    let second = eventually("the TLS hash follows the Secret", Duration::from_secs(30), || async {
+        hash().await.filter(|h| *h != first)
+    })
+    .await;
+    assert_ne!(first, second);
+    teardown(&client, &ns, &mut op, &[&ks]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs e2e/kube and e2e/cassandra; run with POPFLEET_KUBE=1"]
 async fn delete_removes_owned_objects_and_keeps_the_keyspace_by_default() {
     let client = client().await;
     let ns = namespace(&client, "delete").await;

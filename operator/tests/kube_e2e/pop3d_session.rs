@@ -1,7 +1,8 @@
 //! The configuration the operator generates really runs: pop3d is started exactly as the
 //! Deployment's container would start it (command line, environment with Secret references
-//! resolved, the ConfigMap as the mounted file) against the real Cassandra, and a mail goes in
-//! over LMTP in dc1 and is read and deleted over POP3 (Python's poplib) in dc2.
+//! resolved, the ConfigMap and the TLS Secret as mounted files) against the real Cassandra, and a
+//! mail goes in over LMTP in dc1 and is read and deleted over POP3S (Python's poplib, certificate
+//! checked) in dc2.
 //!
 //! The one change: the listen addresses. A pod has its own network namespace and binds
 //! 0.0.0.0:1110; on the test host the servers get free loopback ports through pop3d's
@@ -33,6 +34,7 @@ fn pop3d_binary() -> PathBuf {
 struct Pop3d {
     child: Child,
     pop3: u16,
+    pop3s: u16,
     lmtp: u16,
     admin: u16,
     log: PathBuf,
@@ -60,8 +62,9 @@ async fn start_like_the_pod(client: &Client, ns: &str, name: &str, root: &Path) 
     let pod = deployment.spec.unwrap().template.spec.unwrap();
     let container = &pod.containers[0];
     let volumes = pod.volumes.unwrap_or_default();
-    // Materialise the volumes: ConfigMaps as files, emptyDirs as empty directories.
+    // Materialise the volumes: ConfigMaps and Secrets as files, emptyDirs as empty directories.
     let mut mounts = Vec::new();
+    let mut config_files: Vec<PathBuf> = Vec::new();
     for m in container.volume_mounts.as_deref().unwrap_or_default() {
         let host = root.join(m.mount_path.trim_start_matches('/'));
         std::fs::create_dir_all(&host).unwrap();
@@ -77,10 +80,32 @@ async fn start_like_the_pod(client: &Client, ns: &str, name: &str, root: &Path) 
                 .data
                 .unwrap();
             for (file, text) in data {
+                config_files.push(host.join(&file));
                 std::fs::write(host.join(file), text).unwrap();
             }
         }
+        if let Some(sv) = &volume.secret {
+            let name = sv.secret_name.as_deref().unwrap();
+            let data = Api::<Secret>::namespaced(client.clone(), ns)
+                .get(name)
+                .await
+                .unwrap()
+                .data
+                .unwrap();
+            for (file, bytes) in data {
+                std::fs::write(host.join(file), bytes.0).unwrap();
+            }
+        }
         mounts.push((m.mount_path.clone(), host));
+    }
+    // What the container runtime's mounts do: a path into a volume, in the config file or on the
+    // command line, reaches the volume's files.
+    for file in &config_files {
+        let mut text = std::fs::read_to_string(file).unwrap();
+        for (path, host) in &mounts {
+            text = text.replace(&format!("\"{path}/"), &format!("\"{}/", host.display()));
+        }
+        std::fs::write(file, text).unwrap();
     }
     let in_pod = |arg: &str| -> String {
         mounts
@@ -99,7 +124,7 @@ async fn start_like_the_pod(client: &Client, ns: &str, name: &str, root: &Path) 
         .map(|a| in_pod(a))
         .collect();
     assert_eq!(argv[0], "pop3d", "the image's binary is on PATH");
-    let (pop3, lmtp, admin) = (free_port(), free_port(), free_port());
+    let (pop3, pop3s, lmtp, admin) = (free_port(), free_port(), free_port(), free_port());
     let log = root.join("pop3d.log");
     let mut cmd = Command::new(pop3d_binary());
     cmd.args(&argv[1..])
@@ -119,6 +144,14 @@ async fn start_like_the_pod(client: &Client, ns: &str, name: &str, root: &Path) 
         };
         cmd.env(&e.name, value);
     }
+    if container
+        .ports
+        .iter()
+        .flatten()
+        .any(|p| p.name.as_deref() == Some("pop3s"))
+    {
+        cmd.env("POP3D_POP3S", format!("127.0.0.1:{pop3s}"));
+    }
     cmd.env("POP3D_POP3", format!("127.0.0.1:{pop3}"))
         .env("POP3D_LMTP", format!("127.0.0.1:{lmtp}"))
         .env("POP3D_ADMIN", format!("127.0.0.1:{admin}"))
@@ -134,6 +167,7 @@ async fn start_like_the_pod(client: &Client, ns: &str, name: &str, root: &Path) 
     let server = Pop3d {
         child,
         pop3,
+        pop3s,
         lmtp,
         admin,
         log,
@@ -159,18 +193,20 @@ async fn start_like_the_pod(client: &Client, ns: &str, name: &str, root: &Path) 
 }
 
 const SESSION: &str = r#"
-import json, poplib, smtplib, sys, time, urllib.request
-admin, lmtp, pop3_dc1, pop3_dc2, addr, pw = sys.argv[1:]
+import json, poplib, smtplib, ssl, sys, time, urllib.request
+admin, lmtp, pop3_dc1, pop3s_dc2, addr, pw, ca = sys.argv[1:]
+tls = ssl.create_default_context(cafile=ca)  # verifies the chain and the name "localhost"
 req = urllib.request.Request(f"http://127.0.0.1:{admin}/users/{addr}", data=json.dumps({"password": pw}).encode(),
                              method="PUT", headers={"content-type": "application/json"})
 urllib.request.urlopen(req, timeout=30)
 with smtplib.LMTP("127.0.0.1", int(lmtp), timeout=30) as l:
     l.sendmail("sender@example.org", [addr], b"Subject: operator e2e\r\n\r\nwritten by the operator's config\r\n")
-# Read in the other datacenter: the account and the mail reach dc2 by Cassandra's replication.
+# Read in the other datacenter, over POP3S with the certificate from the TLS Secret: the account
+# and the mail reach dc2 by Cassandra's replication.
 deadline = time.time() + 60
 while True:
     try:
-        p = poplib.POP3("127.0.0.1", int(pop3_dc2), timeout=30)
+        p = poplib.POP3_SSL("localhost", int(pop3s_dc2), context=tls, timeout=30)
         p.user(addr); p.pass_(pw)
         count, size = p.stat()
         if count == 1:
@@ -180,7 +216,7 @@ while True:
         if time.time() > deadline: raise
     if time.time() > deadline: raise SystemExit(f"dc2 never saw the message (STAT {count})")
     time.sleep(0.5)
-print("dc2 greeting:", p.getwelcome().decode())
+print("dc2 greeting over", p.sock.version(), ":", p.getwelcome().decode())
 print("dc2 UIDL:", p.uidl(1).decode())
 resp, lines, octets = p.retr(1)
 message = b"\r\n".join(lines)
@@ -196,7 +232,7 @@ for _ in range(120):
     p = poplib.POP3("127.0.0.1", int(pop3_dc1), timeout=30); p.user(addr); p.pass_(pw)
 assert p.stat()[0] == 0, "deleted in dc2, still listed in dc1"
 p.quit()
-print("POP3 session complete: delivered in dc1, RETR+DELE in dc2, gone in dc1")
+print("POP3 session complete: delivered in dc1, RETR+DELE over POP3S in dc2, gone in dc1")
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,22 +252,54 @@ async fn generated_config_and_command_line_serve_a_pop3_session() {
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
+    // A certificate for the POP3S listener, as cert-manager would leave it in a kubernetes.io/tls Secret.
+    let root = tempfile::tempdir().unwrap();
+    let (cert, key) = (root.path().join("ca.crt"), root.path().join("tls.key"));
+    let openssl = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(openssl.status.success(), "{}", String::from_utf8_lossy(&openssl.stderr));
+    let tls: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "pop-tls"}, "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": std::fs::read_to_string(&cert).unwrap(), "tls.key": std::fs::read_to_string(&key).unwrap()}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &tls)
+        .await
+        .unwrap();
     let mut obj = cluster("mail", &ks, &[("dc1", 1), ("dc2", 1)], &[("dc1", 1), ("dc2", 1)]);
+    obj["spec"]["pop3"]["tls"] = json!({"secretName": "pop-tls"});
     obj["spec"]["cassandra"]["credentialsSecret"] = json!({"name": "cassandra-login"});
     obj["spec"]["config"] = json!({"auth_fail_delay_ms": "100", "idle_timeout": "120"});
     obj["spec"]["datacenters"][0]["config"] = json!({"hostname": "pop.dc1.e2e.example"});
     apply(&client, &ns, &obj).await;
     wait_condition(&client, &ns, "mail", "KeyspaceReady", "True", Duration::from_secs(90)).await;
 
-    let root = tempfile::tempdir().unwrap();
     let dc1 = start_like_the_pod(&client, &ns, "mail-dc1", &root.path().join("dc1")).await;
     let dc2 = start_like_the_pod(&client, &ns, "mail-dc2", &root.path().join("dc2")).await;
     let address = format!("op-{}@example.com", &uuid_hex()[..10]);
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")
             .args(["-c", SESSION])
-            .args([dc1.admin, dc1.lmtp, dc1.pop3, dc2.pop3].map(|p| p.to_string()))
+            .args([dc1.admin, dc1.lmtp, dc1.pop3, dc2.pop3s].map(|p| p.to_string()))
             .args([address.as_str(), "correct horse"])
+            .arg(&cert)
             .output()
             .map(|o| (o, dc1, dc2))
     })
