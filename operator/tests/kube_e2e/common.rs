@@ -337,3 +337,33 @@ async fn fake_kubelet_round(client: &Client, namespace: &str) -> kube::Result<()
     }
     Ok(())
 }
+
+/// Reasons of the Events (events.k8s.io) the operator published about `name` in `namespace`.
+pub async fn event_reasons(client: &Client, namespace: &str, name: &str) -> Vec<String> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
+    api.list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter(|e| e.reporting_controller.as_deref() == Some("popfleet-operator"))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// Waits until the operator published an Event with `reason` about `name`.
+pub async fn wait_event(client: &Client, namespace: &str, name: &str, reason: &str) {
+    eventually(
+        &format!("Event {reason} about {name}"),
+        Duration::from_secs(30),
+        || async {
+            event_reasons(client, namespace, name)
+                .await
+                .iter()
+                .any(|r| r == reason)
+                .then_some(())
+        },
+    )
+    .await;
+}

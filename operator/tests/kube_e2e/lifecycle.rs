@@ -93,6 +93,7 @@ async fn scale_add_remove_datacenters_and_change_replication() {
     let c = wait_condition(&client, &ns, "mail", "KeyspaceReady", "True", Duration::from_secs(30)).await;
     let k = c.status.unwrap().keyspace.unwrap();
     assert!(k.repair_needed, "a replication change must surface as repairNeeded");
+    wait_event(&client, &ns, "mail", "RepairNeeded").await;
     assert_eq!(
         crate::condition(&get(&client, &ns, "mail").await.unwrap(), "KeyspaceReady")
             .unwrap()
@@ -132,6 +133,7 @@ async fn scale_add_remove_datacenters_and_change_replication() {
     })
     .await;
     assert!(replicas(&deployments, "mail-dc1").await == Some(3));
+    wait_event(&client, &ns, "mail", "DatacenterRemoved").await;
     let c = wait_condition(&client, &ns, "mail", "KeyspaceReady", "True", Duration::from_secs(30)).await;
     assert_eq!(c.status.as_ref().unwrap().datacenters.len(), 1);
     assert_eq!(
@@ -218,6 +220,7 @@ async fn hand_edits_are_corrected_and_pause_stops_all_writes() {
         Duration::from_secs(30),
     )
     .await;
+    wait_event(&client, &ns, "mail", "Paused").await;
     let writes_before = writes(&op).await;
     let mut changed = cluster("mail", &ks, &[("dc1", 4)], &[("dc1", 2), ("dc2", 1)]);
     changed["spec"]["paused"] = json!(true);
@@ -379,6 +382,7 @@ async fn delete_removes_owned_objects_and_keeps_the_keyspace_by_default() {
         replication(&session, &kept).await.is_some(),
         "deletionPolicy Retain keeps the keyspace"
     );
+    wait_event(&client, &ns, "keep", "KeyspaceRetained").await;
     assert!(
         schema::cassandra::applied_versions(&session, &kept).await.is_ok(),
         "and its tables"

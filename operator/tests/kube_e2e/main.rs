@@ -268,6 +268,8 @@ async fn two_dc_cluster_is_created_reports_status_and_stays_quiet() {
     assert_eq!(repl, factors(&[("dc1", "1"), ("dc2", "1")]));
     let versions = schema::cassandra::applied_versions(&session, &ks).await.unwrap();
     assert_eq!(versions.last().copied(), Some(schema::latest_version()));
+    wait_event(&client, &ns, "mail", "KeyspaceCreated").await;
+    wait_event(&client, &ns, "mail", "MigrationsApplied").await;
 
     // 3. Status and conditions say where things stand: pods become ready, the cluster available.
     let c = wait_condition(&client, &ns, "mail", "Available", "True", Duration::from_secs(120)).await;
