@@ -39,8 +39,12 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// redb's page cache (1 GiB by default) grows with the bytes passing through, so a few big
+/// messages took RSS to hundreds of MiB; mail is read once, so a small cache loses little.
+const CACHE_BYTES: usize = 32 << 20;
+
 fn open_database(path: &Path) -> Result<Database> {
-    let db = Database::create(path).map_err(unavailable)?;
+    let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(unavailable)?;
     // Create every table up front so readers never see "table does not exist".
     let txn = db.begin_write().map_err(unavailable)?;
     txn.open_table(ACCOUNTS).map_err(unavailable)?;
