@@ -239,6 +239,9 @@ impl Drop for Operator {
         self.kill();
         if std::thread::panicking() {
             eprintln!("--- operator log ({}):\n{}", self.log.display(), self.log_tail());
+        } else {
+            // Only worth keeping when the test failed.
+            let _ = std::fs::remove_file(&self.log);
         }
     }
 }
