@@ -196,5 +196,9 @@ pub async fn stat_after_deletions(t: &Target, count: u64, ex: &mut Extras) -> Re
     let (s, u) = stat_uidl(t, &user).await?;
     ex.stat_after_deletions = s.summary();
     ex.uidl_after_deletions = u.summary();
-    Ok(())
+    // Leave the mailbox empty, so a scenario run afterwards finds exactly what it delivered.
+    let mut c = login(t, &user).await?;
+    let (n, _) = c.stat().await?;
+    c.dele_all(n).await?;
+    c.quit().await
 }
