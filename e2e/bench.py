@@ -135,6 +135,10 @@ service imap-login {{
     port = 0
   }}
 }}
+# The idle-sessions measurement opens ~13 sessions per user from one IP (Dovecot's default cap: 10).
+protocol pop3 {{
+  mail_max_userip_connections = 1000
+}}
 default_client_limit = 5000
 default_process_limit = 1024
 """
