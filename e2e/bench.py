@@ -50,6 +50,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def stop(proc: subprocess.Popen, log) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
 class Pop3d:
     def __init__(self, binary: str, work: Path, name: str, store_args: list[str]):
         self.pop3, self.lmtp, self.admin = free_port(), free_port(), free_port()
@@ -73,12 +82,7 @@ class Pop3d:
                 assert r.status in (200, 201), r.status
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        stop(self.proc, self.log)
 
 
 DOVECOT_CONF = """\
@@ -163,12 +167,7 @@ class Dovecot:
         wait_port(self.lmtp, self.proc, "dovecot")
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        stop(self.proc, self.log)
 
 
 def loadgen(args, label: str, lmtp: list[int], pop3: list[int], pids: list[int], out: Path,

@@ -79,13 +79,25 @@ def eventually(check, timeout: float, what: str, interval: float = 1.0):
     pytest.fail(f"{what}: not within {timeout:.0f}s (last: {last!r})", pytrace=False)
 
 
-def tokens_in(srv, addr: str, pw: str) -> Counter:
+def tokens_in(srv, addr: str, pw: str, token=token_of) -> Counter:
+    """token -> copies in the mailbox, from the headers (TOP n 0) of every message."""
     found = Counter()
     with srv.session(addr, pw) as p:
         for n in p.list():
-            found[token_of(p.top(n, 0))] += 1
+            found[token(p.top(n, 0))] += 1
         p.quit()
     return found
+
+
+def assert_deferred(lmtp: LmtpRaw, addr: str) -> None:
+    """A delivery to `addr` on an open LMTP session is deferred (4xx), not accepted or bounced."""
+    assert lmtp.cmd("MAIL FROM:<s@example.org>")[0] == 250
+    code, _ = lmtp.cmd(f"RCPT TO:<{addr}>")
+    if code == 250:
+        assert lmtp.cmd("DATA")[0] == 354
+        lmtp.send(lmtp.data_bytes(make_message()))
+        code, _ = lmtp.read_reply()
+    assert 400 <= code < 500, code
 
 
 def test_dc2_node_down_dc1_keeps_serving_and_dc2_catches_up(server_factory):
@@ -148,14 +160,7 @@ def test_local_dc_down_mid_session_then_recovers(server_factory):
         p.cmd(f"USER {addr}")
         reply = p.cmd(f"PASS {pw}")
         assert reply.startswith(b"-ERR [SYS/TEMP]"), reply
-    # Delivery is deferred (4xx), not accepted and not bounced.
-    assert lmtp.cmd("MAIL FROM:<s@example.org>")[0] == 250
-    code, _ = lmtp.cmd(f"RCPT TO:<{addr}>")
-    if code == 250:
-        assert lmtp.cmd("DATA")[0] == 354
-        lmtp.send(lmtp.data_bytes(make_message()))
-        code, _ = lmtp.read_reply()
-    assert 400 <= code < 500, code
+    assert_deferred(lmtp, addr)
     lmtp.close()
     # Admin: alive, not ready, account changes refused as temporary.
     assert srv.admin("GET", "/healthz")[0] == 200
@@ -188,13 +193,7 @@ def test_hung_local_node_answers_sys_temp(server_factory):
             assert p.cmd(f"PASS {pw}").startswith(b"-ERR [SYS/TEMP]")
         with LmtpRaw(srv.lmtp_port, timeout=30) as c:
             assert c.lhlo()[0] == 250
-            assert c.cmd("MAIL FROM:<s@example.org>")[0] == 250
-            code, _ = c.cmd(f"RCPT TO:<{addr}>")
-            if code == 250:
-                assert c.cmd("DATA")[0] == 354
-                c.send(c.data_bytes(make_message()))
-                code, _ = c.read_reply()
-            assert 400 <= code < 500, code
+            assert_deferred(c, addr)
         assert srv.admin("GET", "/readyz")[0] == 503
     finally:
         cassandra("resume", "n1")
