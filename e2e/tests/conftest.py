@@ -451,6 +451,17 @@ class Server:
             return ""
         return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
+    def log_has(self, needle: str, timeout: float = 10.0) -> bool:
+        """Whether the log shows `needle` within `timeout`: the server may log a refused
+        connection just after it closed the socket the test was watching."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if needle in self.log_text():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
     def log_size(self) -> int:
         try:
             return self.log_path.stat().st_size
