@@ -347,8 +347,13 @@ def stuff(message: bytes) -> bytes:
 
 class Server:
     def __init__(self, workdir: Path, args=(), env=None, name="pop3d",
-                 data_dir: Path | None = None, store_args: list[str] | None = None):
+                 data_dir: Path | None = None, store_args: list[str] | None = None,
+                 host: str = HOST, prefix: list[str] | None = None):
         self.workdir = workdir
+        # host: the address every listener binds; prefix: a command the server runs under,
+        # e.g. `ip netns exec NS` for the partition test's second datacenter.
+        self.host = host
+        self.prefix = list(prefix or [])
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir or (workdir / "data")
         self.pop3_port = free_port()
@@ -366,11 +371,11 @@ class Server:
 
     # -- process control --------------------------------------------------------------
     def command(self) -> list[str]:
-        return [server_binary(), "serve",
+        return [*self.prefix, server_binary(), "serve",
                 "--data-dir", str(self.data_dir),
-                "--pop3", f"{HOST}:{self.pop3_port}",
-                "--lmtp", f"{HOST}:{self.lmtp_port}",
-                "--admin", f"{HOST}:{self.admin_port}",
+                "--pop3", f"{self.host}:{self.pop3_port}",
+                "--lmtp", f"{self.host}:{self.lmtp_port}",
+                "--admin", f"{self.host}:{self.admin_port}",
                 *self.args,
                 *(extra_server_args() if self.store_args is None else self.store_args)]
 
@@ -475,7 +480,7 @@ class Server:
     # -- admin API ----------------------------------------------------------------------
     @property
     def admin_url(self) -> str:
-        return f"http://{HOST}:{self.admin_port}"
+        return f"http://{self.host}:{self.admin_port}"
 
     def admin(self, method: str, path: str, body=None, raw: bytes | None = None,
               timeout: float = 30, headers=None):
@@ -516,7 +521,7 @@ class Server:
 
     # -- LMTP ---------------------------------------------------------------------------
     def lmtp(self) -> smtplib.LMTP:
-        conn = smtplib.LMTP(HOST, self.lmtp_port, timeout=60)
+        conn = smtplib.LMTP(self.host, self.lmtp_port, timeout=60)
         return conn
 
     def deliver(self, rcpt: str | list[str], message: bytes,
@@ -533,7 +538,7 @@ class Server:
     def deliver_raw(self, rcpts: list[str], message: bytes, sender="sender@example.org",
                     mail_params: str = "") -> tuple[list, list]:
         """Deliver over a raw LMTP socket. Returns (rcpt replies, data replies)."""
-        with LmtpRaw(self.lmtp_port) as c:
+        with LmtpRaw(self.lmtp_port, host=self.host) as c:
             code, _ = c.lhlo()
             assert code == 250
             code, text = c.cmd(f"MAIL FROM:<{sender}>{mail_params}")
@@ -551,6 +556,7 @@ class Server:
 
     # -- POP3 ---------------------------------------------------------------------------
     def pop3(self, **kw) -> Pop3Raw:
+        kw.setdefault("host", self.host)
         return Pop3Raw(self.pop3_port, **kw)
 
     def session(self, user: str, password: str) -> Pop3Raw:
@@ -616,10 +622,10 @@ def server_factory(tmp_path, request):
     started: list[Server] = []
 
     def make(args=(), env=None, start=True, name=None, data_dir=None,
-             store_args=None) -> Server:
+             store_args=None, host=HOST, prefix=None) -> Server:
         srv = Server(tmp_path / (name or f"srv{len(started)}"), args=args, env=env,
                      name=name or f"srv{len(started)}", data_dir=data_dir,
-                     store_args=store_args)
+                     store_args=store_args, host=host, prefix=prefix)
         started.append(srv)
         _active_servers.setdefault(request.node.nodeid, []).append((srv, 0))
         if start:

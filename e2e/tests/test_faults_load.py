@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ConnectionClosed, LmtpRaw, Pop3Raw, server_binary
+from conftest import ConnectionClosed, LmtpRaw, server_binary
 from test_faults_cassandra import (assert_deferred, cassandra, eventually, store_args,  # noqa: F401
                                    tokens_in, whole_cluster_again)
 
@@ -39,14 +39,15 @@ def loadgen_binary() -> str:
 class Load:
     """popfleet-load delivering to `users` at `rate`/s for `seconds`, deliveries only, with a ledger."""
 
-    def __init__(self, srv, users, rate: float, seconds: float, tmp: Path, sizes="small"):
+    def __init__(self, srv, users, rate: float, seconds: float, tmp: Path, sizes="small",
+                 prefix: list[str] | None = None):
         self.seed = random.randrange(1 << 40)
         self.ledger = tmp / f"ledger-{self.seed:x}.txt"
         self.report = tmp / f"load-{self.seed:x}.json"
         self.users = users
         pattern = users[0][0].replace("-0@", "-{}@")
-        cmd = [loadgen_binary(), "run", "--no-read", "--label", "fault-load",
-               "--lmtp", f"127.0.0.1:{srv.lmtp_port}", "--users", str(len(users)),
+        cmd = [*(prefix or []), loadgen_binary(), "run", "--no-read", "--label", "fault-load",
+               "--lmtp", f"{srv.host}:{srv.lmtp_port}", "--users", str(len(users)),
                "--user-format", pattern, "--rate", str(rate), "--duration", str(seconds),
                "--sizes", sizes, "--concurrency", "16", "--seed", str(self.seed),
                "--ledger", str(self.ledger), "--json", str(self.report)]
@@ -106,25 +107,41 @@ def all_tokens(srv, users) -> Counter:
     return found
 
 
+def enter_netns(name: str) -> None:
+    """Moves the calling thread (only it) into network namespace `name`: its sockets then
+    connect from inside, as a client local to that side of a partition would."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({name}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
 class Reader(threading.Thread):
     """POP3 sessions in a loop while the load runs: each marks a third of the mailbox deleted, then
     either QUITs (committed unless the reply is lost) or drops the connection (nothing deleted)."""
 
-    def __init__(self, srv, users):
+    def __init__(self, srv, users, netns: str | None = None):
         super().__init__(daemon=True)
-        self.srv, self.users = srv, users
+        self.srv, self.users, self.netns = srv, users, netns
         self.stop = threading.Event()
         self.committed: set = set()
         self.maybe: set = set()
         self.sessions = Counter()
 
     def run(self):
+        if self.netns:
+            enter_netns(self.netns)
         rng = random.Random(7)
         while not self.stop.wait(0.25):  # a client polling a few times a second, not a flood
             addr, pw = rng.choice(self.users)
             marked = []
             try:
-                with Pop3Raw(self.srv.pop3_port, timeout=10) as p:
+                with self.srv.pop3(timeout=10) as p:
                     p.login(addr, pw)
                     listing = p.list()
                     for n in list(listing)[::3]:
