@@ -308,3 +308,33 @@ def test_embedded_store_disk_full(server_factory, tmp_path, small_fs):
                "delivery after space was freed")
 
     ledger_check("embedded store, after space was freed", acked, all_tokens(srv, users), committed, set())
+
+
+def test_embedded_store_read_only_data_dir(server_factory, tmp_path, small_fs):
+    """A data directory that turned read-only (a volume mounted ro, a filesystem the kernel
+    remounted ro after errors) stops pop3d at start-up with the reason, not later with a
+    half-working server; once writable again, all acknowledged mail is there. (Linux refuses to
+    remount a filesystem ro while pop3d holds its database open for writing, so a live switch
+    cannot be staged here; disk-full above covers write failures at run time.)"""
+    srv = server_factory(name="ro", store_args=[], data_dir=small_fs / "data",
+                         args=["--min-free-space-mb", "1", "--max-message-size", str(1 << 20)])
+    users = make_users(srv, 2, "ro")
+    load = Load(srv, users, rate=40, seconds=3, tmp=tmp_path)
+    report = load.wait()
+    assert report["errors"] == {} and report["delivered"] > 0, report
+    srv.stop()
+
+    def remount(mode: str) -> None:
+        r = subprocess.run(["mount", "-o", f"remount,{mode}", str(small_fs)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+
+    remount("ro")
+    try:
+        r = subprocess.run(srv.command(), capture_output=True, text=True, timeout=60, cwd=srv.workdir)
+    finally:
+        remount("rw")
+    assert r.returncode != 0, "pop3d started on a read-only data directory"
+    assert "Read-only file system" in r.stdout + r.stderr, r.stdout + r.stderr
+    srv.start()
+    ledger_check("embedded store, read-only data directory at start", load.acked(),
+                 all_tokens(srv, users), set(), set())
