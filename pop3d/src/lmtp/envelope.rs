@@ -50,6 +50,9 @@ pub fn parse_rcpt_to(args: &str) -> Result<String, &'static str> {
     Ok(address)
 }
 
+/// The longest address accepted in MAIL FROM or RCPT TO.
+pub const MAX_ADDRESS: usize = 254;
+
 /// `PREFIX<addr> rest` with the prefix matched case-insensitively and a space tolerated after it.
 fn parse_path<'a>(args: &'a str, prefix: &str) -> Result<(String, &'a str), &'static str> {
     let syntax = "501 5.5.4 Syntax: MAIL FROM:<address> or RCPT TO:<address>";
@@ -66,6 +69,12 @@ fn parse_path<'a>(args: &'a str, prefix: &str) -> Result<(String, &'a str), &'st
     let address = address.rsplit_once(':').map_or(address, |(_, a)| a);
     if address.chars().any(|c| c.is_control() || c == '<') {
         return Err(syntax);
+    }
+    // RFC 5321 4.5.3.1.3: a path is at most 256 octets with its brackets. Longer ones are
+    // refused so that a reply echoing the address stays within the 512-octet reply line
+    // (found by the lmtp_session fuzz target).
+    if address.len() > MAX_ADDRESS {
+        return Err("501 5.1.3 Address too long (254 octets at most)");
     }
     Ok((address.to_owned(), &rest[end + 1..]))
 }
@@ -95,5 +104,10 @@ mod tests {
         assert_eq!(parse_rcpt_to("to:<@relay:bob@b.c>").unwrap(), "bob@b.c");
         assert!(parse_rcpt_to("TO:<>").is_err());
         assert!(parse_rcpt_to("TO:<a@b.c> NOTIFY=NEVER").is_err());
+        let longest = format!("{}@b.c", "a".repeat(MAX_ADDRESS - 4));
+        assert_eq!(parse_rcpt_to(&format!("TO:<{longest}>")).unwrap(), longest);
+        let too_long = format!("TO:<a{longest}>");
+        assert_eq!(parse_rcpt_to(&too_long).unwrap_err(), "501 5.1.3 Address too long (254 octets at most)");
+        assert!(parse_mail_from(&format!("FROM:<a{longest}>")).is_err());
     }
 }
