@@ -10,6 +10,12 @@ use serde::Deserialize;
 use crate::store::cassandra::CassandraConfig;
 
 /// `pop3d serve` options. Every one is also a `POP3D_*` variable and a key in the config file.
+
+/// Per-session command rate. A client that deletes a 100,000-message mailbox pipelines 100,000
+/// DELEs (2 s at the default after the 10 s burst), and an MTA's LMTP connection sends about
+/// four commands per mail; 100/s (the first default) throttled both to a crawl while a command
+/// costs the engine microseconds. The cap is against runaway clients, not normal ones.
+pub const DEFAULT_COMMANDS_PER_SECOND: u32 = 5000;
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct ServeArgs {
     /// TOML configuration file.
@@ -79,7 +85,7 @@ pub struct ServeArgs {
     /// Seconds a client has from connecting to logging in (POP3) [default: 60].
     #[arg(long, env = "POP3D_LOGIN_TIMEOUT")]
     pub login_timeout: Option<u64>,
-    /// Commands per second per session before input is read more slowly; 0: no limit [default: 100].
+    /// Commands per second per session before input is read more slowly; 0: no limit [default: 5000].
     #[arg(long, env = "POP3D_MAX_COMMANDS_PER_SECOND")]
     pub max_commands_per_second: Option<u32>,
     /// Failed logins in one POP3 session before it is closed [default: 3].
@@ -334,7 +340,7 @@ impl Config {
             tls_reload_interval: Duration::from_secs(a.tls_reload_interval.or(file.tls_reload_interval).unwrap_or(10)),
             lmtp_starttls: a.lmtp_starttls.or(file.lmtp_starttls).unwrap_or(false),
             login_timeout: Duration::from_secs(a.login_timeout.or(file.login_timeout).unwrap_or(60)),
-            max_commands_per_second: a.max_commands_per_second.or(file.max_commands_per_second).unwrap_or(100),
+            max_commands_per_second: a.max_commands_per_second.or(file.max_commands_per_second).unwrap_or(DEFAULT_COMMANDS_PER_SECOND),
             max_auth_failures: a.max_auth_failures.or(file.max_auth_failures).unwrap_or(3),
             proxy_protocol: match a.proxy_protocol.as_deref() {
                 Some(list) => split_list(list).map(str::parse).collect::<Result<_, _>>()?,
