@@ -212,7 +212,9 @@ def extras(args, label: str, lmtp: int, pop3: int, pids: list[int], out: Path) -
     json_path = out / f"{label}-extras.json"
     json_path.unlink(missing_ok=True)
     cmd = [args.loadgen, "extras", "--label", label, "--lmtp", f"{HOST}:{lmtp}", "--pop3", f"{HOST}:{pop3}",
-           "--users", str(args.users), "--user-format", USER_FORMAT, "--password", PASSWORD,
+           # one user more than the scenario: the last one holds the big mailbox and its deleted
+           # history (100k tombstones on Cassandra), which the scenario's users must not inherit
+           "--users", str(args.users + 1), "--user-format", USER_FORMAT, "--password", PASSWORD,
            "--pid", ",".join(map(str, pids)), "--json", str(json_path),
            "--idle-sessions", str(args.idle_sessions), "--big", args.big, "--mailbox", str(args.mailbox)]
     print(f"\n==> {label} extras: {' '.join(cmd)}", flush=True)
@@ -322,7 +324,7 @@ def main() -> None:
         if target == "embedded":
             srv = Pop3d(args.pop3d, work, "embedded", [])
             try:
-                srv.create_users(args.users)
+                srv.create_users(args.users + 1)
                 if args.extras:  # first: "cold" logins need an auth cache nobody has warmed
                     extra[target] = extras(args, target, srv.lmtp, srv.pop3, [srv.proc.pid], out)
                 reports[target] = loadgen(args, target, [srv.lmtp], [srv.pop3], [srv.proc.pid], out)
@@ -337,7 +339,7 @@ def main() -> None:
             dc1 = Pop3d(args.pop3d, work, "dc1", common + ["--cassandra", "127.0.0.1:9042", "--local-dc", "dc1"])
             dc2 = Pop3d(args.pop3d, work, "dc2", common + ["--cassandra", "127.0.0.2:9042", "--local-dc", "dc2"])
             try:
-                dc1.create_users(args.users)
+                dc1.create_users(args.users + 1)
                 time.sleep(1)  # accounts replicate to dc2 before its readers log in
                 if args.extras:
                     extra[target] = extras(args, target, dc1.lmtp, dc1.pop3, [dc1.proc.pid], out)
@@ -354,7 +356,7 @@ def main() -> None:
                 subprocess.run([str(REPO / "e2e/cassandra"), "cqlsh", "n1", "-e", f"DROP KEYSPACE IF EXISTS {ks}"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         elif target == "dovecot":
-            dv = Dovecot(work, args.users)
+            dv = Dovecot(work, args.users + 1)
             try:
                 if args.extras:
                     extra[target] = extras(args, target, dv.lmtp, dv.pop3, [dv.proc.pid], out)

@@ -3,6 +3,7 @@
 
 /// Keyspace and migrations live in the `schema` crate, shared with the operator.
 pub use schema::cassandra as migrate;
+mod listing;
 mod statements;
 
 use std::time::Duration;
@@ -45,7 +46,8 @@ fn timeuuid(id: MessageId) -> CqlTimeuuid {
 }
 
 fn message_id(t: CqlTimeuuid) -> Result<MessageId> {
-    MessageId::from_uuid(t.into()).ok_or_else(|| StoreError::Corrupt("message_id is not a version-1 UUID".into()))
+    MessageId::from_uuid(t.into())
+        .ok_or_else(|| StoreError::Corrupt("message_id is not a version-1 UUID".into()))
 }
 
 /// Paging state as an opaque, printable cursor.
@@ -57,7 +59,8 @@ fn paging_state(cursor: Option<String>) -> Result<PagingState> {
     match cursor {
         None => Ok(PagingState::start()),
         Some(c) => {
-            let raw = hex::decode(c).map_err(|e| StoreError::Corrupt(format!("bad cursor: {e}")))?;
+            let raw =
+                hex::decode(c).map_err(|e| StoreError::Corrupt(format!("bad cursor: {e}")))?;
             Ok(PagingState::new_from_raw_bytes(raw))
         }
     }
@@ -90,10 +93,12 @@ pub async fn connect(config: &CassandraConfig) -> Result<Session> {
     if let (Some(user), Some(password)) = (&config.username, &config.password) {
         builder = builder.user(user, password);
     }
-    let session = builder
-        .build()
-        .await
-        .map_err(|e| unavailable(format!("cannot connect to Cassandra at {:?}: {e}", config.contact_points)))?;
+    let session = builder.build().await.map_err(|e| {
+        unavailable(format!(
+            "cannot connect to Cassandra at {:?}: {e}",
+            config.contact_points
+        ))
+    })?;
     check_local_dc(&session, &config.local_dc)?;
     Ok(session)
 }
@@ -102,7 +107,11 @@ pub async fn connect(config: &CassandraConfig) -> Result<Session> {
 /// say what is wrong at start-up instead.
 fn check_local_dc(session: &Session, local_dc: &str) -> Result<()> {
     let state = session.get_cluster_state();
-    let mut dcs: Vec<&str> = state.get_nodes_info().iter().filter_map(|n| n.datacenter.as_deref()).collect();
+    let mut dcs: Vec<&str> = state
+        .get_nodes_info()
+        .iter()
+        .filter_map(|n| n.datacenter.as_deref())
+        .collect();
     if dcs.contains(&local_dc) {
         return Ok(());
     }
@@ -118,12 +127,14 @@ impl CassandraStore {
     pub async fn open(config: &CassandraConfig) -> Result<Self> {
         let session = connect(config).await?;
         let ks = &config.keyspace;
-        let version = migrate::applied_versions(&session, ks).await.map_err(|e| match e {
-            migrate::MigrateError::MissingKeyspace(_) => StoreError::Misconfigured(format!(
+        let version = migrate::applied_versions(&session, ks)
+            .await
+            .map_err(|e| match e {
+                migrate::MigrateError::MissingKeyspace(_) => StoreError::Misconfigured(format!(
                 "keyspace {ks} does not exist: create it with `pop3d migrate --keyspace {ks} ...`"
             )),
-            other => unavailable(other),
-        })?;
+                other => unavailable(other),
+            })?;
         let latest = schema::latest_version();
         if version.last().copied().unwrap_or(0) < latest {
             return Err(StoreError::Misconfigured(format!(
@@ -131,9 +142,14 @@ impl CassandraStore {
                 version.last().copied().unwrap_or(0)
             )));
         }
-        let s = Statements::prepare(&session, ks, config.read_consistency, config.write_consistency)
-            .await
-            .map_err(unavailable)?;
+        let s = Statements::prepare(
+            &session,
+            ks,
+            config.read_consistency,
+            config.write_consistency,
+        )
+        .await
+        .map_err(unavailable)?;
         Ok(Self { session, s })
     }
 }
@@ -145,32 +161,57 @@ impl MailStore for CassandraStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.session.execute_unpaged(&self.s.get_account, ("ping@readiness.invalid",)).await.map_err(unavailable)?;
+        self.session
+            .execute_unpaged(&self.s.get_account, ("ping@readiness.invalid",))
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
     async fn put_account(&self, account: &Account) -> Result<()> {
-        let values = (&account.address, &account.password_hash, &account.scram_sha256);
-        self.session.execute_unpaged(&self.s.put_account, values).await.map_err(unavailable)?;
+        let values = (
+            &account.address,
+            &account.password_hash,
+            &account.scram_sha256,
+        );
+        self.session
+            .execute_unpaged(&self.s.put_account, values)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
     async fn get_account(&self, address: &str) -> Result<Option<Account>> {
-        let result = self.session.execute_unpaged(&self.s.get_account, (address,)).await.map_err(unavailable)?;
+        let result = self
+            .session
+            .execute_unpaged(&self.s.get_account, (address,))
+            .await
+            .map_err(unavailable)?;
         let rows = result.into_rows_result().map_err(unavailable)?;
         let row = rows
             .maybe_first_row::<(String, Option<String>, Option<String>)>()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok(row.map(|(address, hash, scram)| Account { address, password_hash: hash.unwrap_or_default(), scram_sha256: scram }))
+        Ok(row.map(|(address, hash, scram)| Account {
+            address,
+            password_hash: hash.unwrap_or_default(),
+            scram_sha256: scram,
+        }))
     }
 
     async fn delete_account(&self, address: &str) -> Result<()> {
-        self.session.execute_unpaged(&self.s.delete_account, (address,)).await.map_err(unavailable)?;
+        self.session
+            .execute_unpaged(&self.s.delete_account, (address,))
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
     async fn list_accounts(&self) -> Result<Vec<String>> {
-        let pager = self.session.execute_iter(self.s.list_accounts.clone(), ()).await.map_err(unavailable)?;
+        let pager = self
+            .session
+            .execute_iter(self.s.list_accounts.clone(), ())
+            .await
+            .map_err(unavailable)?;
         let mut rows = pager.rows_stream::<(String,)>().map_err(unavailable)?;
         let mut out = Vec::new();
         while let Some((address,)) = rows.try_next().await.map_err(unavailable)? {
@@ -181,35 +222,37 @@ impl MailStore for CassandraStore {
 
     async fn put_chunk(&self, mailbox: &str, id: MessageId, index: u32, data: Bytes) -> Result<()> {
         let values = (timeuuid(id), index as i32, mailbox, data.as_ref());
-        self.session.execute_unpaged(&self.s.put_chunk, values).await.map_err(unavailable)?;
+        self.session
+            .execute_unpaged(&self.s.put_chunk, values)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
     async fn link(&self, mailbox: &str, entry: ListingEntry) -> Result<()> {
         let values = (mailbox, timeuuid(entry.id), entry.size as i64);
-        self.session.execute_unpaged(&self.s.link, values).await.map_err(unavailable)?;
+        self.session
+            .execute_unpaged(&self.s.link, values)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
     async fn listing(&self, mailbox: &str) -> Result<Vec<ListingEntry>> {
-        let pager = match self.low_watermark(mailbox).await? {
-            Some(floor) => self.session.execute_iter(self.s.listing_from.clone(), (mailbox, floor)).await,
-            None => self.session.execute_iter(self.s.listing_all.clone(), (mailbox,)).await,
-        }
-        .map_err(unavailable)?;
-        let mut rows = pager.rows_stream::<(CqlTimeuuid, i64)>().map_err(unavailable)?;
-        let mut out = Vec::new();
-        while let Some((id, size)) = rows.try_next().await.map_err(unavailable)? {
-            out.push(ListingEntry { id: message_id(id)?, size: size.max(0) as u64 });
-        }
-        Ok(out)
+        let floor = self.low_watermark(mailbox).await?;
+        self.listing_from_floor(mailbox, floor).await
     }
 
     async fn get_chunk(&self, id: MessageId, index: u32) -> Result<Option<Bytes>> {
-        let result =
-            self.session.execute_unpaged(&self.s.get_chunk, (timeuuid(id), index as i32)).await.map_err(unavailable)?;
+        let result = self
+            .session
+            .execute_unpaged(&self.s.get_chunk, (timeuuid(id), index as i32))
+            .await
+            .map_err(unavailable)?;
         let rows = result.into_rows_result().map_err(unavailable)?;
-        let row = rows.maybe_first_row::<(Option<Vec<u8>>,)>().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let row = rows
+            .maybe_first_row::<(Option<Vec<u8>>,)>()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(row.map(|(data,)| Bytes::from(data.unwrap_or_default())))
     }
 
@@ -222,9 +265,17 @@ impl MailStore for CassandraStore {
                 batch.append_statement(self.s.unlink.clone());
                 values.push((mailbox, timeuuid(*id)));
             }
-            batch.set_consistency(self.s.unlink.get_consistency().unwrap_or(Consistency::LocalQuorum));
+            batch.set_consistency(
+                self.s
+                    .unlink
+                    .get_consistency()
+                    .unwrap_or(Consistency::LocalQuorum),
+            );
             batch.set_is_idempotent(true);
-            self.session.batch(&batch, values).await.map_err(unavailable)?;
+            self.session
+                .batch(&batch, values)
+                .await
+                .map_err(unavailable)?;
         }
         Ok(())
     }
@@ -232,14 +283,21 @@ impl MailStore for CassandraStore {
     async fn delete_content(&self, ids: &[MessageId]) -> Result<()> {
         // Different partitions: concurrent single deletes, a bounded number at a time.
         for slice in ids.chunks(64) {
-            try_join_all(slice.iter().map(|id| self.session.execute_unpaged(&self.s.delete_content, (timeuuid(*id),))))
-                .await
-                .map_err(unavailable)?;
+            try_join_all(slice.iter().map(|id| {
+                self.session
+                    .execute_unpaged(&self.s.delete_content, (timeuuid(*id),))
+            }))
+            .await
+            .map_err(unavailable)?;
         }
         Ok(())
     }
 
-    async fn scan_content(&self, cursor: Option<String>, limit: usize) -> Result<(Vec<ContentRef>, Option<String>)> {
+    async fn scan_content(
+        &self,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<ContentRef>, Option<String>)> {
         let mut statement = self.s.scan_content.clone();
         statement.set_page_size(limit.clamp(1, 10_000) as i32);
         let (result, next) = self
@@ -249,20 +307,38 @@ impl MailStore for CassandraStore {
             .map_err(unavailable)?;
         let rows = result.into_rows_result().map_err(unavailable)?;
         let mut out = Vec::new();
-        for row in rows.rows::<(CqlTimeuuid, Option<String>)>().map_err(unavailable)? {
+        for row in rows
+            .rows::<(CqlTimeuuid, Option<String>)>()
+            .map_err(unavailable)?
+        {
             let (id, mailbox) = row.map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            out.push(ContentRef { id: message_id(id)?, mailbox: mailbox.unwrap_or_default() });
+            out.push(ContentRef {
+                id: message_id(id)?,
+                mailbox: mailbox.unwrap_or_default(),
+            });
         }
-        Ok((out, next.into_paging_control_flow().continue_value().and_then(cursor_of)))
+        Ok((
+            out,
+            next.into_paging_control_flow()
+                .continue_value()
+                .and_then(cursor_of),
+        ))
     }
 
     async fn has_listing(&self, mailbox: &str, id: MessageId) -> Result<bool> {
-        let result =
-            self.session.execute_unpaged(&self.s.has_listing, (mailbox, timeuuid(id))).await.map_err(unavailable)?;
+        let result = self
+            .session
+            .execute_unpaged(&self.s.has_listing, (mailbox, timeuuid(id)))
+            .await
+            .map_err(unavailable)?;
         Ok(result.into_rows_result().map_err(unavailable)?.rows_num() > 0)
     }
 
-    async fn scan_mailboxes(&self, cursor: Option<String>, limit: usize) -> Result<(Vec<String>, Option<String>)> {
+    async fn scan_mailboxes(
+        &self,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>)> {
         let mut statement = self.s.scan_mailboxes.clone();
         statement.set_page_size(limit.clamp(1, 10_000) as i32);
         let (result, next) = self
@@ -275,26 +351,47 @@ impl MailStore for CassandraStore {
         for row in rows.rows::<(String,)>().map_err(unavailable)? {
             out.push(row.map_err(|e| StoreError::Corrupt(e.to_string()))?.0);
         }
-        Ok((out, next.into_paging_control_flow().continue_value().and_then(cursor_of)))
+        Ok((
+            out,
+            next.into_paging_control_flow()
+                .continue_value()
+                .and_then(cursor_of),
+        ))
     }
 
     async fn set_low_watermark(&self, mailbox: &str, floor: MessageId) -> Result<()> {
-        self.session.execute_unpaged(&self.s.set_watermark, (timeuuid(floor), mailbox)).await.map_err(unavailable)?;
+        self.session
+            .execute_unpaged(&self.s.set_watermark, (timeuuid(floor), mailbox))
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
     async fn live_row_below_watermark(&self, mailbox: &str) -> Result<Option<MessageId>> {
-        let Some(floor) = self.low_watermark(mailbox).await? else { return Ok(None) };
-        let result = self.session.execute_unpaged(&self.s.listing_below, (mailbox, floor)).await.map_err(unavailable)?;
+        let Some(floor) = self.low_watermark(mailbox).await? else {
+            return Ok(None);
+        };
+        let result = self
+            .session
+            .execute_unpaged(&self.s.listing_below, (mailbox, floor))
+            .await
+            .map_err(unavailable)?;
         let rows = result.into_rows_result().map_err(unavailable)?;
-        match rows.maybe_first_row::<(CqlTimeuuid,)>().map_err(|e| StoreError::Corrupt(e.to_string()))? {
+        match rows
+            .maybe_first_row::<(CqlTimeuuid,)>()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+        {
             Some((id,)) => Ok(Some(message_id(id)?)),
             None => Ok(None),
         }
     }
 
     async fn load_progress(&self, task: &str) -> Result<Option<RepairProgress>> {
-        let result = self.session.execute_unpaged(&self.s.get_progress, (task,)).await.map_err(unavailable)?;
+        let result = self
+            .session
+            .execute_unpaged(&self.s.get_progress, (task,))
+            .await
+            .map_err(unavailable)?;
         let rows = result.into_rows_result().map_err(unavailable)?;
         let row = rows
             .maybe_first_row::<(Option<String>, Option<String>, Option<i64>, Option<i64>)>()
@@ -309,16 +406,25 @@ impl MailStore for CassandraStore {
 
     async fn save_progress(&self, task: &str, p: &RepairProgress) -> Result<()> {
         let values = (task, &p.phase, &p.cursor, p.checked as i64, p.fixed as i64);
-        self.session.execute_unpaged(&self.s.put_progress, values).await.map_err(unavailable)?;
+        self.session
+            .execute_unpaged(&self.s.put_progress, values)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 }
 
 impl CassandraStore {
     async fn low_watermark(&self, mailbox: &str) -> Result<Option<CqlTimeuuid>> {
-        let result = self.session.execute_unpaged(&self.s.get_watermark, (mailbox,)).await.map_err(unavailable)?;
+        let result = self
+            .session
+            .execute_unpaged(&self.s.get_watermark, (mailbox,))
+            .await
+            .map_err(unavailable)?;
         let rows = result.into_rows_result().map_err(unavailable)?;
-        let row = rows.maybe_first_row::<(Option<CqlTimeuuid>,)>().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let row = rows
+            .maybe_first_row::<(Option<CqlTimeuuid>,)>()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(row.and_then(|(w,)| w))
     }
 }

@@ -16,7 +16,7 @@ pub struct Statements {
     pub get_watermark: PreparedStatement,
     pub set_watermark: PreparedStatement,
     pub listing_from: PreparedStatement,
-    pub listing_all: PreparedStatement,
+    pub listing_between: PreparedStatement,
     pub listing_below: PreparedStatement,
     pub has_listing: PreparedStatement,
     pub get_chunk: PreparedStatement,
@@ -32,7 +32,12 @@ pub struct Statements {
 pub const LISTING_PAGE: i32 = 5000;
 
 impl Statements {
-    pub async fn prepare(session: &Session, ks: &str, read: Consistency, write: Consistency) -> Result<Self, PrepareError> {
+    pub async fn prepare(
+        session: &Session,
+        ks: &str,
+        read: Consistency,
+        write: Consistency,
+    ) -> Result<Self, PrepareError> {
         let prep = |cql: String, consistency: Consistency, idempotent: bool| async move {
             let mut p = session.prepare(cql).await?;
             p.set_consistency(consistency);
@@ -42,10 +47,16 @@ impl Statements {
         };
         let r = |cql: String| prep(cql, read, true);
         let w = |cql: String| prep(cql, write, true);
-        let mut listing_from = r(format!("SELECT message_id, size FROM {ks}.listing WHERE mailbox = ? AND message_id >= ?")).await?;
+        let mut listing_from = r(format!(
+            "SELECT message_id, size FROM {ks}.listing WHERE mailbox = ? AND message_id >= ?"
+        ))
+        .await?;
         listing_from.set_page_size(LISTING_PAGE);
-        let mut listing_all = r(format!("SELECT message_id, size FROM {ks}.listing WHERE mailbox = ?")).await?;
-        listing_all.set_page_size(LISTING_PAGE);
+        let mut listing_between = r(format!(
+            "SELECT message_id, size FROM {ks}.listing WHERE mailbox = ? AND message_id >= ? AND message_id < ?"
+        ))
+        .await?;
+        listing_between.set_page_size(LISTING_PAGE);
         let mut list_accounts = r(format!("SELECT address FROM {ks}.accounts")).await?;
         list_accounts.set_page_size(LISTING_PAGE);
         Ok(Self {
@@ -58,7 +69,7 @@ impl Statements {
             get_watermark: r(format!("SELECT low_watermark FROM {ks}.mailbox_state WHERE mailbox = ?")).await?,
             set_watermark: w(format!("UPDATE {ks}.mailbox_state SET low_watermark = ? WHERE mailbox = ?")).await?,
             listing_from,
-            listing_all,
+            listing_between,
             listing_below: r(format!(
                 "SELECT message_id FROM {ks}.listing WHERE mailbox = ? AND message_id < ? LIMIT 1"
             ))
