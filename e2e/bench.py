@@ -201,8 +201,10 @@ EXTRA_FIGURES = [
     ("RSS peak RETR MiB", "big_rss_peak_retr_mib"),
     ("big RETR s", "big_retr_s"),
     ("mailbox messages", "stat_mailbox_messages"),
+    ("login p50 ms full", ("login_full", "p50_ms")),
     ("STAT p50 ms full", ("stat_full", "p50_ms")),
     ("UIDL p50 ms full", ("uidl_full", "p50_ms")),
+    ("login p50 ms after deletes", ("login_after_deletions", "p50_ms")),
     ("STAT p50 ms after deletes", ("stat_after_deletions", "p50_ms")),
     ("UIDL p50 ms after deletes", ("uidl_after_deletions", "p50_ms")),
 ]

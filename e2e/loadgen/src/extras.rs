@@ -35,6 +35,10 @@ pub struct Extras {
     pub big_rss_peak_retr_mib: f64,
     pub big_retr_s: f64,
     pub stat_mailbox_messages: u64,
+    /// Login (USER/PASS, which takes the maildrop snapshot) on that mailbox: where a store pays
+    /// for reading past deleted history, since STAT then answers from the snapshot.
+    pub login_full: Option<LatencySummary>,
+    pub login_after_deletions: Option<LatencySummary>,
     pub stat_full: Option<LatencySummary>,
     pub uidl_full: Option<LatencySummary>,
     pub stat_after_deletions: Option<LatencySummary>,
@@ -140,10 +144,12 @@ pub async fn big_retr(t: &Target, size: usize, ex: &mut Extras) -> Result<()> {
     Ok(())
 }
 
-async fn stat_uidl(t: &Target, user: &str) -> Result<(Latency, Latency)> {
-    let (mut stat, mut uidl) = (Latency::default(), Latency::default());
+async fn stat_uidl(t: &Target, user: &str) -> Result<(Latency, Latency, Latency)> {
+    let (mut logins, mut stat, mut uidl) = (Latency::default(), Latency::default(), Latency::default());
     for _ in 0..5 {
+        let s = Instant::now();
         let mut c = login(t, user).await?;
+        logins.record(s.elapsed());
         let s = Instant::now();
         c.stat().await?;
         stat.record(s.elapsed());
@@ -152,7 +158,7 @@ async fn stat_uidl(t: &Target, user: &str) -> Result<(Latency, Latency)> {
         uidl.record(s.elapsed());
         c.quit().await?;
     }
-    Ok((stat, uidl))
+    Ok((logins, stat, uidl))
 }
 
 /// Fills one mailbox with `count` small messages (16 connections in parallel), measures STAT and
@@ -185,7 +191,8 @@ pub async fn stat_after_deletions(t: &Target, count: u64, ex: &mut Extras) -> Re
     };
     fill(count, "fill").await?;
     ex.stat_mailbox_messages = count;
-    let (s, u) = stat_uidl(t, &user).await?;
+    let (l, s, u) = stat_uidl(t, &user).await?;
+    ex.login_full = l.summary();
     ex.stat_full = s.summary();
     ex.uidl_full = u.summary();
     let mut c = login(t, &user).await?;
@@ -193,7 +200,8 @@ pub async fn stat_after_deletions(t: &Target, count: u64, ex: &mut Extras) -> Re
     c.dele_all(n).await?;
     c.quit().await?;
     fill(10, "after").await?;
-    let (s, u) = stat_uidl(t, &user).await?;
+    let (l, s, u) = stat_uidl(t, &user).await?;
+    ex.login_after_deletions = l.summary();
     ex.stat_after_deletions = s.summary();
     ex.uidl_after_deletions = u.summary();
     // Leave the mailbox empty, so a scenario run afterwards finds exactly what it delivered.
