@@ -58,6 +58,10 @@ fn v1_rejects_malformed() {
     }
     let long = [b"PROXY TCP4 ".as_slice(), &[b'1'; 200]].concat();
     assert!(matches!(parse(&long), Parse::Invalid(_)));
+    // Over 107 octets is invalid even when the CRLF arrives in the same read.
+    let padded = |n: usize| [b"PROXY UNKNOWN ".as_slice(), &vec![b'x'; n - 16], b"\r\n"].concat();
+    assert!(matches!(parse(&padded(V1_MAX)), Parse::Done { len: V1_MAX, .. }));
+    assert!(matches!(parse(&padded(V1_MAX + 1)), Parse::Invalid(_)));
 }
 
 #[test]
