@@ -30,11 +30,13 @@ NODE_OF = {"dc1": "n1", "dc2": "n2"}
 TIMEOUT_MS = "2000"
 
 
-def cassandra(*args: str, timeout: float = 600) -> str:
-    """Runs e2e/cassandra; fails the test with its output when it fails."""
-    r = subprocess.run([str(CASSANDRA), *args], capture_output=True, text=True, timeout=timeout)
+def cassandra(*args: str, timeout: float = 600, topology: str = "loopback") -> str:
+    """Runs e2e/cassandra (POPFLEET_CASSANDRA_TOPOLOGY=`topology`); fails the test with its
+    output when it fails."""
+    env = dict(os.environ, POPFLEET_CASSANDRA_TOPOLOGY=topology)
+    r = subprocess.run([str(CASSANDRA), *args], capture_output=True, text=True, timeout=timeout, env=env)
     if r.returncode != 0:
-        pytest.fail(f"e2e/cassandra {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}",
+        pytest.fail(f"e2e/cassandra {' '.join(args)} ({topology}) failed ({r.returncode}):\n{r.stdout}\n{r.stderr}",
                     pytrace=False)
     return r.stdout + r.stderr
 

@@ -25,7 +25,7 @@ from collections import Counter
 import pytest
 
 from conftest import clean_env, make_message, server_binary, token_of
-from test_faults_cassandra import CASSANDRA, eventually, tokens_in
+from test_faults_cassandra import cassandra, eventually, tokens_in
 from test_faults_load import Load, Reader, all_tokens, enter_netns, ledger_check, make_users, phase
 
 pytestmark = pytest.mark.faults
@@ -36,14 +36,9 @@ KEYSPACE = "popfleet_partition"
 IN_DC2 = ["ip", "netns", "exec", NETNS]
 
 
-def split(*args: str, timeout: float = 600) -> str:
-    """e2e/cassandra on the netns topology; fails the test with its output."""
-    env = dict(os.environ, POPFLEET_CASSANDRA_TOPOLOGY="netns")
-    r = subprocess.run([str(CASSANDRA), *args], capture_output=True, text=True, timeout=timeout, env=env)
-    if r.returncode != 0:
-        pytest.fail(f"e2e/cassandra {' '.join(args)} (netns) failed ({r.returncode}):\n{r.stdout}\n{r.stderr}",
-                    pytrace=False)
-    return r.stdout + r.stderr
+def split(*args: str) -> str:
+    """e2e/cassandra on the netns topology."""
+    return cassandra(*args, topology="netns")
 
 
 def split_store(dc: str, *extra: str) -> list[str]:

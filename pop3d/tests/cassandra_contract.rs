@@ -166,6 +166,17 @@ async fn mail_delivered_in_dc1_is_read_and_deleted_from_dc2() {
     .await;
 }
 
+/// Links `count` new listing rows of `size` octets into `mailbox`, 500 at a time; their ids, oldest first.
+async fn link_new_rows(store: &CassandraStore, mailbox: &str, count: usize, size: u64) -> Vec<MessageId> {
+    let ids: Vec<MessageId> = (0..count).map(|_| MessageId::generate()).collect();
+    for slice in ids.chunks(500) {
+        futures::future::try_join_all(slice.iter().map(|id| store.link(mailbox, ListingEntry { id: *id, size })))
+            .await
+            .unwrap();
+    }
+    ids
+}
+
 /// Download-and-delete leaves tombstones in the listing partition. The read watermark lets the
 /// listing slice start after them. Prints the figures; asserts only behaviour, not timing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,19 +188,7 @@ async fn stat_after_many_deletions_reads_past_the_tombstones() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
     let mailbox = format!("tomb-{}@example.com", MessageId::generate().uuid().simple());
-    let mut ids = Vec::with_capacity(count);
-    for batch in 0..count.div_ceil(500) {
-        let n = 500.min(count - batch * 500);
-        let batch_ids: Vec<MessageId> = (0..n).map(|_| MessageId::generate()).collect();
-        futures::future::try_join_all(
-            batch_ids
-                .iter()
-                .map(|id| store.link(&mailbox, ListingEntry { id: *id, size: 100 })),
-        )
-        .await
-        .unwrap();
-        ids.extend(batch_ids);
-    }
+    let ids = link_new_rows(store.as_ref(), &mailbox, count, 100).await;
     let time_stat = |label: &'static str| {
         let store = store.clone();
         let mailbox = mailbox.clone();
@@ -279,16 +278,7 @@ async fn listing_reads_past_more_tombstones_than_one_read_may_scan() {
         "flood-{}@example.com",
         MessageId::generate().uuid().simple()
     );
-    let ids: Vec<MessageId> = (0..count).map(|_| MessageId::generate()).collect();
-    for slice in ids.chunks(500) {
-        futures::future::try_join_all(
-            slice
-                .iter()
-                .map(|id| store.link(&mailbox, ListingEntry { id: *id, size: 1 })),
-        )
-        .await
-        .unwrap();
-    }
+    let ids = link_new_rows(store.as_ref(), &mailbox, count, 1).await;
     let (gone, kept) = ids.split_at(count - 10);
     for slice in gone.chunks(500) {
         store.unlink(&mailbox, slice).await.unwrap();
