@@ -23,33 +23,37 @@ const MAX_QUERIES: usize = 256;
 /// Narrowest slice worth splitting further (1 ms of ids).
 const MIN_SLICE_TICKS: u64 = 10_000;
 
-enum SliceError {
+/// How a read of one slice failed; the first two are reasons to read a narrower slice.
+pub(super) enum SliceError {
     /// Cassandra refused the read (in practice: too many tombstones in the slice).
     ReadFailure(String),
+    /// The replicas did not finish in time: too much to scan, or a replica is slow.
+    Timeout(String),
     Other(String),
 }
 
-fn read_failure(e: &NextPageError) -> bool {
-    matches!(
-        e,
+fn classify(e: &NextPageError, text: String) -> SliceError {
+    match e {
         NextPageError::RequestFailure(RequestError::LastAttemptError(
-            RequestAttemptError::DbError(DbError::ReadFailure { .. }, _)
-        ))
-    )
+            RequestAttemptError::DbError(DbError::ReadFailure { .. }, _),
+        )) => SliceError::ReadFailure(text),
+        NextPageError::RequestFailure(RequestError::LastAttemptError(
+            RequestAttemptError::DbError(DbError::ReadTimeout { .. }, _),
+        )) => SliceError::Timeout(text),
+        _ => SliceError::Other(text),
+    }
 }
 
-fn from_pager(e: PagerExecutionError) -> SliceError {
+pub(super) fn from_pager(e: PagerExecutionError) -> SliceError {
     match &e {
-        PagerExecutionError::NextPageError(p) if read_failure(p) => {
-            SliceError::ReadFailure(e.to_string())
-        }
+        PagerExecutionError::NextPageError(p) => classify(p, e.to_string()),
         _ => SliceError::Other(e.to_string()),
     }
 }
 
-fn from_row(e: NextRowError) -> SliceError {
+pub(super) fn from_row(e: NextRowError) -> SliceError {
     match &e {
-        NextRowError::NextPageError(p) if read_failure(p) => SliceError::ReadFailure(e.to_string()),
+        NextRowError::NextPageError(p) => classify(p, e.to_string()),
         _ => SliceError::Other(e.to_string()),
     }
 }
@@ -74,7 +78,9 @@ impl CassandraStore {
             queries += 1;
             match self.listing_slice(mailbox, lo, hi).await {
                 Ok(mut rows) => out.append(&mut rows),
-                Err(SliceError::Other(e)) => return Err(unavailable(e)),
+                // A timeout is a slow replica as often as a heavy slice: splitting would multiply
+                // the wait at login, so it is reported at once.
+                Err(SliceError::Other(e) | SliceError::Timeout(e)) => return Err(unavailable(e)),
                 Err(SliceError::ReadFailure(e)) => {
                     // An open range ends, for splitting, a little past now: no id is made later.
                     let top =

@@ -4,6 +4,7 @@
 /// Keyspace and migrations live in the `schema` crate, shared with the operator.
 pub use schema::cassandra as migrate;
 mod listing;
+mod scan;
 mod statements;
 
 use std::time::Duration;
@@ -15,7 +16,6 @@ use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::policies::load_balancing::DefaultPolicy;
-use scylla::response::PagingState;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::Consistency;
 use scylla::value::CqlTimeuuid;
@@ -48,22 +48,6 @@ fn timeuuid(id: MessageId) -> CqlTimeuuid {
 fn message_id(t: CqlTimeuuid) -> Result<MessageId> {
     MessageId::from_uuid(t.into())
         .ok_or_else(|| StoreError::Corrupt("message_id is not a version-1 UUID".into()))
-}
-
-/// Paging state as an opaque, printable cursor.
-fn cursor_of(state: PagingState) -> Option<String> {
-    state.as_bytes_slice().map(|b| hex::encode(b.as_ref()))
-}
-
-fn paging_state(cursor: Option<String>) -> Result<PagingState> {
-    match cursor {
-        None => Ok(PagingState::start()),
-        Some(c) => {
-            let raw =
-                hex::decode(c).map_err(|e| StoreError::Corrupt(format!("bad cursor: {e}")))?;
-            Ok(PagingState::new_from_raw_bytes(raw))
-        }
-    }
 }
 
 pub struct CassandraStore {
@@ -298,31 +282,7 @@ impl MailStore for CassandraStore {
         cursor: Option<String>,
         limit: usize,
     ) -> Result<(Vec<ContentRef>, Option<String>)> {
-        let mut statement = self.s.scan_content.clone();
-        statement.set_page_size(limit.clamp(1, 10_000) as i32);
-        let (result, next) = self
-            .session
-            .execute_single_page(&statement, (), paging_state(cursor)?)
-            .await
-            .map_err(unavailable)?;
-        let rows = result.into_rows_result().map_err(unavailable)?;
-        let mut out = Vec::new();
-        for row in rows
-            .rows::<(CqlTimeuuid, Option<String>)>()
-            .map_err(unavailable)?
-        {
-            let (id, mailbox) = row.map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            out.push(ContentRef {
-                id: message_id(id)?,
-                mailbox: mailbox.unwrap_or_default(),
-            });
-        }
-        Ok((
-            out,
-            next.into_paging_control_flow()
-                .continue_value()
-                .and_then(cursor_of),
-        ))
+        self.scan_content_by_token(cursor, limit).await
     }
 
     async fn has_listing(&self, mailbox: &str, id: MessageId) -> Result<bool> {
@@ -339,24 +299,7 @@ impl MailStore for CassandraStore {
         cursor: Option<String>,
         limit: usize,
     ) -> Result<(Vec<String>, Option<String>)> {
-        let mut statement = self.s.scan_mailboxes.clone();
-        statement.set_page_size(limit.clamp(1, 10_000) as i32);
-        let (result, next) = self
-            .session
-            .execute_single_page(&statement, (), paging_state(cursor)?)
-            .await
-            .map_err(unavailable)?;
-        let rows = result.into_rows_result().map_err(unavailable)?;
-        let mut out = Vec::new();
-        for row in rows.rows::<(String,)>().map_err(unavailable)? {
-            out.push(row.map_err(|e| StoreError::Corrupt(e.to_string()))?.0);
-        }
-        Ok((
-            out,
-            next.into_paging_control_flow()
-                .continue_value()
-                .and_then(cursor_of),
-        ))
+        self.scan_mailboxes_by_token(cursor, limit).await
     }
 
     async fn set_low_watermark(&self, mailbox: &str, floor: MessageId) -> Result<()> {

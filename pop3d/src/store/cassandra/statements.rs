@@ -24,6 +24,8 @@ pub struct Statements {
     pub delete_content: PreparedStatement,
     pub scan_content: PreparedStatement,
     pub scan_mailboxes: PreparedStatement,
+    pub accounts_in_range: PreparedStatement,
+    pub mailbox_states_in_range: PreparedStatement,
     pub get_progress: PreparedStatement,
     pub put_progress: PreparedStatement,
 }
@@ -78,8 +80,27 @@ impl Statements {
             get_chunk: r(format!("SELECT data FROM {ks}.content WHERE message_id = ? AND chunk = ?")).await?,
             unlink: w(format!("DELETE FROM {ks}.listing WHERE mailbox = ? AND message_id = ?")).await?,
             delete_content: w(format!("DELETE FROM {ks}.content WHERE message_id = ?")).await?,
-            scan_content: r(format!("SELECT DISTINCT message_id, mailbox FROM {ks}.content")).await?,
-            scan_mailboxes: r(format!("SELECT DISTINCT mailbox FROM {ks}.listing")).await?,
+            // Repair's scans walk the ring by token range (see scan.rs): lo, hi, limit.
+            scan_content: r(format!(
+                "SELECT DISTINCT message_id, mailbox, token(message_id) FROM {ks}.content \
+                 WHERE token(message_id) > ? AND token(message_id) <= ? LIMIT ?"
+            ))
+            .await?,
+            scan_mailboxes: r(format!(
+                "SELECT DISTINCT mailbox, token(mailbox) FROM {ks}.listing \
+                 WHERE token(mailbox) > ? AND token(mailbox) <= ? LIMIT ?"
+            ))
+            .await?,
+            accounts_in_range: r(format!(
+                "SELECT address, token(address) FROM {ks}.accounts \
+                 WHERE token(address) > ? AND token(address) <= ? LIMIT ?"
+            ))
+            .await?,
+            mailbox_states_in_range: r(format!(
+                "SELECT mailbox, token(mailbox) FROM {ks}.mailbox_state \
+                 WHERE token(mailbox) > ? AND token(mailbox) <= ? LIMIT ?"
+            ))
+            .await?,
             get_progress: r(format!("SELECT phase, cursor, checked, fixed FROM {ks}.repair_progress WHERE task = ?")).await?,
             put_progress: w(format!(
                 "INSERT INTO {ks}.repair_progress (task, phase, cursor, checked, fixed, updated_at) VALUES (?, ?, ?, ?, ?, toTimestamp(now()))"
