@@ -44,6 +44,7 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    schema::tls::install_default_provider();
     let filter = EnvFilter::try_from_env("POPFLEET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)

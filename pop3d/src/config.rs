@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::store::cassandra::CassandraConfig;
+use schema::tls::TlsMaterial;
 
 /// `pop3d serve` options. Every one is also a `POP3D_*` variable and a key in the config file.
 
@@ -145,6 +146,18 @@ pub struct CassandraArgs {
     /// Cassandra password (prefer the environment variable or the config file).
     #[arg(long, env = "POP3D_CASSANDRA_PASSWORD", hide_env_values = true)]
     pub cassandra_password: Option<String>,
+    /// PEM file of the CA that signs the Cassandra nodes' certificates; setting it turns on TLS.
+    #[arg(long, env = "POP3D_CASSANDRA_TLS_CA")]
+    pub cassandra_tls_ca: Option<PathBuf>,
+    /// PEM client certificate chain, for Cassandra's `require_client_auth`.
+    #[arg(long, env = "POP3D_CASSANDRA_TLS_CERT", requires = "cassandra_tls_key")]
+    pub cassandra_tls_cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(long, env = "POP3D_CASSANDRA_TLS_KEY", requires = "cassandra_tls_cert")]
+    pub cassandra_tls_key: Option<PathBuf>,
+    /// DNS name every node's certificate must carry [default: the node's IP address].
+    #[arg(long, env = "POP3D_CASSANDRA_TLS_SERVER_NAME")]
+    pub cassandra_tls_server_name: Option<String>,
 }
 
 /// Consistency levels the store accepts. Serial levels are not here on purpose: no LWT, ever.
@@ -211,6 +224,10 @@ struct FileConfig {
     cassandra_timeout_ms: Option<u64>,
     cassandra_username: Option<String>,
     cassandra_password: Option<String>,
+    cassandra_tls_ca: Option<PathBuf>,
+    cassandra_tls_cert: Option<PathBuf>,
+    cassandra_tls_key: Option<PathBuf>,
+    cassandra_tls_server_name: Option<String>,
     watermark_margin: Option<u64>,
     pop3s: Option<SocketAddr>,
     tls_cert: Option<PathBuf>,
@@ -366,6 +383,10 @@ impl Config {
             cassandra_timeout_ms: a.cassandra.cassandra_timeout_ms.or(file.cassandra_timeout_ms),
             cassandra_username: a.cassandra.cassandra_username.or(file.cassandra_username),
             cassandra_password: a.cassandra.cassandra_password.or(file.cassandra_password),
+            cassandra_tls_ca: a.cassandra.cassandra_tls_ca.or(file.cassandra_tls_ca),
+            cassandra_tls_cert: a.cassandra.cassandra_tls_cert.or(file.cassandra_tls_cert),
+            cassandra_tls_key: a.cassandra.cassandra_tls_key.or(file.cassandra_tls_key),
+            cassandra_tls_server_name: a.cassandra.cassandra_tls_server_name.or(file.cassandra_tls_server_name),
         };
         let mut config = config;
         if config.store == StoreKind::Cassandra {
@@ -414,6 +435,32 @@ impl Config {
     }
 }
 
+/// Reads the PEM files now, so a wrong path stops start-up with its name rather than failing
+/// every connection later.
+fn resolve_tls(
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    server_name: Option<String>,
+) -> Result<Option<TlsMaterial>, ConfigError> {
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|source| ConfigError::Read { path: p.clone(), source });
+    let Some(ca) = ca else {
+        if cert.is_some() || key.is_some() || server_name.is_some() {
+            return Err(ConfigError::Invalid("the cassandra_tls_* settings need cassandra_tls_ca".into()));
+        }
+        return Ok(None);
+    };
+    let identity = match (cert, key) {
+        (Some(c), Some(k)) => Some((read(&c)?, read(&k)?)),
+        (None, None) => None,
+        _ => return Err(ConfigError::Invalid("cassandra_tls_cert and cassandra_tls_key go together".into())),
+    };
+    let material = TlsMaterial { ca_pem: read(&ca)?, identity, server_name };
+    // Parse now: a CA file without a certificate is a configuration error, not an outage.
+    schema::tls::client_config(&material).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    Ok(Some(material))
+}
+
 impl CassandraArgs {
     /// Checks and completes the Cassandra settings (flags and env only; `migrate` uses this).
     pub fn resolve(self) -> Result<CassandraConfig, ConfigError> {
@@ -444,6 +491,7 @@ impl CassandraArgs {
             request_timeout: Duration::from_millis(self.cassandra_timeout_ms.unwrap_or(5000).max(1)),
             username: self.cassandra_username,
             password: self.cassandra_password,
+            tls: resolve_tls(self.cassandra_tls_ca, self.cassandra_tls_cert, self.cassandra_tls_key, self.cassandra_tls_server_name)?,
         })
     }
 }

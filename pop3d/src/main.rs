@@ -48,6 +48,7 @@ struct RepairArgs {
 }
 
 fn main() -> std::process::ExitCode {
+    schema::tls::install_default_provider();
     // glibc raises its mmap threshold after the first large free, after which argon2's 19 MiB
     // blocks come from per-thread arenas and stay resident; a fixed threshold returns them.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -32,6 +32,7 @@ fn config(dc: &str) -> CassandraConfig {
         request_timeout: Duration::from_secs(10),
         username: None,
         password: None,
+        tls: None,
     }
 }
 
@@ -387,4 +388,69 @@ async fn reads_and_scans_get_past_more_tombstones_than_one_read_may_scan() {
     let _ = session
         .query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ())
         .await;
+}
+
+/// The test CA and certificates `e2e/cassandra up` made for TLS on the native port.
+fn tls_dir() -> std::path::PathBuf {
+    std::env::var_os("POPFLEET_CASSANDRA_TLS_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".local/state/popfleet/cassandra-tls")
+        })
+}
+
+fn tls(ca: &str, client_cert: bool, server_name: Option<&str>) -> schema::tls::TlsMaterial {
+    let read = |f: &str| std::fs::read(tls_dir().join(f)).unwrap_or_else(|e| panic!("{f}: {e} (run e2e/cassandra up)"));
+    schema::tls::TlsMaterial {
+        ca_pem: read(ca),
+        identity: client_cert.then(|| (read("client.crt"), read("client.key"))),
+        server_name: server_name.map(str::to_owned),
+    }
+}
+
+/// TLS to the cluster: the chain is checked against the configured CA only, each node's
+/// certificate against its address (or one configured name), and a client certificate is sent;
+/// each way of getting it wrong is refused, and the connection really is encrypted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the two-DC Cassandra of e2e/cassandra"]
+async fn tls_connections_check_the_cluster_and_show_a_client_certificate() {
+    let _ = store("dc1").await; // keyspace in place
+    let with = |dc: &str, tls: schema::tls::TlsMaterial| CassandraConfig { tls: Some(tls), ..config(dc) };
+    for (dc, name) in [("dc1", None), ("dc2", None), ("dc1", Some("cassandra.popfleet.test"))] {
+        let cfg = with(dc, tls("ca.crt", true, name));
+        let store = CassandraStore::open(&cfg).await.unwrap_or_else(|e| panic!("TLS to {dc} (name {name:?}): {e}"));
+        let mailbox = format!("tls-{}@example.com", MessageId::generate().uuid().simple());
+        let entry = deliver(&store, &mailbox, MessageId::generate(), b"over TLS\r\n").await.unwrap();
+        assert_eq!(store.listing(&mailbox).await.unwrap(), vec![entry]);
+        expunge(&store, &mailbox, &[entry.id]).await.unwrap();
+        // The node says this client's connections are TLS (the other tests' sessions are plaintext).
+        let session = connect(&cfg).await.unwrap();
+        let rows = session
+            .query_unpaged("SELECT ssl_enabled, ssl_protocol FROM system_views.clients", ())
+            .await
+            .unwrap()
+            .into_rows_result()
+            .unwrap();
+        let tls_rows: Vec<(Option<bool>, Option<String>)> = rows
+            .rows::<(Option<bool>, Option<String>)>()
+            .unwrap()
+            .map(Result::unwrap)
+            .filter(|(on, _)| *on == Some(true))
+            .collect();
+        assert!(!tls_rows.is_empty(), "no TLS client connection on the {dc} node");
+        assert!(tls_rows.iter().all(|(_, p)| p.as_deref().is_some_and(|p| p.starts_with("TLSv1."))), "{tls_rows:?}");
+    }
+    for (what, material) in [
+        ("a CA that did not sign the nodes", tls("other-ca.crt", true, None)),
+        ("a name the certificates do not carry", tls("ca.crt", true, Some("other.popfleet.test"))),
+        ("no client certificate", tls("ca.crt", false, None)),
+    ] {
+        let err = match CassandraStore::open(&with("dc1", material)).await {
+            Ok(_) => panic!("connected with {what}"),
+            Err(e) => e.to_string(),
+        };
+        println!("TLS refused with {what}: {err}");
+        assert!(err.contains("cannot connect to Cassandra"), "{what}: {err}");
+    }
 }

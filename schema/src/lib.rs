@@ -5,6 +5,8 @@
 
 #[cfg(feature = "cassandra")]
 pub mod cassandra;
+#[cfg(feature = "cassandra")]
+pub mod tls;
 
 /// One numbered migration.
 #[derive(Debug, Clone, Copy)]

@@ -35,6 +35,7 @@ pub fn kubeconfig_path() -> PathBuf {
 
 pub async fn client() -> Client {
     require_env();
+    schema::tls::install_default_provider();
     let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("kubeconfig of e2e/kube");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await

@@ -35,6 +35,8 @@ pub struct CassandraConfig {
     pub request_timeout: Duration,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// TLS on the native protocol (checked when the configuration was resolved).
+    pub tls: Option<schema::tls::TlsMaterial>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -76,6 +78,10 @@ pub async fn connect(config: &CassandraConfig) -> Result<Session> {
         .default_execution_profile_handle(profile.into_handle());
     if let (Some(user), Some(password)) = (&config.username, &config.password) {
         builder = builder.user(user, password);
+    }
+    if let Some(tls) = &config.tls {
+        let context = schema::tls::client_config(tls).map_err(|e| StoreError::Misconfigured(e.to_string()))?;
+        builder = builder.tls_context(Some(context));
     }
     let session = builder.build().await.map_err(|e| {
         unavailable(format!(
