@@ -238,10 +238,9 @@ pub struct CassandraSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<CredentialsSecretRef>,
 
-    /// Client TLS to Cassandra. Reserved: this pop3d does not speak TLS to Cassandra yet, so the
-    /// operator reports `Degraded` (reason CassandraTlsUnsupported) when it is set.
+    /// TLS to Cassandra's native port, for pop3d and for the operator's own keyspace work.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<SecretRef>,
+    pub tls: Option<CassandraTlsSpec>,
 
     /// Read consistency of pop3d (default local_quorum).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -311,6 +310,23 @@ fn default_password_key() -> String {
 pub struct SecretRef {
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
+}
+
+/// How to reach Cassandra over TLS.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CassandraTlsSpec {
+    /// Secret in the Pop3Cluster's namespace with `ca.crt` (the CA that signs the nodes'
+    /// certificates; nothing else is trusted) and, when Cassandra requires client certificates,
+    /// `tls.crt` and `tls.key` (a cert-manager Certificate's Secret has all three). Its content
+    /// is hashed into the pod template, so a renewal rolls the pods.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// DNS name every node's certificate must carry. Unset: each node's certificate must carry
+    /// that node's IP address (the driver reaches nodes by address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub server_name: Option<String>,
 }
 
 /// POP3 listeners.

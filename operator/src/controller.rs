@@ -26,6 +26,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::backoff::Backoff;
 use crate::keyspace::{self, Credentials, Sessions, Target};
+use schema::tls::TlsMaterial;
 use crate::resources::{self, LABEL_MANAGED_BY};
 use crate::status::{self, KeyspaceOutcome, Observation};
 use crate::telemetry::{ErrorLabels, Metrics, ResultLabels};
@@ -131,6 +132,7 @@ pub async fn run(
             .filter(|c| c.namespace().as_deref() == Some(ns.as_str()))
             .filter(|c| {
                 c.spec.pop3.tls.as_ref().is_some_and(|t| t.secret_name == name)
+                    || c.spec.cassandra.tls.as_ref().is_some_and(|t| t.secret_name == name)
                     || c.spec
                         .cassandra
                         .credentials_secret
@@ -256,41 +258,51 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
     }
     let mut problems = Vec::new();
 
-    let tls_hash = match &spec.pop3.tls {
-        None => None,
-        Some(t) => match secret(&ctx.client, &ns, &t.secret_name).await? {
-            Some(s) => {
-                let part = |k: &str| {
-                    s.data
-                        .as_ref()
-                        .and_then(|d| d.get(k))
-                        .map(|b| b.0.clone())
-                        .unwrap_or_default()
-                };
-                Some(resources::sha256_hex(&[&part("tls.crt"), &part("tls.key")]))
-            }
+    let mut secrets = resources::SecretFacts::default();
+    let part = |s: &Secret, k: &str| s.data.as_ref().and_then(|d| d.get(k)).map(|b| b.0.clone());
+    if let Some(t) = &spec.pop3.tls {
+        secrets.pop3_tls_hash = Some(match secret(&ctx.client, &ns, &t.secret_name).await? {
+            Some(s) => resources::sha256_hex(&[
+                &part(&s, "tls.crt").unwrap_or_default(),
+                &part(&s, "tls.key").unwrap_or_default(),
+            ]),
             None => {
                 problems.push((
                     "TlsSecretMissing".to_owned(),
                     format!("TLS Secret {} not found", t.secret_name),
                 ));
-                Some("missing".to_owned())
+                "missing".to_owned()
             }
-        },
-    };
-    if spec.cassandra.tls.is_some() {
-        problems.push((
-            "CassandraTlsUnsupported".to_owned(),
-            "spec.cassandra.tls is set but pop3d does not speak TLS to Cassandra yet; connections are in clear"
-                .to_owned(),
-        ));
+        });
+    }
+    if let Some(t) = &spec.cassandra.tls {
+        let found = secret(&ctx.client, &ns, &t.secret_name).await?;
+        let (ca, crt, key) = match &found {
+            Some(s) => (part(s, "ca.crt"), part(s, "tls.crt"), part(s, "tls.key")),
+            None => (None, None, None),
+        };
+        if ca.is_none() {
+            problems.push((
+                "CassandraTlsSecretMissing".to_owned(),
+                match found {
+                    None => format!("Cassandra TLS Secret {} not found", t.secret_name),
+                    Some(_) => format!("Cassandra TLS Secret {} has no ca.crt", t.secret_name),
+                },
+            ));
+        }
+        secrets.cassandra_client_cert = crt.is_some() && key.is_some();
+        secrets.cassandra_tls_hash = Some(resources::sha256_hex(&[
+            &ca.unwrap_or_default(),
+            &crt.unwrap_or_default(),
+            &key.unwrap_or_default(),
+        ]));
     }
 
     let keyspace = keyspace_step(&cluster, &ctx).await;
 
     let mut observed = Vec::new();
     for dc in &spec.datacenters {
-        let children = resources::build(&cluster, dc, tls_hash.as_deref())?;
+        let children = resources::build(&cluster, dc, &secrets)?;
         let deployment = children::apply_datacenter(&ctx.client, &ns, &children, &ctx.metrics).await?;
         observed.push(children::observe(dc, Some(&deployment)));
     }
@@ -375,6 +387,25 @@ async fn target(cluster: &Pop3Cluster, ctx: &Context) -> Result<Target> {
             Some(Credentials { username, password })
         }
     };
+    let tls = match &spec.tls {
+        None => None,
+        Some(t) => {
+            let ns = cluster.namespace().unwrap_or_default();
+            let missing = |what: &str| Error::Secret {
+                name: t.secret_name.clone(),
+                problem: what.to_owned(),
+            };
+            let s = secret(&ctx.client, &ns, &t.secret_name)
+                .await?
+                .ok_or_else(|| missing("not found"))?;
+            let bytes = |k: &str| s.data.as_ref().and_then(|d| d.get(k)).map(|b| b.0.clone());
+            Some(TlsMaterial {
+                ca_pem: bytes("ca.crt").ok_or_else(|| missing("no key ca.crt"))?,
+                identity: bytes("tls.crt").zip(bytes("tls.key")),
+                server_name: t.server_name.clone(),
+            })
+        }
+    };
     let preferred_dc = cluster
         .spec
         .datacenters
@@ -385,6 +416,7 @@ async fn target(cluster: &Pop3Cluster, ctx: &Context) -> Result<Target> {
         contact_points: spec.contact_points.values().flatten().cloned().collect(),
         preferred_dc,
         credentials,
+        tls,
     })
 }
 

@@ -37,6 +37,8 @@ pub struct Target {
     pub contact_points: Vec<String>,
     pub preferred_dc: String,
     pub credentials: Option<Credentials>,
+    /// TLS material from the Secret; a renewal changes the target, so the session is rebuilt.
+    pub tls: Option<schema::tls::TlsMaterial>,
 }
 
 /// Sessions by cluster key (`namespace/name`), replaced when the target changes.
@@ -84,6 +86,10 @@ async fn connect(target: &Target) -> Result<Session> {
         .default_execution_profile_handle(profile.into_handle());
     if let Some(c) = &target.credentials {
         builder = builder.user(&c.username, &c.password);
+    }
+    if let Some(tls) = &target.tls {
+        let context = schema::tls::client_config(tls).map_err(|e| Error::Cassandra(e.to_string()))?;
+        builder = builder.tls_context(Some(context));
     }
     match tokio::time::timeout(Duration::from_secs(30), builder.build()).await {
         Ok(Ok(session)) => Ok(session),

@@ -22,11 +22,14 @@ pub const CONFIG_DIR: &str = "/etc/pop3d/config";
 pub const CONFIG_FILE: &str = "pop3d.toml";
 /// Where the TLS Secret is mounted (`tls.crt`, `tls.key`).
 pub const TLS_DIR: &str = "/etc/pop3d/tls";
+pub const CASSANDRA_TLS_DIR: &str = "/etc/pop3d/cassandra-tls";
 /// Writable scratch directory (an emptyDir); the root filesystem is read-only.
 pub const DATA_DIR: &str = "/var/lib/pop3d";
 
 /// The TOML text for one datacenter.
-pub fn render(cluster: &Pop3Cluster, dc: &DatacenterSpec) -> String {
+/// pop3d's configuration file for one datacenter; `cassandra_client_cert`: the Cassandra TLS
+/// Secret holds a client certificate, so pop3d is pointed at it.
+pub fn render(cluster: &Pop3Cluster, dc: &DatacenterSpec, cassandra_client_cert: bool) -> String {
     let spec = &cluster.spec;
     let mut table = toml::Table::new();
     let mut set = |k: &str, v: toml::Value| {
@@ -55,6 +58,16 @@ pub fn render(cluster: &Pop3Cluster, dc: &DatacenterSpec) -> String {
     }
     if let Some(c) = spec.cassandra.write_consistency {
         set("write_consistency", s(c.as_str()));
+    }
+    if let Some(tls) = &spec.cassandra.tls {
+        set("cassandra_tls_ca", s(&format!("{CASSANDRA_TLS_DIR}/ca.crt")));
+        if cassandra_client_cert {
+            set("cassandra_tls_cert", s(&format!("{CASSANDRA_TLS_DIR}/tls.crt")));
+            set("cassandra_tls_key", s(&format!("{CASSANDRA_TLS_DIR}/tls.key")));
+        }
+        if let Some(name) = &tls.server_name {
+            set("cassandra_tls_server_name", s(name));
+        }
     }
     set(
         "allow_insecure_auth",
@@ -122,7 +135,7 @@ mod tests {
     #[test]
     fn renders_the_keys_pop3d_reads() {
         let c = cluster();
-        let text = render(&c, &c.spec.datacenters[0]);
+        let text = render(&c, &c.spec.datacenters[0], false);
         let kv = parse(&text);
         assert_eq!(kv["store"].as_str(), Some("cassandra"));
         assert_eq!(
@@ -153,7 +166,7 @@ mod tests {
         c.spec.pop3.tls = Some(crds::SecretRef {
             secret_name: "pop-tls".into(),
         });
-        let kv = parse(&render(&c, &c.spec.datacenters[0]));
+        let kv = parse(&render(&c, &c.spec.datacenters[0], false));
         assert_eq!(kv["tls_cert"].as_str(), Some("/etc/pop3d/tls/tls.crt"));
         assert_eq!(kv["pop3s"].as_str(), Some("0.0.0.0:1995"));
     }
@@ -161,6 +174,6 @@ mod tests {
     #[test]
     fn rendering_is_deterministic() {
         let c = cluster();
-        assert_eq!(render(&c, &c.spec.datacenters[0]), render(&c, &c.spec.datacenters[0]));
+        assert_eq!(render(&c, &c.spec.datacenters[0], false), render(&c, &c.spec.datacenters[0], false));
     }
 }

@@ -21,7 +21,8 @@ use kube::Resource;
 use sha2::{Digest, Sha256};
 
 use crate::pop3d_config::{
-    self, ADMIN_PORT, CONFIG_DIR, CONFIG_FILE, DATA_DIR, LMTP_PORT, POP3S_PORT, POP3_PORT, TLS_DIR,
+    self, ADMIN_PORT, CASSANDRA_TLS_DIR, CONFIG_DIR, CONFIG_FILE, DATA_DIR, LMTP_PORT, POP3S_PORT, POP3_PORT,
+    TLS_DIR,
 };
 use crate::{Error, Result, FIELD_MANAGER};
 use crds::{DatacenterSpec, Pop3Cluster, ServiceType};
@@ -33,6 +34,18 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// renewed certificate should be in use everywhere without waiting for a reload.
 pub const CONFIG_HASH_ANNOTATION: &str = "popfleet.io/config-hash";
 pub const TLS_HASH_ANNOTATION: &str = "popfleet.io/tls-hash";
+pub const CASSANDRA_TLS_HASH_ANNOTATION: &str = "popfleet.io/cassandra-tls-hash";
+
+/// What the referenced Secrets hold, as far as the objects depend on it.
+#[derive(Debug, Clone, Default)]
+pub struct SecretFacts {
+    /// Hash of the POP3 TLS Secret's content (None when the spec has no TLS).
+    pub pop3_tls_hash: Option<String>,
+    /// Hash of the Cassandra TLS Secret's content (None when the spec has no Cassandra TLS).
+    pub cassandra_tls_hash: Option<String>,
+    /// The Cassandra TLS Secret has a client certificate (`tls.crt` and `tls.key`).
+    pub cassandra_client_cert: bool,
+}
 
 /// The uid/gid of distroless/chainguard "nonroot" images.
 const NONROOT_ID: i64 = 65532;
@@ -105,10 +118,9 @@ pub struct Children {
     pub deployment: Deployment,
 }
 
-/// Builds a datacenter's objects. `tls_hash` is the hash of the TLS Secret's content (None when
-/// the spec has no TLS).
-pub fn build(cluster: &Pop3Cluster, dc: &DatacenterSpec, tls_hash: Option<&str>) -> Result<Children> {
-    let toml = pop3d_config::render(cluster, dc);
+/// Builds a datacenter's objects.
+pub fn build(cluster: &Pop3Cluster, dc: &DatacenterSpec, secrets: &SecretFacts) -> Result<Children> {
+    let toml = pop3d_config::render(cluster, dc, secrets.cassandra_client_cert);
     let config_hash = sha256_hex(&[toml.as_bytes()]);
     let config_map = ConfigMap {
         metadata: meta(cluster, &dc.name)?,
@@ -126,7 +138,7 @@ pub fn build(cluster: &Pop3Cluster, dc: &DatacenterSpec, tls_hash: Option<&str>)
         service_account,
         service: service(cluster, dc)?,
         pdb: pdb(cluster, dc)?,
-        deployment: deployment(cluster, dc, &config_hash, tls_hash)?,
+        deployment: deployment(cluster, dc, &config_hash, secrets)?,
     })
 }
 
@@ -208,13 +220,16 @@ fn deployment(
     cluster: &Pop3Cluster,
     dc: &DatacenterSpec,
     config_hash: &str,
-    tls_hash: Option<&str>,
+    secrets: &SecretFacts,
 ) -> Result<Deployment> {
     let spec = &cluster.spec;
     let name = object_name(cluster, &dc.name);
     let mut annotations = BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), config_hash.to_owned())]);
-    if let Some(hash) = tls_hash {
-        annotations.insert(TLS_HASH_ANNOTATION.into(), hash.into());
+    if let Some(hash) = &secrets.pop3_tls_hash {
+        annotations.insert(TLS_HASH_ANNOTATION.into(), hash.clone());
+    }
+    if let Some(hash) = &secrets.cassandra_tls_hash {
+        annotations.insert(CASSANDRA_TLS_HASH_ANNOTATION.into(), hash.clone());
     }
     let container_port = |name: &str, port: i32| ContainerPort {
         name: Some(name.into()),
@@ -283,6 +298,17 @@ fn deployment(
         mounts.push(mount("tls", TLS_DIR, true));
         volumes.push(Volume {
             name: "tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls.secret_name.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    if let Some(tls) = &spec.cassandra.tls {
+        mounts.push(mount("cassandra-tls", CASSANDRA_TLS_DIR, true));
+        volumes.push(Volume {
+            name: "cassandra-tls".into(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(tls.secret_name.clone()),
                 ..Default::default()

@@ -37,7 +37,7 @@ fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
 #[test]
 fn names_labels_and_owner() {
     let c = cluster(serde_json::json!({}));
-    let ch = build(&c, &c.spec.datacenters[1], None).unwrap();
+    let ch = build(&c, &c.spec.datacenters[1], &SecretFacts::default()).unwrap();
     let m = &ch.deployment.metadata;
     assert_eq!(m.name.as_deref(), Some("mail-west"));
     assert_eq!(m.namespace.as_deref(), Some("ns"));
@@ -64,7 +64,7 @@ fn names_labels_and_owner() {
 #[test]
 fn pod_is_locked_down_and_probed() {
     let c = cluster(serde_json::json!({}));
-    let d = build(&c, &c.spec.datacenters[0], None).unwrap().deployment;
+    let d = build(&c, &c.spec.datacenters[0], &SecretFacts::default()).unwrap().deployment;
     let spec = d.spec.unwrap();
     assert_eq!(spec.replicas, Some(2));
     let pod = spec.template.spec.unwrap();
@@ -114,7 +114,7 @@ fn pod_is_locked_down_and_probed() {
 #[test]
 fn scheduling_and_service_settings_are_per_datacenter() {
     let c = cluster(serde_json::json!({}));
-    let ch = build(&c, &c.spec.datacenters[1], None).unwrap();
+    let ch = build(&c, &c.spec.datacenters[1], &SecretFacts::default()).unwrap();
     let pod = ch.deployment.spec.unwrap().template.spec.unwrap();
     assert_eq!(pod.node_selector.unwrap()["zone"], "w");
     let svc = ch.service.spec.unwrap();
@@ -135,7 +135,8 @@ fn scheduling_and_service_settings_are_per_datacenter() {
 fn config_and_tls_changes_roll_the_pods() {
     let c = cluster(serde_json::json!({}));
     let annotations = |c: &Pop3Cluster, tls: Option<&str>| {
-        build(c, &c.spec.datacenters[0], tls)
+        let facts = SecretFacts { pop3_tls_hash: tls.map(str::to_owned), ..Default::default() };
+        build(c, &c.spec.datacenters[0], &facts)
             .unwrap()
             .deployment
             .spec
@@ -158,9 +159,44 @@ fn config_and_tls_changes_roll_the_pods() {
         annotations(&tls, Some("a"))[TLS_HASH_ANNOTATION],
         annotations(&tls, Some("b"))[TLS_HASH_ANNOTATION]
     );
-    let ch = build(&tls, &tls.spec.datacenters[0], Some("a")).unwrap();
+    let ch = build(&tls, &tls.spec.datacenters[0], &SecretFacts { pop3_tls_hash: Some("a".into()), ..Default::default() }).unwrap();
     let ports: Vec<_> = ch.service.spec.unwrap().ports.unwrap().iter().map(|p| p.port).collect();
     assert_eq!(ports, vec![110, 995, 24]);
+}
+
+/// Cassandra TLS: the Secret is mounted, pop3d's config points at its files (the client
+/// certificate only when the Secret has one) and at the name to check, and a renewal rolls the pods.
+#[test]
+fn cassandra_tls_mounts_the_secret_and_configures_pop3d() {
+    let c = cluster(serde_json::json!({"cassandra": {
+        "contactPoints": {"dc1": ["10.0.0.1:9042"]}, "replication": {"dc1": 3},
+        "tls": {"secretName": "cass-tls", "serverName": "cassandra.example.internal"}}}));
+    let facts = |hash: &str, client_cert: bool| SecretFacts {
+        cassandra_tls_hash: Some(hash.into()),
+        cassandra_client_cert: client_cert,
+        ..Default::default()
+    };
+    let ch = build(&c, &c.spec.datacenters[0], &facts("a", true)).unwrap();
+    let toml = pop3d_config::parse(&ch.config_map.data.unwrap()[CONFIG_FILE]);
+    assert_eq!(toml["cassandra_tls_ca"].as_str(), Some("/etc/pop3d/cassandra-tls/ca.crt"));
+    assert_eq!(toml["cassandra_tls_cert"].as_str(), Some("/etc/pop3d/cassandra-tls/tls.crt"));
+    assert_eq!(toml["cassandra_tls_key"].as_str(), Some("/etc/pop3d/cassandra-tls/tls.key"));
+    assert_eq!(toml["cassandra_tls_server_name"].as_str(), Some("cassandra.example.internal"));
+    let template = ch.deployment.spec.unwrap().template;
+    let pod = template.spec.unwrap();
+    let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == "cassandra-tls").expect("volume");
+    assert_eq!(volume.secret.unwrap().secret_name.as_deref(), Some("cass-tls"));
+    let mount = pod.containers[0].volume_mounts.clone().unwrap().into_iter().find(|m| m.name == "cassandra-tls").unwrap();
+    assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/etc/pop3d/cassandra-tls", Some(true)));
+    let rolled = |hash: &str| {
+        build(&c, &c.spec.datacenters[0], &facts(hash, true)).unwrap().deployment.spec.unwrap().template.metadata.unwrap().annotations.unwrap()
+            [CASSANDRA_TLS_HASH_ANNOTATION]
+            .clone()
+    };
+    assert_ne!(rolled("a"), rolled("b"));
+    let no_cert = build(&c, &c.spec.datacenters[0], &facts("a", false)).unwrap();
+    let toml = pop3d_config::parse(&no_cert.config_map.data.unwrap()[CONFIG_FILE]);
+    assert!(toml.contains_key("cassandra_tls_ca") && !toml.contains_key("cassandra_tls_cert"));
 }
 
 #[test]
