@@ -2,7 +2,7 @@
 //! Deployment's container would start it (command line, environment with Secret references
 //! resolved, the ConfigMap and the TLS Secret as mounted files) against the real Cassandra, and a
 //! mail goes in over LMTP in dc1 and is read and deleted over POP3S (Python's poplib, certificate
-//! checked) in dc2.
+//! checked) in dc2. pop3d and the operator reach Cassandra over TLS with a client certificate.
 //!
 //! The one change: the listen addresses. A pod has its own network namespace and binds
 //! 0.0.0.0:1110; on the test host the servers get free loopback ports through pop3d's
@@ -192,6 +192,13 @@ async fn start_like_the_pod(client: &Client, ns: &str, name: &str, root: &Path) 
     server
 }
 
+/// The test CA and certificates `e2e/cassandra up` made for TLS on the native port.
+fn cassandra_tls_dir() -> PathBuf {
+    std::env::var_os("POPFLEET_CASSANDRA_TLS_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".local/state/popfleet/cassandra-tls")
+    })
+}
+
 const SESSION: &str = r#"
 import json, poplib, smtplib, ssl, sys, time, urllib.request
 admin, lmtp, pop3_dc1, pop3s_dc2, addr, pw, ca = sys.argv[1:]
@@ -283,11 +290,33 @@ async fn generated_config_and_command_line_serve_a_pop3_session() {
         .create(&PostParams::default(), &tls)
         .await
         .unwrap();
+    // TLS to Cassandra with the CA and client certificate of the test cluster (e2e/cassandra
+    // requires a client certificate of TLS clients), as a cert-manager Secret would hold them.
+    let cassandra_tls = cassandra_tls_dir();
+    let file = |f: &str| std::fs::read_to_string(cassandra_tls.join(f)).unwrap_or_else(|e| panic!("{f}: {e} (e2e/cassandra up)"));
+    let tls_secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "cassandra-tls"}, "type": "kubernetes.io/tls",
+        "stringData": {"ca.crt": file("ca.crt"), "tls.crt": file("client.crt"), "tls.key": file("client.key")}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &tls_secret)
+        .await
+        .unwrap();
     let mut obj = cluster("mail", &ks, &[("dc1", 1), ("dc2", 1)], &[("dc1", 1), ("dc2", 1)]);
     obj["spec"]["pop3"]["tls"] = json!({"secretName": "pop-tls"});
     obj["spec"]["cassandra"]["credentialsSecret"] = json!({"name": "cassandra-login"});
+    // First a name the nodes' certificates do not carry: the nodes also serve plaintext on the
+    // same port, so refusing proves the operator's connection is TLS and checks the certificate.
+    obj["spec"]["cassandra"]["tls"] = json!({"secretName": "cassandra-tls", "serverName": "wrong.popfleet.test"});
     obj["spec"]["config"] = json!({"auth_fail_delay_ms": "100", "idle_timeout": "120"});
     obj["spec"]["datacenters"][0]["config"] = json!({"hostname": "pop.dc1.e2e.example"});
+    apply(&client, &ns, &obj).await;
+    let refused = wait_condition(&client, &ns, "mail", "KeyspaceReady", "False", Duration::from_secs(90)).await;
+    let message = refused.status.unwrap().conditions.into_iter().find(|c| c.type_ == "KeyspaceReady").unwrap().message;
+    println!("KeyspaceReady with the wrong server name: {message}");
+    assert!(message.contains("not valid for name"), "{message}");
+    obj["spec"]["cassandra"]["tls"]["serverName"] = json!("cassandra.popfleet.test");
     apply(&client, &ns, &obj).await;
     wait_condition(&client, &ns, "mail", "KeyspaceReady", "True", Duration::from_secs(90)).await;
 
