@@ -6,14 +6,13 @@ A certificate the client cannot trust stops start-up with a clear error, not a h
 Runs with the fault tests (`e2e/run-e2e --faults`): it needs the cluster's own addresses."""
 
 import os
-import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from conftest import HOST, free_port, make_message, server_binary, token_of
-from test_faults_cassandra import eventually, store_args, tokens_in
+from conftest import make_message, token_of
+from test_faults_cassandra import eventually, serve_once, store_args, tokens_in
 
 pytestmark = pytest.mark.faults
 
@@ -47,22 +46,15 @@ def test_pop3d_on_tls_delivers_in_dc1_and_serves_in_dc2(server_factory):
 
 
 def test_an_untrusted_cluster_certificate_stops_start_up(tmp_path):
-    def serve(*args: str) -> subprocess.CompletedProcess:
-        cmd = [server_binary(), "serve", "--data-dir", str(tmp_path / "data"),
-               "--pop3", f"{HOST}:{free_port()}", "--lmtp", f"{HOST}:{free_port()}",
-               "--admin", f"{HOST}:{free_port()}", *args]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("POP3D_")}
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
-
-    r = serve(*store_args("dc1"), *tls_args(ca="other-ca.crt"))
+    r = serve_once(tmp_path, *store_args("dc1"), *tls_args(ca="other-ca.crt"))
     assert r.returncode != 0
     assert "cannot connect to Cassandra" in r.stderr and "UnknownIssuer" in r.stderr, r.stderr[-2000:]
 
-    r = serve(*store_args("dc1"), *tls_args(server_name="not-the-cluster.example"))
+    r = serve_once(tmp_path, *store_args("dc1"), *tls_args(server_name="not-the-cluster.example"))
     assert r.returncode != 0
     assert "not valid for name" in r.stderr, r.stderr[-2000:]
 
     missing = tmp_path / "no-such-ca.pem"
-    r = serve(*store_args("dc1"), "--cassandra-tls-ca", str(missing))
+    r = serve_once(tmp_path, *store_args("dc1"), "--cassandra-tls-ca", str(missing))
     assert r.returncode != 0
     assert str(missing) in r.stderr, r.stderr[-2000:]

@@ -241,22 +241,24 @@ def test_local_node_killed_during_delivery_burst_loses_nothing_acknowledged(serv
     assert set(found) <= sent, "a message that was never sent appeared"
 
 
-def test_missing_keyspace_or_unknown_dc_refuses_to_start(tmp_path):
-    def serve(*args: str) -> subprocess.CompletedProcess:
-        cmd = [server_binary(), "serve", "--data-dir", str(tmp_path / "data"),
-               "--pop3", f"{HOST}:{free_port()}", "--lmtp", f"{HOST}:{free_port()}",
-               "--admin", f"{HOST}:{free_port()}", *args]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("POP3D_")}
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+def serve_once(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """Runs `pop3d serve` to its end (for configurations that must stop start-up)."""
+    cmd = [server_binary(), "serve", "--data-dir", str(tmp_path / "data"),
+           "--pop3", f"{HOST}:{free_port()}", "--lmtp", f"{HOST}:{free_port()}",
+           "--admin", f"{HOST}:{free_port()}", *args]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POP3D_")}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
 
-    r = serve(*store_args("dc1", ks="popfleet_no_such_keyspace"))
+
+def test_missing_keyspace_or_unknown_dc_refuses_to_start(tmp_path):
+    r = serve_once(tmp_path, *store_args("dc1", ks="popfleet_no_such_keyspace"))
     assert r.returncode != 0
     assert "keyspace popfleet_no_such_keyspace does not exist" in r.stderr, r.stderr[-2000:]
     assert "pop3d migrate" in r.stderr
 
     args = store_args("dc1")
     args[args.index("--local-dc") + 1] = "dc9"
-    r = serve(*args)
+    r = serve_once(tmp_path, *args)
     assert r.returncode != 0
     assert 'no Cassandra node in local datacenter "dc9"' in r.stderr, r.stderr[-2000:]
     assert "dc1" in r.stderr and "dc2" in r.stderr

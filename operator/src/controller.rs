@@ -218,9 +218,12 @@ async fn secret(client: &Client, ns: &str, name: &str) -> Result<Option<Secret>>
     Ok(Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await?)
 }
 
+fn secret_bytes(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    Some(secret.data.as_ref()?.get(key)?.0.clone())
+}
+
 fn secret_value(secret: &Secret, key: &str) -> Option<String> {
-    let bytes = secret.data.as_ref()?.get(key)?;
-    String::from_utf8(bytes.0.clone()).ok()
+    String::from_utf8(secret_bytes(secret, key)?).ok()
 }
 
 async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
@@ -259,12 +262,11 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
     let mut problems = Vec::new();
 
     let mut secrets = resources::SecretFacts::default();
-    let part = |s: &Secret, k: &str| s.data.as_ref().and_then(|d| d.get(k)).map(|b| b.0.clone());
     if let Some(t) = &spec.pop3.tls {
         secrets.pop3_tls_hash = Some(match secret(&ctx.client, &ns, &t.secret_name).await? {
             Some(s) => resources::sha256_hex(&[
-                &part(&s, "tls.crt").unwrap_or_default(),
-                &part(&s, "tls.key").unwrap_or_default(),
+                &secret_bytes(&s, "tls.crt").unwrap_or_default(),
+                &secret_bytes(&s, "tls.key").unwrap_or_default(),
             ]),
             None => {
                 problems.push((
@@ -278,7 +280,7 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
     if let Some(t) = &spec.cassandra.tls {
         let found = secret(&ctx.client, &ns, &t.secret_name).await?;
         let (ca, crt, key) = match &found {
-            Some(s) => (part(s, "ca.crt"), part(s, "tls.crt"), part(s, "tls.key")),
+            Some(s) => (secret_bytes(s, "ca.crt"), secret_bytes(s, "tls.crt"), secret_bytes(s, "tls.key")),
             None => (None, None, None),
         };
         if ca.is_none() {
@@ -398,10 +400,9 @@ async fn target(cluster: &Pop3Cluster, ctx: &Context) -> Result<Target> {
             let s = secret(&ctx.client, &ns, &t.secret_name)
                 .await?
                 .ok_or_else(|| missing("not found"))?;
-            let bytes = |k: &str| s.data.as_ref().and_then(|d| d.get(k)).map(|b| b.0.clone());
             Some(TlsMaterial {
-                ca_pem: bytes("ca.crt").ok_or_else(|| missing("no key ca.crt"))?,
-                identity: bytes("tls.crt").zip(bytes("tls.key")),
+                ca_pem: secret_bytes(&s, "ca.crt").ok_or_else(|| missing("no key ca.crt"))?,
+                identity: secret_bytes(&s, "tls.crt").zip(secret_bytes(&s, "tls.key")),
                 server_name: t.server_name.clone(),
             })
         }
