@@ -134,7 +134,11 @@ async fn delete_user(State(ctx): Ctx, Path(address): Path<String>) -> Result<Sta
     if ctx.store.get_account(&address).await?.is_none() {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no account {address}")));
     }
-    delete_account_and_mail(ctx.store.as_ref(), &address).await?;
+    // Forgotten before (no delivery here trusts it any more) and after (none that raced in does).
+    ctx.accounts.forget(&address);
+    let deleted = delete_account_and_mail(ctx.store.as_ref(), &address).await;
+    ctx.accounts.forget(&address);
+    deleted?;
     tracing::info!(%address, "account deleted with its mail");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -65,6 +65,11 @@ pub struct ServeArgs {
     /// Delay after a failed login in ms, doubling per failure from the same IP up to 15 s [default: 1000].
     #[arg(long, env = "POP3D_AUTH_FAIL_DELAY_MS")]
     pub auth_fail_delay_ms: Option<u64>,
+    /// Seconds a recipient found to be an account is remembered by LMTP; an account deleted through
+    /// another server may receive mail here that long (unreadable; cleared if the address is created again);
+    /// 0: always ask [default: 2].
+    #[arg(long, env = "POP3D_ACCOUNT_CACHE_SECS")]
+    pub account_cache_secs: Option<u64>,
     /// Bearer token required by the admin API's /users routes (unset: no token, loopback only).
     #[arg(long, env = "POP3D_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -215,6 +220,7 @@ struct FileConfig {
     max_message_size: Option<u64>,
     min_free_space_mb: Option<u64>,
     auth_fail_delay_ms: Option<u64>,
+    account_cache_secs: Option<u64>,
     admin_token: Option<String>,
     cassandra: Option<String>,
     local_dc: Option<String>,
@@ -292,6 +298,7 @@ pub struct Config {
     /// In bytes.
     pub min_free_space: u64,
     pub auth_fail_delay: Duration,
+    pub account_cache_ttl: Duration,
     pub admin_token: Option<String>,
     /// Set when `store = cassandra`.
     pub cassandra: Option<CassandraConfig>,
@@ -345,6 +352,7 @@ impl Config {
             max_message_size: a.max_message_size.or(file.max_message_size).unwrap_or(64 * 1024 * 1024),
             min_free_space: a.min_free_space_mb.or(file.min_free_space_mb).unwrap_or(256) * 1024 * 1024,
             auth_fail_delay: Duration::from_millis(a.auth_fail_delay_ms.or(file.auth_fail_delay_ms).unwrap_or(1000)),
+            account_cache_ttl: Duration::from_secs(a.account_cache_secs.or(file.account_cache_secs).unwrap_or(2)),
             admin_token: a.admin_token.clone().or(file.admin_token.clone()).filter(|t| !t.is_empty()),
             cassandra: None,
             watermark_margin: Duration::from_secs(a.watermark_margin.or(file.watermark_margin).unwrap_or(3600)),

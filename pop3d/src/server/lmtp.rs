@@ -84,9 +84,9 @@ async fn session(
                 session.rcpt_done(RcptCheck::NoSpace);
             }
             Step::CheckRecipient { mailbox } => {
-                let check = match ctx.store.get_account(&mailbox).await {
-                    Ok(Some(_)) => RcptCheck::Exists,
-                    Ok(None) => RcptCheck::Unknown,
+                let check = match ctx.accounts.exists(ctx.store.as_ref(), &mailbox).await {
+                    Ok(true) => RcptCheck::Exists,
+                    Ok(false) => RcptCheck::Unknown,
                     Err(e) => {
                         tracing::warn!(%mailbox, error = %e, "recipient lookup failed");
                         RcptCheck::TempFail
@@ -96,7 +96,7 @@ async fn session(
             }
             Step::DataStart(envelope) => {
                 let max_age = (ctx.config.watermark_margin / 2).min(std::time::Duration::from_secs(600));
-                *delivery = Some(Delivery::start(ctx.store.clone(), &envelope, peer.ip(), &ctx.config.hostname, max_age).await);
+                *delivery = Some(Delivery::start(ctx.store.clone(), ctx.accounts.clone(), &envelope, peer.ip(), &ctx.config.hostname, max_age).await);
             }
             Step::DataChunk(chunk) => {
                 if let Some(d) = delivery.as_mut() {

@@ -2,6 +2,8 @@
 
 pub mod conn;
 mod delivery;
+mod reaper;
+mod recipients;
 mod disk;
 pub mod front;
 pub mod limits;
@@ -34,6 +36,10 @@ pub struct ServerContext {
     pub config: Config,
     pub store: Arc<dyn MailStore>,
     pub auth: Authenticator,
+    /// Recipients known to be accounts (LMTP), shared by every delivery.
+    pub accounts: Arc<recipients::KnownAccounts>,
+    /// Deletes expunged content after the QUIT reply.
+    pub reaper: reaper::Reaper,
     pub metrics: Metrics,
     pub registry: Registry,
     pub repair: std::sync::Mutex<crate::repair::RepairStatus>,
@@ -62,7 +68,8 @@ impl ServerContext {
         if let Some(validator) = bearer {
             auth = auth.with_bearer(validator);
         }
-        Arc::new(Self { config, store, auth, metrics, registry, repair: Default::default(), tls, oauth })
+        let accounts = Arc::new(recipients::KnownAccounts::new(config.account_cache_ttl));
+        Arc::new(Self { config, store, auth, accounts, reaper: Default::default(), metrics, registry, repair: Default::default(), tls, oauth })
     }
 }
 
@@ -164,6 +171,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+    ctx.reaper.drain(Duration::from_secs(10)).await;
     let _ = admin_task.await;
     Ok(())
 }
