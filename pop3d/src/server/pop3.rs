@@ -18,7 +18,7 @@ use crate::pop3::{
     SessionConfig, Step,
 };
 use crate::sasl::encode_base64;
-use crate::store::{self, CHUNK_SIZE};
+use crate::store::CHUNK_SIZE;
 
 /// Content younger than this that is missing may still be replicating (another datacenter wrote
 /// the listing row first); only older rows are dropped as broken.
@@ -112,11 +112,14 @@ async fn session(client: Client, ctx: &ServerContext, mut stop: watch::Receiver<
                 session.fetch_done(outcome);
             }
             Step::Commit { mailbox: m, ids, oldest_kept } => {
-                let outcome = match store::expunge(ctx.store.as_ref(), &m, &ids).await {
+                // The rows are the commit point (see `store::expunge`); content goes after the reply.
+                let unlinked = if ids.is_empty() { Ok(()) } else { ctx.store.unlink(&m, &ids).await };
+                let outcome = match unlinked {
                     Ok(()) => {
                         ctx.metrics.expunged_messages.inc_by(ids.len() as u64);
                         raise_watermark(ctx, &m, login_ticks, oldest_kept).await;
                         tracing::info!(%peer, mailbox = %m, deleted = ids.len(), "pop3 expunge");
+                        ctx.reaper.delete(&ctx.store, ids).await;
                         CommitOutcome::Ok
                     }
                     Err(e) => {
