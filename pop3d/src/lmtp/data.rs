@@ -49,10 +49,22 @@ impl DataReceiver {
     /// Consumes input until the end of data or of `input`; content goes to `out` (nothing more
     /// is written once the message is over the size limit).
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Progress {
-        for (i, &b) in input.iter().enumerate() {
-            if self.step(b, out) {
+        let mut i = 0;
+        while i < input.len() {
+            if self.state == State::Mid {
+                // Inside a line every byte but CR and LF is copied as it is: copy the run at once
+                // (byte by byte this loop was 8 % of the server's CPU under load).
+                let run = memchr::memchr2(b'\r', b'\n', &input[i..]).unwrap_or(input.len() - i);
+                if run > 0 {
+                    self.emit_run(&input[i..i + run], out);
+                    i += run;
+                    continue;
+                }
+            }
+            if self.step(input[i], out) {
                 return Progress { consumed: i + 1, ended: true };
             }
+            i += 1;
         }
         Progress { consumed: input.len(), ended: false }
     }
@@ -62,6 +74,13 @@ impl DataReceiver {
         if self.size <= self.max_size {
             out.push(b);
         }
+    }
+
+    /// As many `emit`s, one per byte of `bytes`.
+    fn emit_run(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        let room = self.max_size.saturating_sub(self.size);
+        out.extend_from_slice(&bytes[..bytes.len().min(usize::try_from(room).unwrap_or(usize::MAX))]);
+        self.size += bytes.len() as u64;
     }
 
     /// One input byte; true at the end of data.
@@ -159,6 +178,37 @@ mod tests {
             }
             assert!(ended);
             assert_eq!(out, whole);
+        }
+    }
+
+    proptest::proptest! {
+        /// The run-copying fast path gives what one byte at a time gives, however the input is
+        /// split and wherever the size limit falls.
+        #[test]
+        fn fast_path_matches_byte_by_byte(
+            input in proptest::collection::vec(proptest::sample::select(b"ab.\r\n".to_vec()), 0..200),
+            split in 1usize..50,
+            max in 0u64..150,
+        ) {
+            let mut slow = DataReceiver::new(max);
+            let mut slow_out = Vec::new();
+            let slow_end = input.iter().position(|&b| slow.step(b, &mut slow_out));
+            let mut fast = DataReceiver::new(max);
+            let mut fast_out = Vec::new();
+            let mut fast_end = None;
+            let mut offset = 0;
+            for part in input.chunks(split) {
+                let p = fast.feed(part, &mut fast_out);
+                if p.ended {
+                    fast_end = Some(offset + p.consumed - 1);
+                    break;
+                }
+                offset += part.len();
+            }
+            proptest::prop_assert_eq!(fast_end, slow_end);
+            proptest::prop_assert_eq!(fast_out, slow_out);
+            proptest::prop_assert_eq!(fast.size(), slow.size());
+            proptest::prop_assert_eq!(fast.has_bare_line_ending(), slow.has_bare_line_ending());
         }
     }
 
