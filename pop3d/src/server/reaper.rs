@@ -1,55 +1,84 @@
 //! Deletes the content of expunged messages after the QUIT reply.
 //!
 //! The listing rows are the commit point: once they are gone the messages are gone for every
-//! client, so the `+OK` does not have to wait for their content (on the embedded store, freeing
-//! the pages of big messages held the single writer for most of a QUIT). Content left behind by a
-//! crash or a failed deletion is an orphan that repair removes. A few deletions run at a time;
-//! past that a session deletes its own before replying, so a burst of QUITs cannot pile up
-//! unbounded work.
+//! client, so the `+OK` does not have to wait for their content. One background task deletes
+//! what every session queued, many sessions' messages per call: on the embedded store this turns
+//! a burst of QUITs, each freeing its messages' pages in its own transaction on the single
+//! writer, into a few transactions behind the replies. Content left behind by a crash or a failed
+//! deletion is an orphan that repair removes. Past `MAX_QUEUED` messages waiting, a session
+//! deletes its own before replying, so the queue cannot grow without bound.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::sync::Semaphore;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::message_id::MessageId;
 use crate::store::MailStore;
 
-const IN_FLIGHT: u32 = 8;
+const MAX_QUEUED: usize = 100_000;
+/// Messages per `delete_content` call: bounds one transaction (embedded) or burst (Cassandra).
+const BATCH: usize = 1_000;
 
-pub struct Reaper {
-    permits: Arc<Semaphore>,
+#[derive(Default)]
+struct Queue {
+    ids: Vec<MessageId>,
+    /// A task is deleting (it takes the queue until it finds it empty).
+    running: bool,
 }
 
-impl Default for Reaper {
-    fn default() -> Self {
-        Self { permits: Arc::new(Semaphore::new(IN_FLIGHT as usize)) }
-    }
+#[derive(Default)]
+pub struct Reaper {
+    queue: Arc<Mutex<Queue>>,
 }
 
 impl Reaper {
-    /// Deletes `ids`' content in the background, or now when enough deletions are running.
+    /// Queues `ids`' content for deletion, or deletes it now when the queue is full.
     pub async fn delete(&self, store: &Arc<dyn MailStore>, ids: Vec<MessageId>) {
         if ids.is_empty() {
             return;
         }
-        match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    delete(store.as_ref(), &ids).await;
-                    drop(permit);
-                });
+        let start = {
+            let mut q = self.queue.lock().expect("reaper lock");
+            if q.ids.len() + ids.len() > MAX_QUEUED {
+                None
+            } else {
+                q.ids.extend_from_slice(&ids);
+                Some(!std::mem::replace(&mut q.running, true))
             }
-            Err(_) => delete(store.as_ref(), &ids).await,
+        };
+        match start {
+            None => delete(store.as_ref(), &ids).await,
+            Some(true) => {
+                tokio::spawn(work(self.queue.clone(), store.clone()));
+            }
+            Some(false) => {}
         }
     }
 
-    /// Waits up to `limit` for the background deletions to finish (shutdown).
+    /// Waits up to `limit` for the queue to empty (shutdown).
     pub async fn drain(&self, limit: Duration) {
-        let all = self.permits.acquire_many(IN_FLIGHT);
-        if tokio::time::timeout(limit, all).await.is_err() {
-            tracing::info!("content deletions still running at shutdown; repair will finish them");
+        let deadline = Instant::now() + limit;
+        while self.queue.lock().expect("reaper lock").running {
+            if Instant::now() > deadline {
+                tracing::info!("content deletions still queued at shutdown; repair will finish them");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn work(queue: Arc<Mutex<Queue>>, store: Arc<dyn MailStore>) {
+    loop {
+        let ids = {
+            let mut q = queue.lock().expect("reaper lock");
+            if q.ids.is_empty() {
+                q.running = false;
+                return;
+            }
+            std::mem::take(&mut q.ids)
+        };
+        for batch in ids.chunks(BATCH) {
+            delete(store.as_ref(), batch).await;
         }
     }
 }
@@ -70,13 +99,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn MailStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         let mut ids = Vec::new();
-        for _ in 0..(IN_FLIGHT + 3) {
+        for _ in 0..20 {
             let id = MessageId::generate();
             deliver(store.as_ref(), "r@x", id, b"hello\r\n").await.unwrap();
             ids.push(id);
         }
         let reaper = Reaper::default();
-        // More calls than permits: the last ones delete before returning.
         for id in &ids {
             reaper.delete(&store, vec![*id]).await;
         }
