@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::future::join_all;
+use futures::future::{join_all, BoxFuture};
+use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::lmtp::trace::{trace_headers, TraceInfo};
 use crate::lmtp::{DeliveryResult, Envelope};
@@ -22,8 +23,12 @@ struct Target {
     failed: bool,
 }
 
+/// Chunk writes per recipient that may be unfinished while more of the message is read.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
 pub struct Delivery {
     store: Arc<dyn MailStore>,
+    in_flight: FuturesUnordered<BoxFuture<'static, (usize, crate::store::Result<()>)>>,
     accounts: Arc<KnownAccounts>,
     targets: Vec<Target>,
     /// Index of the next chunk to store; chunk 0 starts with each recipient's own trace headers.
@@ -68,7 +73,7 @@ impl Delivery {
             });
         }
         let max_age_ticks = (max_age.as_nanos() / 100) as u64;
-        Self { store, accounts, targets, next_index: 0, max_age_ticks }
+        Self { store, in_flight: FuturesUnordered::new(), accounts, targets, next_index: 0, max_age_ticks }
     }
 
     /// Stores the next body chunk for every recipient still on track.
@@ -90,23 +95,31 @@ impl Delivery {
         }
     }
 
+    /// Starts the chunk's writes and returns once at most [`CHUNKS_IN_FLIGHT`] per recipient are
+    /// unfinished: a big message's chunks are written side by side, not one round trip each.
     async fn write_each(&mut self, data: impl Fn(usize) -> Bytes, body_len: u64) {
         let index = self.next_index;
         self.next_index += 1;
-        let store = &self.store;
-        let writes = self.targets.iter().enumerate().filter(|(_, t)| !t.failed).map(|(i, t)| {
-            let bytes = data(i);
-            async move { (i, store.put_chunk(&t.mailbox, t.id, index, bytes).await) }
-        });
-        for (i, result) in join_all(writes).await {
-            match result {
-                Ok(()) => self.targets[i].size += body_len,
-                Err(e) => {
-                    tracing::warn!(mailbox = %self.targets[i].mailbox, error = %e, "storing content failed");
-                    self.targets[i].failed = true;
-                }
-            }
+        for (i, t) in self.targets.iter_mut().enumerate().filter(|(_, t)| !t.failed) {
+            t.size += body_len;
+            let (store, mailbox, id, bytes) = (self.store.clone(), t.mailbox.clone(), t.id, data(i));
+            self.in_flight.push(Box::pin(async move { (i, store.put_chunk(&mailbox, id, index, bytes).await) }));
         }
+        while self.in_flight.len() > CHUNKS_IN_FLIGHT * self.targets.len() {
+            self.settle_one().await;
+        }
+    }
+
+    /// Waits for one unfinished write; false when none is left.
+    async fn settle_one(&mut self) -> bool {
+        let Some((i, result)) = self.in_flight.next().await else { return false };
+        if let Err(e) = result {
+            if !self.targets[i].failed {
+                tracing::warn!(mailbox = %self.targets[i].mailbox, error = %e, "storing content failed");
+            }
+            self.targets[i].failed = true;
+        }
+        true
     }
 
     /// Links every stored message into its mailbox; one result per recipient, in order.
@@ -115,6 +128,7 @@ impl Delivery {
             // An empty body: the trace headers are the whole message.
             self.push(Vec::new()).await;
         }
+        while self.settle_one().await {}
         let (store, accounts, max_age_ticks) = (&self.store, &self.accounts, self.max_age_ticks);
         let now = MessageId::now_ticks();
         let links = self.targets.iter().map(|t| async move {
@@ -161,7 +175,9 @@ impl Delivery {
 
     /// Drops what was stored (refused message, dropped connection). Best effort: repair removes
     /// anything left behind.
-    pub async fn abort(self) {
+    pub async fn abort(mut self) {
+        // Deleting under writes still in flight would leave what they write behind.
+        while self.settle_one().await {}
         let ids: Vec<MessageId> = self.targets.iter().map(|t| t.id).collect();
         if let Err(e) = self.store.delete_content(&ids).await {
             tracing::debug!(error = %e, "cleanup of an aborted delivery failed; repair will do it");
