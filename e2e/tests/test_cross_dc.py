@@ -45,3 +45,32 @@ def test_deliver_in_dc1_retrieve_and_delete_in_dc2_seen_from_dc1(server_factory)
 
     eventually(dc1_sees_deletion, 60, "dc1 sees the deletion made in dc2")
     assert dc1.mailbox(addr)["messages"] == 2
+
+
+def test_account_deleted_in_dc2_stops_deliveries_in_dc1_and_leaves_nothing_for_a_new_owner(server_factory):
+    """LMTP remembers a recipient that is an account for --account-cache-secs; an account deleted
+    through another server (here: in the other DC) is refused once that and replication have passed,
+    and mail accepted in the window never reaches whoever gets the address next."""
+    dc1 = server_factory(name="dc1", store_args=store_args("dc1") + ["--account-cache-secs", "2"])
+    dc2 = server_factory(name="dc2", store_args=store_args("dc2"))
+    addr, _ = dc1.create_user(prefix="cached")
+    assert dc1.deliver(addr, make_message(subject="before")) == {}  # dc1 now remembers the account
+    eventually(lambda: dc2.admin("GET", f"/users/{addr}/mailbox")[0] == 200, 60, "the account reaches dc2")
+    assert dc2.admin("DELETE", f"/users/{addr}")[0] == 204
+
+    accepted_in_window = []
+
+    def refused_in_dc1():
+        rcpt, data = dc1.deliver_raw([addr], make_message(subject="after delete"))
+        if rcpt[0][0] == 250:
+            accepted_in_window.append(data)
+        return rcpt[0][0] == 550
+
+    eventually(refused_in_dc1, 60, "dc1 refuses the deleted account", interval=0.5)
+    print(f"deliveries accepted after the deletion, before dc1 refused: {len(accepted_in_window)}")
+    # Whatever the window let in, the next owner of the address starts with an empty mailbox.
+    addr2, pw2 = dc1.create_user(addr, "new-owner")
+    assert dc1.mailbox(addr2)["messages"] == 0
+    with dc1.session(addr2, pw2) as p:
+        assert p.stat()[0] == 0
+        p.quit()
