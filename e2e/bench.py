@@ -170,14 +170,17 @@ class Dovecot:
         stop(self.proc, self.log)
 
 
-def loadgen(args, label: str, lmtp: list[int], pop3: list[int], pids: list[int], out: Path,
-            settle: float = 0.0, before=lambda: None) -> dict:
+def warm_up(args, label: str, lmtp: list[int], pop3: list[int], pids: list[int], out: Path,
+            settle: float = 0.0) -> None:
+    """A JVM compiles its hot paths during the first seconds of load, and every server's caches
+    fill: a run of the same load, thrown away, so the measured run sees a warm server."""
     if args.warmup > 0:
-        # A JVM compiles its hot paths during the first seconds of load, and every server's caches
-        # fill: a run of the same load, thrown away, so the measured run sees a warm server.
-        warm = argparse.Namespace(**{**vars(args), "search": False, "retr": False, "duration": args.warmup,
-                                     "warmup": 0})
+        warm = argparse.Namespace(**{**vars(args), "search": False, "retr": False, "duration": args.warmup})
         loadgen(warm, f"{label}-warmup", lmtp, pop3, pids, out, settle)
+
+
+def loadgen(args, label: str, lmtp: list[int], pop3: list[int], pids: list[int], out: Path,
+            settle: float = 0.0) -> dict:
     json_path = out / f"{label}.json"
     json_path.unlink(missing_ok=True)
     cmd = [args.loadgen, "search" if args.search else "run", "--label", label,
@@ -191,7 +194,6 @@ def loadgen(args, label: str, lmtp: list[int], pop3: list[int], pids: list[int],
         if args.retr:
             cmd.append("--retr")
     print(f"\n==> {label}: {' '.join(cmd)}", flush=True)
-    before()
     subprocess.run(cmd, check=True)
     return json.loads(json_path.read_text().splitlines()[-1])
 
@@ -338,6 +340,7 @@ def main() -> None:
                 srv.create_users(args.users + 1)
                 if args.extras:  # first: "cold" logins need an auth cache nobody has warmed
                     extra[target] = extras(args, target, srv.lmtp, srv.pop3, [srv.proc.pid], out)
+                warm_up(args, target, [srv.lmtp], [srv.pop3], [srv.proc.pid], out)
                 reports[target] = loadgen(args, target, [srv.lmtp], [srv.pop3], [srv.proc.pid], out)
             finally:
                 srv.stop()
@@ -354,13 +357,13 @@ def main() -> None:
                 time.sleep(1)  # accounts replicate to dc2 before its readers log in
                 if args.extras:
                     extra[target] = extras(args, target, dc1.lmtp, dc1.pop3, [dc1.proc.pid], out)
-                cpids = cassandra_pids()
                 # deliveries into dc1; readers alternate dc1/dc2 (user i reads from server i mod 2)
-                c0 = []
-                r = loadgen(args, target, [dc1.lmtp], [dc1.pop3, dc2.pop3],
-                            [dc1.proc.pid, dc2.proc.pid], out, settle=2.0,
-                            before=lambda: c0.append(sum(cpu_seconds(p) for p in cpids)))
-                r["cassandra_cpu_s"] = sum(cpu_seconds(p) for p in cpids) - c0[-1]
+                servers = ([dc1.lmtp], [dc1.pop3, dc2.pop3], [dc1.proc.pid, dc2.proc.pid])
+                warm_up(args, target, *servers, out, settle=2.0)
+                cpids = cassandra_pids()
+                c0 = sum(cpu_seconds(p) for p in cpids)
+                r = loadgen(args, target, *servers, out, settle=2.0)
+                r["cassandra_cpu_s"] = sum(cpu_seconds(p) for p in cpids) - c0
                 reports[target] = r
             finally:
                 dc1.stop()
@@ -372,6 +375,7 @@ def main() -> None:
             try:
                 if args.extras:
                     extra[target] = extras(args, target, dv.lmtp, dv.pop3, [dv.proc.pid], out)
+                warm_up(args, target, [dv.lmtp], [dv.pop3], [dv.proc.pid], out)
                 reports[target] = loadgen(args, target, [dv.lmtp], [dv.pop3], [dv.proc.pid], out)
             finally:
                 dv.stop()

@@ -218,6 +218,15 @@ async fn secret(client: &Client, ns: &str, name: &str) -> Result<Option<Secret>>
     Ok(Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await?)
 }
 
+/// A Secret the spec names and the keyspace work cannot go on without.
+async fn required_secret(client: &Client, ns: &str, name: &str) -> Result<Secret> {
+    secret(client, ns, name).await?.ok_or_else(|| secret_problem(name, "not found"))
+}
+
+fn secret_problem(name: &str, what: &str) -> Error {
+    Error::Secret { name: name.to_owned(), problem: what.to_owned() }
+}
+
 fn secret_bytes(secret: &Secret, key: &str) -> Option<Vec<u8>> {
     Some(secret.data.as_ref()?.get(key)?.0.clone())
 }
@@ -371,37 +380,21 @@ async fn keyspace_step(cluster: &Pop3Cluster, ctx: &Context) -> KeyspaceOutcome 
 
 async fn target(cluster: &Pop3Cluster, ctx: &Context) -> Result<Target> {
     let spec = &cluster.spec.cassandra;
+    let ns = cluster.namespace().unwrap_or_default();
     let credentials = match &spec.credentials_secret {
         None => None,
         Some(r) => {
-            let ns = cluster.namespace().unwrap_or_default();
-            let missing = |what: &str| Error::Secret {
-                name: r.name.clone(),
-                problem: what.to_owned(),
-            };
-            let s = secret(&ctx.client, &ns, &r.name)
-                .await?
-                .ok_or_else(|| missing("not found"))?;
-            let username =
-                secret_value(&s, &r.username_key).ok_or_else(|| missing(&format!("no key {}", r.username_key)))?;
-            let password =
-                secret_value(&s, &r.password_key).ok_or_else(|| missing(&format!("no key {}", r.password_key)))?;
-            Some(Credentials { username, password })
+            let s = required_secret(&ctx.client, &ns, &r.name).await?;
+            let value = |key: &str| secret_value(&s, key).ok_or_else(|| secret_problem(&r.name, &format!("no key {key}")));
+            Some(Credentials { username: value(&r.username_key)?, password: value(&r.password_key)? })
         }
     };
     let tls = match &spec.tls {
         None => None,
         Some(t) => {
-            let ns = cluster.namespace().unwrap_or_default();
-            let missing = |what: &str| Error::Secret {
-                name: t.secret_name.clone(),
-                problem: what.to_owned(),
-            };
-            let s = secret(&ctx.client, &ns, &t.secret_name)
-                .await?
-                .ok_or_else(|| missing("not found"))?;
+            let s = required_secret(&ctx.client, &ns, &t.secret_name).await?;
             Some(TlsMaterial {
-                ca_pem: secret_bytes(&s, "ca.crt").ok_or_else(|| missing("no key ca.crt"))?,
+                ca_pem: secret_bytes(&s, "ca.crt").ok_or_else(|| secret_problem(&t.secret_name, "no key ca.crt"))?,
                 identity: secret_bytes(&s, "tls.crt").zip(secret_bytes(&s, "tls.key")),
                 server_name: t.server_name.clone(),
             })

@@ -268,6 +268,11 @@ fn deployment(
         read_only: Some(read_only),
         ..Default::default()
     };
+    let secret_volume = |name: &str, secret_name: &str| Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource { secret_name: Some(secret_name.into()), ..Default::default() }),
+        ..Default::default()
+    };
     let mut mounts = vec![
         mount("config", CONFIG_DIR, true),
         mount("data", DATA_DIR, false),
@@ -296,25 +301,11 @@ fn deployment(
     if let Some(tls) = &spec.pop3.tls {
         ports.insert(1, container_port("pop3s", POP3S_PORT));
         mounts.push(mount("tls", TLS_DIR, true));
-        volumes.push(Volume {
-            name: "tls".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(tls.secret_name.clone()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        volumes.push(secret_volume("tls", &tls.secret_name));
     }
     if let Some(tls) = &spec.cassandra.tls {
         mounts.push(mount("cassandra-tls", CASSANDRA_TLS_DIR, true));
-        volumes.push(Volume {
-            name: "cassandra-tls".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(tls.secret_name.clone()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        volumes.push(secret_volume("cassandra-tls", &tls.secret_name));
     }
     let container = Container {
         name: "pop3d".into(),

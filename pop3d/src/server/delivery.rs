@@ -11,8 +11,9 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use crate::lmtp::trace::{trace_headers, TraceInfo};
 use crate::lmtp::{DeliveryResult, Envelope};
 use crate::message_id::MessageId;
-use super::recipients::KnownAccounts;
 use crate::store::{ListingEntry, MailStore};
+
+use super::recipients::KnownAccounts;
 
 struct Target {
     mailbox: String,
@@ -80,14 +81,8 @@ impl Delivery {
     pub async fn push(&mut self, chunk: Vec<u8>) {
         let len = chunk.len() as u64;
         if self.next_index == 0 {
-            let targets = &self.targets;
-            let first = |i: usize| {
-                let mut data = Vec::with_capacity(targets[i].prefix.len() + chunk.len());
-                data.extend_from_slice(&targets[i].prefix);
-                data.extend_from_slice(&chunk);
-                Bytes::from(data)
-            };
-            let chunks: Vec<Bytes> = (0..targets.len()).map(first).collect();
+            let chunks: Vec<Bytes> =
+                self.targets.iter().map(|t| Bytes::from([t.prefix.as_slice(), &chunk].concat())).collect();
             self.write_each(|i| chunks[i].clone(), len).await;
         } else {
             let chunk = Bytes::from(chunk);

@@ -2,13 +2,13 @@
 
 pub mod conn;
 mod delivery;
-mod reaper;
-mod recipients;
 mod disk;
 pub mod front;
 pub mod limits;
 mod lmtp;
 mod pop3;
+mod reaper;
+mod recipients;
 
 use std::future::Future;
 use std::net::SocketAddr;
