@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 mod schemas;
 
 /// Keys of pop3d's configuration the operator writes itself; `config` overrides may not set them
-/// (they would point pods at the wrong store, address or keyspace).
+/// (they would point pods at the wrong store, address, keyspace or certificate, or open the admin
+/// API). `admin_token` is never written, but is refused too: a token in `config` would sit in a
+/// ConfigMap, readable by whoever may read ConfigMaps, beside the Secret the pods mount.
 pub const MANAGED_CONFIG_KEYS: &[&str] = &[
     "store",
     "data_dir",
@@ -25,6 +27,9 @@ pub const MANAGED_CONFIG_KEYS: &[&str] = &[
     "pop3s",
     "lmtp",
     "admin",
+    "admin_token_file",
+    "admin_token",
+    "ops",
     "cassandra",
     "local_dc",
     "keyspace",
@@ -35,6 +40,10 @@ pub const MANAGED_CONFIG_KEYS: &[&str] = &[
     "allow_insecure_auth",
     "tls_cert",
     "tls_key",
+    "cassandra_tls_ca",
+    "cassandra_tls_cert",
+    "cassandra_tls_key",
+    "cassandra_tls_server_name",
 ];
 
 /// The spec of a Pop3Cluster.

@@ -81,3 +81,11 @@ fn a_minimal_resource_gets_the_defaults() {
     assert!(!spec.paused && !spec.auth.allow_insecure_auth);
     assert_eq!(spec.datacenters[0].cassandra_dc(), "dc1");
 }
+
+#[test]
+fn settings_that_open_the_admin_api_or_swap_certificates_cannot_be_overridden() {
+    let rule = schema()["properties"]["spec"]["properties"]["config"]["x-kubernetes-validations"].to_string();
+    for key in ["admin", "admin_token_file", "admin_token", "ops", "cassandra_tls_ca", "cassandra_tls_server_name"] {
+        assert!(rule.contains(&format!("'{key}'")), "{key} missing from the refused keys: {rule}");
+    }
+}
