@@ -120,6 +120,10 @@ pub struct Pop3ClusterSpec {
     #[serde(default)]
     pub auth: AuthSpec,
 
+    /// pop3d's admin API (accounts, repair): the bearer token its clients need.
+    #[serde(default)]
+    pub admin: AdminSpec,
+
     /// Extra pop3d settings (keys of pop3d's TOML config, e.g. `idle_timeout: "300"`). Values that
     /// look like integers or true/false are written as such. Keys the operator manages are refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -401,6 +405,19 @@ pub struct AuthSpec {
     /// Off by default: passwords would cross the network in clear.
     #[serde(default)]
     pub allow_insecure_auth: bool,
+}
+
+/// The admin API's bearer token.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminSpec {
+    /// Secret in the Pop3Cluster's namespace whose key `token` is the admin API's bearer token.
+    /// Unset: the operator creates `<name>-admin-token` once (32 random bytes, hex) and never
+    /// rewrites it. Either way it is mounted in every pop3d pod and its content is hashed into the
+    /// pod template, so a rotation rolls the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub token_secret_name: Option<String>,
 }
 
 /// What the operator observed.

@@ -80,6 +80,7 @@ fn a_minimal_resource_gets_the_defaults() {
     assert_eq!(spec.deletion_policy, DeletionPolicy::Retain);
     assert!(!spec.paused && !spec.auth.allow_insecure_auth);
     assert_eq!(spec.datacenters[0].cassandra_dc(), "dc1");
+    assert_eq!(spec.admin.token_secret_name, None);
 }
 
 #[test]

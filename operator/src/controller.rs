@@ -30,7 +30,7 @@ use schema::tls::TlsMaterial;
 use crate::resources::{self, LABEL_MANAGED_BY};
 use crate::status::{self, KeyspaceOutcome, Observation};
 use crate::telemetry::{ErrorLabels, Metrics, ResultLabels};
-use crate::{children, Error, Result, FIELD_MANAGER, FINALIZER};
+use crate::{admin_token, children, Error, Result, FIELD_MANAGER, FINALIZER};
 use crds::{DeletionPolicy, KeyspaceStatus, Pop3Cluster, Pop3ClusterStatus};
 
 /// What every reconcile shares.
@@ -123,7 +123,8 @@ pub async fn run(
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
     let controller = Controller::for_stream(trigger, reader);
     let store = controller.store();
-    // A Secret change (renewed certificate, rotated password) reconciles the clusters using it.
+    // A Secret change (renewed certificate, rotated password or admin token) reconciles the
+    // clusters using it.
     let secret_mapper = move |secret: Secret| {
         let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
         store
@@ -131,7 +132,8 @@ pub async fn run(
             .into_iter()
             .filter(|c| c.namespace().as_deref() == Some(ns.as_str()))
             .filter(|c| {
-                c.spec.pop3.tls.as_ref().is_some_and(|t| t.secret_name == name)
+                admin_token::secret_name(c) == name
+                    || c.spec.pop3.tls.as_ref().is_some_and(|t| t.secret_name == name)
                     || c.spec.cassandra.tls.as_ref().is_some_and(|t| t.secret_name == name)
                     || c.spec
                         .cassandra
@@ -214,7 +216,7 @@ fn now() -> Time {
     Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).expect("now is a valid time"))
 }
 
-async fn secret(client: &Client, ns: &str, name: &str) -> Result<Option<Secret>> {
+pub(crate) async fn secret(client: &Client, ns: &str, name: &str) -> Result<Option<Secret>> {
     Ok(Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await?)
 }
 
@@ -227,7 +229,7 @@ fn secret_problem(name: &str, what: &str) -> Error {
     Error::Secret { name: name.to_owned(), problem: what.to_owned() }
 }
 
-fn secret_bytes(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+pub(crate) fn secret_bytes(secret: &Secret, key: &str) -> Option<Vec<u8>> {
     Some(secret.data.as_ref()?.get(key)?.0.clone())
 }
 
@@ -307,6 +309,14 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
             &crt.unwrap_or_default(),
             &key.unwrap_or_default(),
         ]));
+    }
+
+    let token = admin_token::ensure(&ctx.client, &cluster, &ctx.metrics).await?;
+    secrets.admin_token_hash = Some(token.hash);
+    problems.extend(token.problem);
+    if let Some(name) = token.created {
+        let note = format!("created Secret {name} with a new admin API token (key token)");
+        ctx.event(&cluster, EventType::Normal, "AdminTokenCreated", note).await;
     }
 
     let keyspace = keyspace_step(&cluster, &ctx).await;

@@ -4,12 +4,14 @@
 //! Layout (after kube-rs/controller-rs):
 //! - `controller`: the reconcile loop (finalizer, pause, apply, cleanup, status, events);
 //! - `resources`: the child objects, pure functions of the spec (unit tested);
+//! - `admin_token`: the admin API's per-cluster token Secret;
 //! - `pop3d_config`: the pop3d TOML the ConfigMap carries;
 //! - `keyspace`: Cassandra sessions and the keyspace step (shared code in `schema::cassandra`);
 //! - `status`: conditions and their transitions;
 //! - `backoff`: per-object exponential backoff on errors;
 //! - `telemetry`: Prometheus metrics and the health endpoints.
 
+pub mod admin_token;
 pub mod backoff;
 pub mod children;
 pub mod controller;

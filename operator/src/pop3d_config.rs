@@ -15,6 +15,9 @@ pub const POP3_PORT: i32 = 1110;
 pub const POP3S_PORT: i32 = 1995;
 pub const LMTP_PORT: i32 = 2424;
 pub const ADMIN_PORT: i32 = 8080;
+/// Health, readiness and metrics only: safe to open to the kubelet and Prometheus, unlike the
+/// admin port, which also serves the account and repair API.
+pub const OPS_PORT: i32 = 9090;
 
 /// Where the ConfigMap is mounted and the file in it. Not /etc/pop3d itself: the TLS Secret is
 /// mounted beside it, and a volume cannot be mounted inside a read-only ConfigMap volume.
@@ -23,10 +26,12 @@ pub const CONFIG_FILE: &str = "pop3d.toml";
 /// Where the TLS Secret is mounted (`tls.crt`, `tls.key`).
 pub const TLS_DIR: &str = "/etc/pop3d/tls";
 pub const CASSANDRA_TLS_DIR: &str = "/etc/pop3d/cassandra-tls";
+/// Where the admin token Secret is mounted; pop3d reads the key `token` from it.
+pub const ADMIN_TOKEN_DIR: &str = "/etc/pop3d/admin";
+pub const ADMIN_TOKEN_KEY: &str = "token";
 /// Writable scratch directory (an emptyDir); the root filesystem is read-only.
 pub const DATA_DIR: &str = "/var/lib/pop3d";
 
-/// The TOML text for one datacenter.
 /// pop3d's configuration file for one datacenter; `cassandra_client_cert`: the Cassandra TLS
 /// Secret holds a client certificate, so pop3d is pointed at it.
 pub fn render(cluster: &Pop3Cluster, dc: &DatacenterSpec, cassandra_client_cert: bool) -> String {
@@ -40,9 +45,12 @@ pub fn render(cluster: &Pop3Cluster, dc: &DatacenterSpec, cassandra_client_cert:
     set("data_dir", s(DATA_DIR));
     set("pop3", s(&format!("0.0.0.0:{POP3_PORT}")));
     set("lmtp", s(&format!("0.0.0.0:{LMTP_PORT}")));
-    // The admin API listens on all interfaces for the kubelet's probes and Prometheus; its
-    // /users and /repair routes stay loopback-only unless an admin token is configured.
+    // The admin API is reachable from other pods (an operator's tooling, `pop3d user` in a Job),
+    // so it needs the token: pop3d refuses to start with a non-loopback admin bind without one.
+    // Probes and Prometheus use the ops listener, which has no account routes.
     set("admin", s(&format!("0.0.0.0:{ADMIN_PORT}")));
+    set("admin_token_file", s(&format!("{ADMIN_TOKEN_DIR}/{ADMIN_TOKEN_KEY}")));
+    set("ops", s(&format!("0.0.0.0:{OPS_PORT}")));
     let cassandra_dc = dc.cassandra_dc();
     let contact_points = spec
         .cassandra
@@ -169,6 +177,38 @@ mod tests {
         let kv = parse(&render(&c, &c.spec.datacenters[0], false));
         assert_eq!(kv["tls_cert"].as_str(), Some("/etc/pop3d/tls/tls.crt"));
         assert_eq!(kv["pop3s"].as_str(), Some("0.0.0.0:1995"));
+    }
+
+    #[test]
+    fn the_admin_api_needs_the_token_and_probes_have_their_own_listener() {
+        let c = cluster();
+        let kv = parse(&render(&c, &c.spec.datacenters[0], false));
+        assert_eq!(kv["admin"].as_str(), Some("0.0.0.0:8080"));
+        assert_eq!(kv["admin_token_file"].as_str(), Some("/etc/pop3d/admin/token"));
+        assert_eq!(kv["ops"].as_str(), Some("0.0.0.0:9090"));
+        assert!(!kv.contains_key("admin_token"), "the token itself never goes in the ConfigMap");
+    }
+
+    /// Every key the operator writes, with every feature that adds keys turned on, is one the
+    /// CRD refuses in `config`: otherwise an override could silently replace it.
+    #[test]
+    fn every_key_the_operator_writes_is_managed() {
+        let mut c = cluster();
+        c.spec.config.clear();
+        c.spec.datacenters[0].config.clear();
+        c.spec.pop3.tls = Some(crds::SecretRef { secret_name: "pop-tls".into() });
+        c.spec.auth.allow_insecure_auth = true;
+        c.spec.cassandra.write_consistency = Some(crds::Consistency::EachQuorum);
+        c.spec.cassandra.tls = Some(crds::CassandraTlsSpec {
+            secret_name: "cass-tls".into(),
+            server_name: Some("cassandra.example".into()),
+        });
+        let kv = parse(&render(&c, &c.spec.datacenters[0], true));
+        for key in ["pop3s", "tls_cert", "cassandra_tls_cert", "cassandra_tls_server_name", "ops", "admin_token_file"] {
+            assert!(kv.contains_key(key), "{key} not rendered: the test no longer turns every feature on");
+        }
+        let unmanaged: Vec<&String> = kv.keys().filter(|k| !crds::MANAGED_CONFIG_KEYS.contains(&k.as_str())).collect();
+        assert!(unmanaged.is_empty(), "written by the operator but overridable through spec.config: {unmanaged:?}");
     }
 
     #[test]

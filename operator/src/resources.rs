@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    EnvVarSource, HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
     SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
     VolumeMount,
 };
@@ -21,11 +21,11 @@ use kube::Resource;
 use sha2::{Digest, Sha256};
 
 use crate::pop3d_config::{
-    self, ADMIN_PORT, CASSANDRA_TLS_DIR, CONFIG_DIR, CONFIG_FILE, DATA_DIR, LMTP_PORT, POP3S_PORT, POP3_PORT,
-    TLS_DIR,
+    self, ADMIN_PORT, ADMIN_TOKEN_DIR, ADMIN_TOKEN_KEY, CASSANDRA_TLS_DIR, CONFIG_DIR, CONFIG_FILE, DATA_DIR,
+    LMTP_PORT, OPS_PORT, POP3S_PORT, POP3_PORT, TLS_DIR,
 };
-use crate::{Error, Result, FIELD_MANAGER};
-use crds::{DatacenterSpec, Pop3Cluster, ServiceType};
+use crate::{admin_token, Error, Result, FIELD_MANAGER};
+use crds::{DatacenterSpec, Pop3Cluster, Pop3ClusterSpec, ServiceType};
 
 pub const LABEL_CLUSTER: &str = "popfleet.io/cluster";
 pub const LABEL_DATACENTER: &str = "popfleet.io/datacenter";
@@ -35,6 +35,8 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const CONFIG_HASH_ANNOTATION: &str = "popfleet.io/config-hash";
 pub const TLS_HASH_ANNOTATION: &str = "popfleet.io/tls-hash";
 pub const CASSANDRA_TLS_HASH_ANNOTATION: &str = "popfleet.io/cassandra-tls-hash";
+/// pop3d reads the admin token file at start, so a rotated token reaches it by a roll.
+pub const ADMIN_TOKEN_HASH_ANNOTATION: &str = "popfleet.io/admin-token-hash";
 
 /// What the referenced Secrets hold, as far as the objects depend on it.
 #[derive(Debug, Clone, Default)]
@@ -45,6 +47,8 @@ pub struct SecretFacts {
     pub cassandra_tls_hash: Option<String>,
     /// The Cassandra TLS Secret has a client certificate (`tls.crt` and `tls.key`).
     pub cassandra_client_cert: bool,
+    /// Hash of the admin token (None only where no Secret was read, as in unit tests).
+    pub admin_token_hash: Option<String>,
 }
 
 /// The uid/gid of distroless/chainguard "nonroot" images.
@@ -108,7 +112,7 @@ pub fn sha256_hex(parts: &[&[u8]]) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
-/// The five objects of one datacenter.
+/// The objects of one datacenter.
 #[derive(Debug, Clone)]
 pub struct Children {
     pub config_map: ConfigMap,
@@ -206,7 +210,7 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("admin".into()),
+            port: IntOrString::String("ops".into()),
             ..Default::default()
         }),
         period_seconds: Some(period),
@@ -216,31 +220,35 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
-fn deployment(
-    cluster: &Pop3Cluster,
-    dc: &DatacenterSpec,
-    config_hash: &str,
-    secrets: &SecretFacts,
-) -> Result<Deployment> {
-    let spec = &cluster.spec;
-    let name = object_name(cluster, &dc.name);
-    let mut annotations = BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), config_hash.to_owned())]);
-    if let Some(hash) = &secrets.pop3_tls_hash {
-        annotations.insert(TLS_HASH_ANNOTATION.into(), hash.clone());
-    }
-    if let Some(hash) = &secrets.cassandra_tls_hash {
-        annotations.insert(CASSANDRA_TLS_HASH_ANNOTATION.into(), hash.clone());
-    }
+fn pod_annotations(config_hash: &str, secrets: &SecretFacts) -> BTreeMap<String, String> {
+    [
+        (CONFIG_HASH_ANNOTATION, Some(config_hash)),
+        (TLS_HASH_ANNOTATION, secrets.pop3_tls_hash.as_deref()),
+        (CASSANDRA_TLS_HASH_ANNOTATION, secrets.cassandra_tls_hash.as_deref()),
+        (ADMIN_TOKEN_HASH_ANNOTATION, secrets.admin_token_hash.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+    .collect()
+}
+
+fn container_ports(spec: &Pop3ClusterSpec) -> Vec<ContainerPort> {
     let container_port = |name: &str, port: i32| ContainerPort {
         name: Some(name.into()),
         container_port: port,
         ..Default::default()
     };
-    let mut ports = vec![
-        container_port("pop3", POP3_PORT),
-        container_port("lmtp", LMTP_PORT),
-        container_port("admin", ADMIN_PORT),
-    ];
+    let mut ports = vec![container_port("pop3", POP3_PORT)];
+    if spec.pop3.tls.is_some() {
+        ports.push(container_port("pop3s", POP3S_PORT));
+    }
+    ports.push(container_port("lmtp", LMTP_PORT));
+    ports.push(container_port("admin", ADMIN_PORT));
+    ports.push(container_port("ops", OPS_PORT));
+    ports
+}
+
+fn env(spec: &Pop3ClusterSpec) -> Vec<EnvVar> {
     let mut env = vec![EnvVar {
         name: "POP3D_LOG".into(),
         value: Some("info".into()),
@@ -262,6 +270,12 @@ fn deployment(
         env.push(from_secret("POP3D_CASSANDRA_USERNAME", &creds.username_key));
         env.push(from_secret("POP3D_CASSANDRA_PASSWORD", &creds.password_key));
     }
+    env
+}
+
+/// The container's mounts and the pod's volumes: the ConfigMap, scratch space and the Secrets.
+fn volumes(cluster: &Pop3Cluster, config_map: &str) -> (Vec<VolumeMount>, Vec<Volume>) {
+    let spec = &cluster.spec;
     let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
         name: name.into(),
         mount_path: path.into(),
@@ -273,33 +287,35 @@ fn deployment(
         secret: Some(SecretVolumeSource { secret_name: Some(secret_name.into()), ..Default::default() }),
         ..Default::default()
     };
+    let empty_dir = |name: &str| Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    };
     let mut mounts = vec![
         mount("config", CONFIG_DIR, true),
         mount("data", DATA_DIR, false),
         mount("tmp", "/tmp", false),
+        mount("admin-token", ADMIN_TOKEN_DIR, true),
     ];
+    let mut admin_token = secret_volume("admin-token", &admin_token::secret_name(cluster));
+    // Only the token: a Secret the user names may hold other keys pop3d has no business seeing.
+    admin_token.secret.as_mut().expect("a secret volume").items = Some(vec![KeyToPath {
+        key: ADMIN_TOKEN_KEY.into(),
+        path: ADMIN_TOKEN_KEY.into(),
+        ..Default::default()
+    }]);
     let mut volumes = vec![
         Volume {
             name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: name.clone(),
-                ..Default::default()
-            }),
+            config_map: Some(ConfigMapVolumeSource { name: config_map.into(), ..Default::default() }),
             ..Default::default()
         },
-        Volume {
-            name: "data".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Default::default()
-        },
-        Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Default::default()
-        },
+        empty_dir("data"),
+        empty_dir("tmp"),
+        admin_token,
     ];
     if let Some(tls) = &spec.pop3.tls {
-        ports.insert(1, container_port("pop3s", POP3S_PORT));
         mounts.push(mount("tls", TLS_DIR, true));
         volumes.push(secret_volume("tls", &tls.secret_name));
     }
@@ -307,13 +323,17 @@ fn deployment(
         mounts.push(mount("cassandra-tls", CASSANDRA_TLS_DIR, true));
         volumes.push(secret_volume("cassandra-tls", &tls.secret_name));
     }
-    let container = Container {
+    (mounts, volumes)
+}
+
+fn container(spec: &Pop3ClusterSpec, dc: &DatacenterSpec, mounts: Vec<VolumeMount>) -> Container {
+    Container {
         name: "pop3d".into(),
         image: Some(spec.image.clone()),
         image_pull_policy: spec.image_pull_policy.map(|p| format!("{p:?}")),
         command: Some(command()),
-        env: Some(env),
-        ports: Some(ports),
+        env: Some(env(spec)),
+        ports: Some(container_ports(spec)),
         // Startup gives Cassandra time to answer; liveness only checks the process is serving;
         // readiness follows the store, so a pod cut off from its Cassandra DC gets no traffic.
         startup_probe: Some(http_probe("/healthz", 2, 30)),
@@ -332,7 +352,17 @@ fn deployment(
         }),
         volume_mounts: Some(mounts),
         ..Default::default()
-    };
+    }
+}
+
+fn deployment(
+    cluster: &Pop3Cluster,
+    dc: &DatacenterSpec,
+    config_hash: &str,
+    secrets: &SecretFacts,
+) -> Result<Deployment> {
+    let name = object_name(cluster, &dc.name);
+    let (mounts, volumes) = volumes(cluster, &name);
     let pod = PodSpec {
         service_account_name: Some(name.clone()),
         automount_service_account_token: Some(false),
@@ -347,7 +377,7 @@ fn deployment(
             }),
             ..Default::default()
         }),
-        containers: vec![container],
+        containers: vec![container(&cluster.spec, dc, mounts)],
         volumes: Some(volumes),
         node_selector: dc.node_selector.clone(),
         tolerations: dc.tolerations.clone(),
@@ -374,7 +404,7 @@ fn deployment(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(cluster, &dc.name)),
-                    annotations: Some(annotations),
+                    annotations: Some(pod_annotations(config_hash, secrets)),
                     ..Default::default()
                 }),
                 spec: Some(pod),
@@ -387,4 +417,4 @@ fn deployment(
 
 #[cfg(test)]
 #[path = "resources_tests.rs"]
-mod tests;
+pub(crate) mod tests;

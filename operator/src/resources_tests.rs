@@ -199,6 +199,52 @@ fn cassandra_tls_mounts_the_secret_and_configures_pop3d() {
     assert!(toml.contains_key("cassandra_tls_ca") && !toml.contains_key("cassandra_tls_cert"));
 }
 
+/// Probes and Prometheus reach the ops listener; the admin port (accounts, repair) is declared
+/// but used by nothing in the pod spec.
+#[test]
+fn probes_use_the_ops_port() {
+    let c = cluster(serde_json::json!({}));
+    let pod = build(&c, &c.spec.datacenters[0], &SecretFacts::default()).unwrap().deployment.spec.unwrap().template.spec.unwrap();
+    let ctr = &pod.containers[0];
+    for probe in [&ctr.startup_probe, &ctr.liveness_probe, &ctr.readiness_probe] {
+        let port = &probe.as_ref().unwrap().http_get.as_ref().unwrap().port;
+        assert_eq!(port, &IntOrString::String("ops".into()));
+    }
+    let ports: Vec<_> = ctr.ports.as_ref().unwrap().iter().map(|p| (p.name.clone().unwrap(), p.container_port)).collect();
+    assert!(ports.contains(&("ops".into(), 9090)) && ports.contains(&("admin".into(), 8080)), "{ports:?}");
+}
+
+/// The admin token Secret is mounted read-only where the config points, with only its `token`
+/// key, and a new token rolls the pods.
+#[test]
+fn admin_token_is_mounted_and_rolls_the_pods() {
+    let c = cluster(serde_json::json!({"admin": {"tokenSecretName": "ops-token"}}));
+    let facts = |hash: &str| SecretFacts { admin_token_hash: Some(hash.into()), ..Default::default() };
+    let ch = build(&c, &c.spec.datacenters[0], &facts("a")).unwrap();
+    let toml = pop3d_config::parse(&ch.config_map.data.unwrap()[CONFIG_FILE]);
+    assert_eq!(toml["admin_token_file"].as_str(), Some("/etc/pop3d/admin/token"));
+    let template = ch.deployment.spec.unwrap().template;
+    let pod = template.spec.unwrap();
+    let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == "admin-token").expect("volume");
+    let source = volume.secret.unwrap();
+    assert_eq!(source.secret_name.as_deref(), Some("ops-token"));
+    let items = source.items.unwrap();
+    assert_eq!((items.len(), items[0].key.as_str(), items[0].path.as_str()), (1, "token", "token"));
+    let mount = pod.containers[0].volume_mounts.clone().unwrap().into_iter().find(|m| m.name == "admin-token").unwrap();
+    assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/etc/pop3d/admin", Some(true)));
+    let hash = |h: &str| {
+        build(&c, &c.spec.datacenters[0], &facts(h)).unwrap().deployment.spec.unwrap().template.metadata.unwrap().annotations.unwrap()
+            [ADMIN_TOKEN_HASH_ANNOTATION]
+            .clone()
+    };
+    assert_eq!(hash("a"), "a");
+    assert_ne!(hash("a"), hash("b"));
+    let generated = cluster(serde_json::json!({}));
+    let pod = build(&generated, &generated.spec.datacenters[0], &facts("a")).unwrap().deployment.spec.unwrap().template.spec.unwrap();
+    let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == "admin-token").unwrap();
+    assert_eq!(volume.secret.unwrap().secret_name.as_deref(), Some("mail-admin-token"));
+}
+
 #[test]
 fn hashes_are_stable() {
     assert_eq!(sha256_hex(&[b"a", b"bc"]), sha256_hex(&[b"a", b"bc"]));

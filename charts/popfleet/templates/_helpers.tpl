@@ -80,11 +80,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Reads the TLS and Cassandra credentials Secrets a Pop3Cluster names, and watches Secrets so a renewed
-# certificate or rotated password reconciles its clusters. Never writes them.
+# Reads the TLS, Cassandra credentials and admin token Secrets a Pop3Cluster names, and watches Secrets so
+# a renewed certificate, rotated password or rotated token reconciles its clusters. Creates a cluster's
+# admin token Secret (<cluster>-admin-token) once when the spec names none; never updates, patches or
+# deletes a Secret (the garbage collector removes the generated one with its Pop3Cluster).
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "create"]
 # kube-runtime's event Recorder: create, then patch to count repeats (series).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
