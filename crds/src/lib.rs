@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint};
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
@@ -123,6 +124,10 @@ pub struct Pop3ClusterSpec {
     /// pop3d's admin API (accounts, repair): the bearer token its clients need.
     #[serde(default)]
     pub admin: AdminSpec,
+
+    /// The NetworkPolicy the operator puts in front of each datacenter's pods.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
 
     /// Extra pop3d settings (keys of pop3d's TOML config, e.g. `idle_timeout: "300"`). Values that
     /// look like integers or true/false are written as such. Keys the operator manages are refused.
@@ -419,6 +424,40 @@ pub struct AdminSpec {
     #[schemars(length(min = 1, max = 253))]
     pub token_secret_name: Option<String>,
 }
+
+/// Who may reach which port of the pop3d pods.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// One NetworkPolicy per datacenter (default true): POP3/POP3S and the ops port (health,
+    /// readiness, metrics) from anywhere, LMTP from `lmtpFrom`, the admin API only from pods
+    /// labelled `popfleet.io/admin-client: "true"` in this namespace and from `adminFrom`.
+    /// Needs a network plugin that enforces NetworkPolicies.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Who may deliver over LMTP (your MTA). Empty: anyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub lmtp_from: Vec<NetworkPolicyPeer>,
+    /// Who else may reach the admin API, besides pods labelled `popfleet.io/admin-client: "true"`
+    /// in this namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub admin_from: Vec<NetworkPolicyPeer>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        NetworkPolicySpec { enabled: true, lmtp_from: vec![], admin_from: vec![] }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Label of the pods the NetworkPolicy lets reach the admin API (value `"true"`).
+pub const ADMIN_CLIENT_LABEL: &str = "popfleet.io/admin-client";
 
 /// What the operator observed.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

@@ -80,6 +80,8 @@ fn a_minimal_resource_gets_the_defaults() {
     assert_eq!(spec.deletion_policy, DeletionPolicy::Retain);
     assert!(!spec.paused && !spec.auth.allow_insecure_auth);
     assert_eq!(spec.datacenters[0].cassandra_dc(), "dc1");
+    assert!(spec.network_policy.enabled, "the pods are fenced unless asked otherwise");
+    assert!(spec.network_policy.lmtp_from.is_empty() && spec.network_policy.admin_from.is_empty());
     assert_eq!(spec.admin.token_secret_name, None);
 }
 
@@ -89,4 +91,13 @@ fn settings_that_open_the_admin_api_or_swap_certificates_cannot_be_overridden() 
     for key in ["admin", "admin_token_file", "admin_token", "ops", "cassandra_tls_ca", "cassandra_tls_server_name"] {
         assert!(rule.contains(&format!("'{key}'")), "{key} missing from the refused keys: {rule}");
     }
+}
+
+#[test]
+fn network_policy_peers_have_the_kubernetes_schema() {
+    let np = &schema()["properties"]["spec"]["properties"]["networkPolicy"];
+    assert_eq!(np["properties"]["enabled"]["default"], true);
+    let peer = &np["properties"]["lmtpFrom"]["items"]["properties"];
+    assert!(peer["podSelector"].is_object() && peer["namespaceSelector"].is_object() && peer["ipBlock"].is_object(), "{np}");
+    assert_eq!(np["properties"]["adminFrom"]["maxItems"], 32);
 }

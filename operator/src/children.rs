@@ -5,6 +5,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -42,6 +43,10 @@ pub async fn apply_datacenter(client: &Client, ns: &str, c: &Children, metrics: 
     apply(client, ns, &c.service_account, metrics).await?;
     apply(client, ns, &c.service, metrics).await?;
     apply(client, ns, &c.pdb, metrics).await?;
+    // Before the Deployment: new pods should not start without the fence around their admin port.
+    if let Some(np) = &c.network_policy {
+        apply(client, ns, np, metrics).await?;
+    }
     apply(client, ns, &c.deployment, metrics).await
 }
 
@@ -114,13 +119,17 @@ where
     Ok(removed)
 }
 
-/// Deletes the objects of datacenters no longer in the spec; returns their names.
+/// Deletes the objects of datacenters no longer in the spec, and the NetworkPolicies when they
+/// are turned off; returns the names of the datacenters removed.
 pub async fn prune(client: &Client, cluster: &Pop3Cluster, metrics: &Metrics) -> Result<BTreeSet<String>> {
     let keep: BTreeSet<&str> = cluster.spec.datacenters.iter().map(|d| d.name.as_str()).collect();
+    let keep_policies = if cluster.spec.network_policy.enabled { keep.clone() } else { BTreeSet::new() };
+    let policies = prune_kind::<NetworkPolicy>(client, cluster, &keep_policies, metrics).await?;
     let mut removed = prune_kind::<Deployment>(client, cluster, &keep, metrics).await?;
     removed.extend(prune_kind::<Service>(client, cluster, &keep, metrics).await?);
     removed.extend(prune_kind::<PodDisruptionBudget>(client, cluster, &keep, metrics).await?);
     removed.extend(prune_kind::<ConfigMap>(client, cluster, &keep, metrics).await?);
     removed.extend(prune_kind::<ServiceAccount>(client, cluster, &keep, metrics).await?);
+    removed.extend(policies.into_iter().filter(|dc| !keep.contains(dc.as_str())));
     Ok(removed)
 }

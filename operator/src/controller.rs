@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -149,7 +150,8 @@ pub async fn run(
         .owns(scoped::<Service>(&client, &namespace), owned.clone())
         .owns(scoped::<ConfigMap>(&client, &namespace), owned.clone())
         .owns(scoped::<PodDisruptionBudget>(&client, &namespace), owned.clone())
-        .owns(scoped::<ServiceAccount>(&client, &namespace), owned)
+        .owns(scoped::<ServiceAccount>(&client, &namespace), owned.clone())
+        .owns(scoped::<NetworkPolicy>(&client, &namespace), owned)
         .watches(
             scoped::<Secret>(&client, &namespace),
             watcher::Config::default(),

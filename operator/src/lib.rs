@@ -4,6 +4,7 @@
 //! Layout (after kube-rs/controller-rs):
 //! - `controller`: the reconcile loop (finalizer, pause, apply, cleanup, status, events);
 //! - `resources`: the child objects, pure functions of the spec (unit tested);
+//! - `network_policy`: who may reach which port of the pop3d pods;
 //! - `admin_token`: the admin API's per-cluster token Secret;
 //! - `pop3d_config`: the pop3d TOML the ConfigMap carries;
 //! - `keyspace`: Cassandra sessions and the keyspace step (shared code in `schema::cassandra`);
@@ -16,6 +17,7 @@ pub mod backoff;
 pub mod children;
 pub mod controller;
 pub mod keyspace;
+pub mod network_policy;
 pub mod pop3d_config;
 pub mod resources;
 pub mod status;

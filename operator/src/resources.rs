@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{
     SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
     VolumeMount,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -24,7 +25,7 @@ use crate::pop3d_config::{
     self, ADMIN_PORT, ADMIN_TOKEN_DIR, ADMIN_TOKEN_KEY, CASSANDRA_TLS_DIR, CONFIG_DIR, CONFIG_FILE, DATA_DIR,
     LMTP_PORT, OPS_PORT, POP3S_PORT, POP3_PORT, TLS_DIR,
 };
-use crate::{admin_token, Error, Result, FIELD_MANAGER};
+use crate::{admin_token, network_policy, Error, Result, FIELD_MANAGER};
 use crds::{DatacenterSpec, Pop3Cluster, Pop3ClusterSpec, ServiceType};
 
 pub const LABEL_CLUSTER: &str = "popfleet.io/cluster";
@@ -68,7 +69,7 @@ pub fn cluster_selector(cluster: &Pop3Cluster) -> String {
     )
 }
 
-fn selector_labels(cluster: &Pop3Cluster, dc: &str) -> BTreeMap<String, String> {
+pub(crate) fn selector_labels(cluster: &Pop3Cluster, dc: &str) -> BTreeMap<String, String> {
     [
         (
             LABEL_CLUSTER.to_owned(),
@@ -90,7 +91,7 @@ fn labels(cluster: &Pop3Cluster, dc: &str) -> BTreeMap<String, String> {
     l
 }
 
-fn meta(cluster: &Pop3Cluster, dc: &str) -> Result<ObjectMeta> {
+pub(crate) fn meta(cluster: &Pop3Cluster, dc: &str) -> Result<ObjectMeta> {
     let owner = cluster
         .controller_owner_ref(&())
         .ok_or_else(|| Error::InvalidSpec("the Pop3Cluster has no uid yet".into()))?;
@@ -120,6 +121,8 @@ pub struct Children {
     pub service: Service,
     pub pdb: PodDisruptionBudget,
     pub deployment: Deployment,
+    /// None when `spec.networkPolicy.enabled` is false.
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 /// Builds a datacenter's objects.
@@ -143,6 +146,7 @@ pub fn build(cluster: &Pop3Cluster, dc: &DatacenterSpec, secrets: &SecretFacts) 
         service: service(cluster, dc)?,
         pdb: pdb(cluster, dc)?,
         deployment: deployment(cluster, dc, &config_hash, secrets)?,
+        network_policy: network_policy::build(cluster, dc)?,
     })
 }
 

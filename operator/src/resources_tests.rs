@@ -55,6 +55,7 @@ fn names_labels_and_owner() {
         &ch.service.metadata,
         &ch.pdb.metadata,
         &ch.service_account.metadata,
+        &ch.network_policy.as_ref().unwrap().metadata,
     ] {
         assert_eq!(meta.name.as_deref(), Some("mail-west"));
         assert!(meta.owner_references.is_some());

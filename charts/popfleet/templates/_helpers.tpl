@@ -80,6 +80,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Per datacenter NetworkPolicy in front of the pop3d pods: server-side apply (patch; create when new),
+# watched through owns(), deleted when a datacenter leaves the spec or spec.networkPolicy.enabled is
+# false. Never read one by one (no get).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # Reads the TLS, Cassandra credentials and admin token Secrets a Pop3Cluster names, and watches Secrets so
 # a renewed certificate, rotated password or rotated token reconciles its clusters. Creates a cluster's
 # admin token Secret (<cluster>-admin-token) once when the spec names none; never updates, patches or
