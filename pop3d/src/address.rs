@@ -1,10 +1,13 @@
 //! Mail addresses as mailbox keys.
 //!
 //! Accounts, listings and deliveries are keyed by the normalised address, so every path that
-//! takes an address from the outside world goes through [`normalise`].
-
-/// The recipient delimiter for sub-addressing (`user+detail@domain` delivers to `user@domain`).
-pub const DETAIL_DELIMITER: char = '+';
+//! takes an address from the outside world (the admin API and CLI, logins, LMTP) goes through
+//! [`normalise`]: one rule everywhere.
+//!
+//! Addresses are ASCII. pop3d does not offer SMTPUTF8, so an MTA never hands it a UTF-8 address,
+//! and allowing Unicode in account names let look-alike accounts be made (`bоb` with a Cyrillic
+//! `о` next to `bob`) and let case folding map other characters onto ASCII (the Kelvin sign
+//! lower-cases to `k`). Internationalised domains are written in their `xn--` form.
 
 /// Lower-cases and validates an address used as an account name.
 pub fn normalise(address: &str) -> Result<String, AddressError> {
@@ -16,18 +19,23 @@ pub fn normalise(address: &str) -> Result<String, AddressError> {
     if local.is_empty() || domain.is_empty() {
         return Err(AddressError::NoDomain);
     }
-    let ok = |c: char| !c.is_control() && !c.is_whitespace() && !matches!(c, '<' | '>' | '/' | '\\' | '"');
+    if !address.is_ascii() {
+        return Err(AddressError::NotAscii);
+    }
+    let ok = |c: char| c.is_ascii_graphic() && !matches!(c, '<' | '>' | '/' | '\\' | '"');
     if !address.chars().all(ok) || local.contains('@') {
         return Err(AddressError::Characters);
     }
-    Ok(address.to_lowercase())
+    Ok(address.to_ascii_lowercase())
 }
 
-/// The mailbox a recipient address delivers to: normalised, with any `+detail` removed.
-pub fn mailbox_of_recipient(address: &str) -> Result<String, AddressError> {
+/// The mailbox a recipient address delivers to: normalised, with any `<delimiter>detail` removed
+/// (`user+detail@domain` delivers to `user@domain`, as Postfix and Dovecot users expect).
+pub fn mailbox_of_recipient(address: &str, delimiter: Option<char>) -> Result<String, AddressError> {
     let normal = normalise(address)?;
+    let Some(delimiter) = delimiter else { return Ok(normal) };
     let (local, domain) = normal.rsplit_once('@').expect("normalise checked the @");
-    let local = local.split(DETAIL_DELIMITER).next().unwrap_or(local);
+    let local = local.split(delimiter).next().unwrap_or(local);
     if local.is_empty() {
         return Err(AddressError::NoDomain);
     }
@@ -42,6 +50,8 @@ pub enum AddressError {
     NoDomain,
     #[error("address contains characters that are not allowed")]
     Characters,
+    #[error("address must be ASCII (internationalised domains in their xn-- form)")]
+    NotAscii,
 }
 
 #[cfg(test)]
@@ -55,9 +65,22 @@ mod tests {
 
     #[test]
     fn strips_detail_for_delivery() {
-        assert_eq!(mailbox_of_recipient("Bob+lists@example.com").unwrap(), "bob@example.com");
-        assert_eq!(mailbox_of_recipient("bob@example.com").unwrap(), "bob@example.com");
-        assert!(mailbox_of_recipient("+x@example.com").is_err());
+        let plus = Some('+');
+        assert_eq!(mailbox_of_recipient("Bob+lists@example.com", plus).unwrap(), "bob@example.com");
+        assert_eq!(mailbox_of_recipient("bob@example.com", plus).unwrap(), "bob@example.com");
+        assert!(mailbox_of_recipient("+x@example.com", plus).is_err());
+        assert_eq!(mailbox_of_recipient("bob-x@example.com", Some('-')).unwrap(), "bob@example.com");
+        assert_eq!(mailbox_of_recipient("bob+x@example.com", None).unwrap(), "bob+x@example.com");
+    }
+
+    #[test]
+    fn look_alikes_and_case_folding_tricks_are_refused() {
+        // Cyrillic о (U+043E), the Kelvin sign (U+212A, lower-cases to an ASCII k), a
+        // full-width letter, a zero-width joiner.
+        for bad in ["b\u{43e}b@example.com", "\u{212a}im@example.com", "\u{ff41}@example.com", "a\u{200d}b@example.com"] {
+            assert_eq!(normalise(bad), Err(AddressError::NotAscii), "{bad:?}");
+        }
+        assert_eq!(normalise("bob@xn--bcher-kva.example").unwrap(), "bob@xn--bcher-kva.example");
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub enum UserCommand {
     Del { address: String },
     /// List accounts.
     List,
+    /// Set an account's mailbox quota in MiB, or `none` for the server's default.
+    Quota { address: String, quota_mb: String },
 }
 
 #[derive(clap::Args, Debug)]
@@ -22,9 +24,10 @@ pub struct UserArgs {
     /// Base URL of the admin API.
     #[arg(long, global = true, env = "POP3D_ADMIN_URL", default_value = "http://127.0.0.1:8080")]
     pub admin_url: String,
-    /// Bearer token for the admin API.
-    #[arg(long, global = true, env = "POP3D_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    /// File holding the admin API's bearer token (or set POP3D_ADMIN_TOKEN; there is no flag
+    /// for the token itself, so it never shows in `ps`).
+    #[arg(long, global = true, env = "POP3D_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: UserCommand,
 }
@@ -32,7 +35,7 @@ pub struct UserArgs {
 pub fn run(args: UserArgs) -> anyhow::Result<()> {
     let base = args.admin_url.trim_end_matches('/');
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let auth = args.admin_token.as_ref().map(|t| format!("Bearer {t}"));
+    let auth = admin_token(&args)?.map(|t| format!("Bearer {t}"));
     // Without a token the header is empty, which the server treats as absent.
     let auth = auth.unwrap_or_default();
     let user_url = |address: &str| format!("{base}/users/{}", encode_path(address));
@@ -43,6 +46,16 @@ pub fn run(args: UserArgs) -> anyhow::Result<()> {
         }
         UserCommand::Del { address } => agent.delete(&user_url(address)).header("Authorization", &auth).call(),
         UserCommand::List => agent.get(&format!("{base}/users")).header("Authorization", &auth).call(),
+        UserCommand::Quota { address, quota_mb } => {
+            let quota: Value = match quota_mb.as_str() {
+                "none" => Value::Null,
+                mb => mb.parse::<u64>().map(Value::from).with_context(|| format!("quota must be MiB or none, not {mb:?}"))?,
+            };
+            agent
+                .put(&format!("{}/quota", user_url(address)))
+                .header("Authorization", &auth)
+                .send_json(json!({ "quota_mb": quota }))
+        }
     };
     let mut response = response.with_context(|| format!("cannot reach the admin API at {base}"))?;
     let status = response.status();
@@ -57,6 +70,10 @@ pub fn run(args: UserArgs) -> anyhow::Result<()> {
             println!("{} {}", if created { "created" } else { "updated" }, address.to_lowercase());
         }
         UserCommand::Del { address } => println!("deleted {}", address.to_lowercase()),
+        UserCommand::Quota { address, .. } => match body.get("quota_octets").and_then(Value::as_u64) {
+            Some(octets) => println!("quota of {} is {} MiB", address.to_lowercase(), octets >> 20),
+            None => println!("{} has no quota", address.to_lowercase()),
+        },
         UserCommand::List => {
             for user in body.get("users").and_then(Value::as_array).into_iter().flatten() {
                 println!("{}", user.as_str().unwrap_or_default());
@@ -64,6 +81,14 @@ pub fn run(args: UserArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn admin_token(args: &UserArgs) -> anyhow::Result<Option<String>> {
+    if let Some(path) = &args.admin_token_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading the admin token file {}", path.display()))?;
+        return Ok(Some(text.trim().to_owned()));
+    }
+    Ok(std::env::var("POP3D_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()))
 }
 
 /// Never from the command line (it would show in `ps` and shell history).

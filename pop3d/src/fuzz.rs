@@ -134,7 +134,7 @@ pub fn pop3_session(data: &[u8]) -> Reached {
                     let keys = if user == USER {
                         ScramKeys::derive(PASSWORD, b"salt", 4096)
                     } else {
-                        ScramKeys::decoy(&[7; 32], &user)
+                        ScramKeys::decoy(&[7; 32], &user, 4096)
                     };
                     ScramKeysOutcome::Keys { keys, server_nonce: "srv".into() }
                 };
@@ -197,6 +197,8 @@ pub fn lmtp_session(data: &[u8]) -> Reached {
         max_message_size: 4096 << (input.byte(0) & 3),
         max_recipients: 5,
         max_bad_commands: 10,
+        max_line_length: if input.flag(0, 4) { 998 } else { 100 },
+        recipient_delimiter: input.flag(0, 5).then_some('+'),
         starttls: input.flag(0, 2),
         secure: input.flag(0, 3),
     });

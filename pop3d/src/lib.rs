@@ -14,6 +14,7 @@ pub mod config;
 pub mod fuzz;
 pub mod lines;
 pub mod lmtp;
+pub mod logsafe;
 pub mod message_id;
 pub mod metrics;
 pub mod oauth;

@@ -288,6 +288,7 @@ async fn reads_and_scans_get_past_more_tombstones_than_one_read_may_scan() {
             address: mailbox.clone(),
             password_hash: "x".into(),
             scram_sha256: None,
+            quota: None,
         })
         .await
         .unwrap();

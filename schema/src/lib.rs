@@ -20,6 +20,7 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "mailstore", cql: include_str!("../migrations/0001_mailstore.cql") },
     Migration { version: 2, name: "scram_keys", cql: include_str!("../migrations/0002_scram_keys.cql") },
+    Migration { version: 3, name: "quota_and_secrets", cql: include_str!("../migrations/0003_quota_and_secrets.cql") },
 ];
 
 /// The latest schema version.

@@ -1,90 +1,29 @@
-//! The admin HTTP API: accounts, mailbox figures, health and metrics.
+//! Account routes: create, change, delete, list, quota, mailbox figures; and repair runs.
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
+use super::{bad_request, ApiError, Ctx};
 use crate::address::normalise;
 use crate::auth::{new_account, MAX_PASSWORD_LEN};
 use crate::server::ServerContext;
-use crate::store::{delete_account_and_mail, StoreError};
+use crate::store::{delete_account_and_mail, Account};
 
-type Ctx = State<Arc<ServerContext>>;
+type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
-pub struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-    }
-}
-
-fn bad_request(message: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, message.into())
-}
-
-pub fn router(ctx: Arc<ServerContext>) -> Router {
-    let users = Router::new()
+pub fn routes() -> Router<Arc<ServerContext>> {
+    Router::new()
         .route("/users", get(list_users))
-        .route("/users/{address}", axum::routing::put(put_user).delete(delete_user))
+        .route("/users/{address}", put(put_user).delete(delete_user))
+        .route("/users/{address}/quota", put(put_quota))
         .route("/users/{address}/mailbox", get(mailbox))
         .route("/repair", get(repair_status).post(start_repair))
-        .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(users)
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
-        .with_state(ctx)
-}
-
-pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, mut stop: watch::Receiver<bool>) {
-    let app = router(ctx);
-    let shutdown = async move {
-        let _ = stop.changed().await;
-    };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::error!(error = %e, "admin API stopped");
-    }
-}
-
-async fn require_token(State(ctx): Ctx, request: Request, next: Next) -> Result<Response, ApiError> {
-    if let Some(token) = &ctx.config.admin_token {
-        let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if given != Some(format!("Bearer {token}").as_str()) {
-            return Err(ApiError(StatusCode::UNAUTHORIZED, "a valid bearer token is required".into()));
-        }
-    }
-    Ok(next.run(request).await)
-}
-
-async fn readyz(State(ctx): Ctx) -> Result<Json<serde_json::Value>, ApiError> {
-    ctx.store.ping().await?;
-    Ok(Json(json!({ "status": "ready", "store": ctx.store.backend() })))
-}
-
-async fn metrics(State(ctx): Ctx) -> Response {
-    let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &ctx.registry) {
-        Ok(()) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
-        Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
 }
 
 async fn list_users(State(ctx): Ctx) -> Result<Json<serde_json::Value>, ApiError> {
@@ -94,28 +33,70 @@ async fn list_users(State(ctx): Ctx) -> Result<Json<serde_json::Value>, ApiError
 }
 
 #[derive(Deserialize)]
-struct PasswordBody {
+#[serde(deny_unknown_fields)]
+struct PutUserBody {
     password: String,
+    /// Absent: keep the account's current quota.
+    #[serde(default, deserialize_with = "some_quota")]
+    quota_mb: Option<Option<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaBody {
+    /// `null`: back to the server's default.
+    quota_mb: Option<u64>,
+}
+
+/// Tells `"quota_mb": null` (reset) from an absent key (keep).
+fn some_quota<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
+}
+
+/// The address of a new account: normal, and not one LMTP could never deliver to.
+fn account_address(ctx: &ServerContext, raw: &str) -> Result<String, ApiError> {
+    let address = normalise(raw).map_err(|e| bad_request(e.to_string()))?;
+    if let Some(d) = ctx.config.recipient_delimiter {
+        let local = address.rsplit_once('@').map_or("", |(l, _)| l);
+        if local.contains(d) {
+            return Err(bad_request(format!(
+                "{address}: the local part contains the recipient delimiter {d:?}; mail to it goes to the \
+                 address without the {d}tag, so create that one"
+            )));
+        }
+    }
+    Ok(address)
+}
+
+fn quota_octets(mb: u64) -> Result<u64, ApiError> {
+    mb.checked_mul(1 << 20).ok_or_else(|| bad_request("quota_mb is too large"))
 }
 
 async fn put_user(
     State(ctx): Ctx,
     Path(address): Path<String>,
-    body: Result<Json<PasswordBody>, axum::extract::rejection::JsonRejection>,
+    body: JsonBody<PutUserBody>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let address = normalise(&address).map_err(|e| bad_request(e.to_string()))?;
+    let address = account_address(&ctx, &address)?;
     let Json(body) = body.map_err(|e| bad_request(format!("expected JSON {{\"password\": \"...\"}}: {e}")))?;
-    if body.password.is_empty() || body.password.len() > MAX_PASSWORD_LEN {
-        return Err(bad_request(format!("password must be 1 to {MAX_PASSWORD_LEN} octets")));
+    let min = ctx.config.min_password_length;
+    let length = body.password.chars().count();
+    if length < min || body.password.len() > MAX_PASSWORD_LEN {
+        return Err(bad_request(format!("password must be {min} to {MAX_PASSWORD_LEN} characters")));
     }
     // Informational only (201 vs 200): the write is a plain upsert either way.
-    let existed = ctx.store.get_account(&address).await?.is_some();
-    let password = body.password;
-    let account_address = address.clone();
-    let account = crate::auth::run_kdf(move || new_account(&account_address, &password))
+    let current = ctx.store.get_account(&address).await?;
+    let existed = current.is_some();
+    let quota = match body.quota_mb {
+        Some(q) => q.map(quota_octets).transpose()?,
+        None => current.and_then(|a| a.quota),
+    };
+    let (password, account_address, iterations) = (body.password, address.clone(), ctx.config.scram_iterations);
+    let mut account = crate::auth::run_kdf(move || new_account(&account_address, &password, iterations))
         .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    account.quota = quota;
     if !existed {
         // Mail that raced with an earlier deletion of this address must not reach the new owner.
         let leftovers: Vec<_> = ctx.store.listing(&address).await?.into_iter().map(|e| e.id).collect();
@@ -124,16 +105,37 @@ async fn put_user(
         }
     }
     ctx.store.put_account(&account).await?;
+    ctx.accounts.forget(&address);
     tracing::info!(%address, created = !existed, "account saved");
     let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(json!({ "address": address, "created": !existed }))))
 }
 
+async fn existing(ctx: &ServerContext, raw: &str) -> Result<Account, ApiError> {
+    let address = normalise(raw).map_err(|e| bad_request(e.to_string()))?;
+    ctx.store.get_account(&address).await?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no account {address}")))
+}
+
+async fn put_quota(
+    State(ctx): Ctx,
+    Path(address): Path<String>,
+    body: JsonBody<QuotaBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(body) = body.map_err(|e| bad_request(format!("expected JSON {{\"quota_mb\": N or null}}: {e}")))?;
+    let mut account = existing(&ctx, &address).await?;
+    account.quota = body.quota_mb.map(quota_octets).transpose()?;
+    ctx.store.put_account(&account).await?;
+    ctx.accounts.forget(&account.address);
+    tracing::info!(address = %account.address, quota = ?account.quota, "quota set");
+    Ok(Json(json!({ "address": account.address, "quota_octets": effective_quota(&ctx, &account) })))
+}
+
+fn effective_quota(ctx: &ServerContext, account: &Account) -> Option<u64> {
+    account.quota.or(ctx.config.mailbox_quota).filter(|q| *q > 0)
+}
+
 async fn delete_user(State(ctx): Ctx, Path(address): Path<String>) -> Result<StatusCode, ApiError> {
-    let address = normalise(&address).map_err(|e| bad_request(e.to_string()))?;
-    if ctx.store.get_account(&address).await?.is_none() {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no account {address}")));
-    }
+    let address = existing(&ctx, &address).await?.address;
     // Forgotten before (no delivery here trusts it any more) and after (none that raced in does).
     ctx.accounts.forget(&address);
     let deleted = delete_account_and_mail(ctx.store.as_ref(), &address).await;
@@ -144,13 +146,15 @@ async fn delete_user(State(ctx): Ctx, Path(address): Path<String>) -> Result<Sta
 }
 
 async fn mailbox(State(ctx): Ctx, Path(address): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
-    let address = normalise(&address).map_err(|e| bad_request(e.to_string()))?;
-    if ctx.store.get_account(&address).await?.is_none() {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no account {address}")));
-    }
-    let listing = ctx.store.listing(&address).await?;
+    let account = existing(&ctx, &address).await?;
+    let listing = ctx.store.listing(&account.address).await?;
     let octets: u64 = listing.iter().map(|e| e.size).sum();
-    Ok(Json(json!({ "address": address, "messages": listing.len(), "octets": octets })))
+    Ok(Json(json!({
+        "address": account.address,
+        "messages": listing.len(),
+        "octets": octets,
+        "quota_octets": effective_quota(&ctx, &account),
+    })))
 }
 
 #[derive(Deserialize)]
@@ -178,7 +182,7 @@ async fn start_repair(
     {
         let mut status = ctx.repair.lock().unwrap();
         if status.running {
-            return Err(ApiError(StatusCode::CONFLICT, "a repair is already running".into()));
+            return Err(ApiError::new(StatusCode::CONFLICT, "a repair is already running"));
         }
         status.running = true;
         status.error = None;

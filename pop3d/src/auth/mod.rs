@@ -4,9 +4,12 @@
 //!
 //! Unknown users and wrong passwords take the same path (a dummy hash is verified, decoy SCRAM
 //! keys are served for unknown users) and produce the same reply, so neither the text nor the
-//! timing tells them apart. The delay is applied only to failures, so an attacker hammering an
-//! account slows themselves down but never locks the owner out: the right password still works
-//! at once.
+//! timing tells them apart. Decoy salts derive from a secret kept in the store, so an unknown
+//! user's salt is the same on every replica and across restarts, like a real one. The delay
+//! ([`penalty`]) is applied only to failures, so an attacker hammering an account slows
+//! themselves down but never locks the owner out: the right password still works at once.
+
+mod penalty;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -19,15 +22,18 @@ use sha2::{Digest, Sha256};
 
 use crate::address::normalise;
 use crate::oauth::BearerValidator;
-use crate::sasl::scram::{ScramKeys, DEFAULT_ITERATIONS};
+use crate::sasl::scram::ScramKeys;
 use crate::store::{Account, MailStore};
+use penalty::Penalties;
 
 /// Longest accepted password, to bound hashing work.
 pub const MAX_PASSWORD_LEN: usize = 1024;
 const CACHE_TTL: Duration = Duration::from_secs(300);
-const MAX_DELAY: Duration = Duration::from_secs(15);
-/// Penalties older than this are forgotten.
-const PENALTY_MEMORY: Duration = Duration::from_secs(900);
+/// The store's name of the decoy-salt key.
+const DECOY_SECRET: &str = "scram_decoy";
+/// How long the decoy key is used before it is read again: the first servers of a new cluster
+/// may each have made their own for a moment (see [`MailStore::server_secret`]).
+const DECOY_SECRET_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum AuthOutcome {
@@ -43,13 +49,15 @@ pub fn hash_password(password: &str) -> Result<String, String> {
     Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
 }
 
-/// The stored form of a new or changed password: the argon2id hash and the SCRAM-SHA-256 keys.
-pub fn new_account(address: &str, password: &str) -> Result<Account, String> {
-    let scram = ScramKeys::derive(password, &rand::random::<[u8; 16]>(), DEFAULT_ITERATIONS);
+/// The stored form of a new or changed password: the argon2id hash and the SCRAM-SHA-256 keys
+/// (PBKDF2 with `scram_iterations`). No quota override.
+pub fn new_account(address: &str, password: &str, scram_iterations: u32) -> Result<Account, String> {
+    let scram = ScramKeys::derive(password, &rand::random::<[u8; 16]>(), scram_iterations);
     Ok(Account {
         address: address.to_owned(),
         password_hash: hash_password(password)?,
         scram_sha256: Some(scram.encode()),
+        quota: None,
     })
 }
 
@@ -84,45 +92,28 @@ struct CacheEntry {
     expires: Instant,
 }
 
-struct Penalty {
-    failures: u32,
-    last: Instant,
-}
-
-/// Failures on one account, counted once per client IP: the per-IP count already slows a
-/// single source down, this one slows guessing spread over many sources.
-struct AccountPenalty {
-    ips: std::collections::HashSet<IpAddr>,
-    /// IPs beyond the remembered ones (bounded memory under a large botnet).
-    more: u32,
-    last: Instant,
-}
-
-const ACCOUNT_PENALTY_IPS: usize = 64;
-
 pub struct Authenticator {
     store: Arc<dyn MailStore>,
-    base_delay: Duration,
     /// Keys the cache digests so a memory dump does not give a fast password oracle.
     cache_key: [u8; 32],
-    /// Makes decoy SCRAM salts unpredictable (and stable while the process runs).
-    decoy_key: [u8; 32],
+    /// The store's decoy-salt key and when it was read.
+    decoy_key: Mutex<Option<([u8; 32], Instant)>>,
+    /// PBKDF2 iterations announced for decoys: those of new accounts.
+    scram_iterations: u32,
     cache: Mutex<HashMap<String, CacheEntry>>,
-    penalties: Mutex<HashMap<IpAddr, Penalty>>,
-    account_penalties: Mutex<HashMap<String, AccountPenalty>>,
+    penalties: Penalties,
     bearer: Option<Arc<BearerValidator>>,
 }
 
 impl Authenticator {
-    pub fn new(store: Arc<dyn MailStore>, base_delay: Duration) -> Self {
+    pub fn new(store: Arc<dyn MailStore>, base_delay: Duration, scram_iterations: u32) -> Self {
         Self {
             store,
-            base_delay,
             cache_key: rand::random(),
-            decoy_key: rand::random(),
+            decoy_key: Mutex::new(None),
+            scram_iterations,
             cache: Mutex::new(HashMap::new()),
-            penalties: Mutex::new(HashMap::new()),
-            account_penalties: Mutex::new(HashMap::new()),
+            penalties: Penalties::new(base_delay),
             bearer: None,
         }
     }
@@ -146,12 +137,10 @@ impl Authenticator {
         self.settle(ip, user, outcome).await
     }
 
-    /// Applies the failure delay (or clears the IP's penalty on success).
+    /// Applies the failure delay, or on success forgets that IP's failures on that account.
     async fn settle(&self, ip: IpAddr, user: &str, outcome: AuthOutcome) -> AuthOutcome {
-        match outcome {
-            AuthOutcome::Ok(_) => {
-                self.penalties.lock().unwrap().remove(&ip);
-            }
+        match &outcome {
+            AuthOutcome::Ok(address) => self.penalties.success(ip, address),
             AuthOutcome::BadCredentials => tokio::time::sleep(self.record_failure(ip, user)).await,
             AuthOutcome::TempFail => {}
         }
@@ -161,17 +150,31 @@ impl Authenticator {
     /// The SCRAM-SHA-256 keys to run an exchange with: the account's, or decoys (unknown user,
     /// or an account whose password predates SCRAM) that no password matches.
     pub async fn scram_keys(&self, user: &str) -> Result<ScramKeys, ()> {
-        let Ok(address) = normalise(user) else { return Ok(ScramKeys::decoy(&self.decoy_key, user)) };
+        let decoy_key = self.decoy_key().await.map_err(|e| tracing::warn!(error = %e, "reading the decoy secret failed"))?;
+        let decoy = |name: &str| ScramKeys::decoy(&decoy_key, name, self.scram_iterations);
+        let Ok(address) = normalise(user) else { return Ok(decoy(user)) };
         match self.store.get_account(&address).await {
             Ok(account) => Ok(account
                 .and_then(|a| a.scram_sha256)
                 .and_then(|text| ScramKeys::parse(&text))
-                .unwrap_or_else(|| ScramKeys::decoy(&self.decoy_key, &address))),
+                .unwrap_or_else(|| decoy(&address))),
             Err(e) => {
                 tracing::warn!(error = %e, "account lookup failed");
                 Err(())
             }
         }
+    }
+
+    /// The store's decoy-salt key, read again every [`DECOY_SECRET_TTL`].
+    async fn decoy_key(&self) -> crate::store::Result<[u8; 32]> {
+        if let Some((key, read)) = *self.decoy_key.lock().unwrap() {
+            if read.elapsed() < DECOY_SECRET_TTL {
+                return Ok(key);
+            }
+        }
+        let key = self.store.server_secret(DECOY_SECRET).await?;
+        *self.decoy_key.lock().unwrap() = Some((key, Instant::now()));
+        Ok(key)
     }
 
     /// Ends a SCRAM exchange the engine has checked: success, or a failure that pays the delay.
@@ -261,58 +264,11 @@ impl Authenticator {
         }
     }
 
-    /// Counts a failure for the IP and for the account name, and returns the delay to apply:
-    /// base, doubling per failure from the IP or per IP failing on the account, whichever is
-    /// more, capped at 15 s. The account count catches guessing spread over many addresses; it
-    /// never blocks a right password.
+    /// Counts a failure for the IP and the account name; returns the delay to apply.
     fn record_failure(&self, ip: IpAddr, user: &str) -> Duration {
-        let now = Instant::now();
-        let by_ip = count_failure(&mut self.penalties.lock().unwrap(), ip, now);
         let account = normalise(user).unwrap_or_else(|_| user.to_ascii_lowercase());
-        let by_account = if account.is_empty() {
-            0
-        } else {
-            let mut penalties = self.account_penalties.lock().unwrap();
-            if penalties.len() > 100_000 {
-                penalties.retain(|_, p| now.duration_since(p.last) < PENALTY_MEMORY);
-            }
-            let p = penalties.entry(account).or_insert_with(|| AccountPenalty {
-                ips: Default::default(),
-                more: 0,
-                last: now,
-            });
-            if now.duration_since(p.last) > PENALTY_MEMORY {
-                p.ips.clear();
-                p.more = 0;
-            }
-            p.last = now;
-            if !p.ips.contains(&ip) {
-                if p.ips.len() < ACCOUNT_PENALTY_IPS {
-                    p.ips.insert(ip);
-                } else {
-                    p.more += 1;
-                }
-            }
-            p.ips.len() as u32 + p.more
-        };
-        let factor = 1u32 << (by_ip.max(by_account).max(1) - 1).min(16);
-        self.base_delay.saturating_mul(factor).min(MAX_DELAY)
+        self.penalties.failure(ip, &account, Instant::now())
     }
-}
-
-/// Adds a failure to `key`'s count (forgetting counts older than [`PENALTY_MEMORY`]) and
-/// returns the new count. The map is pruned when large so a spray of keys cannot grow it forever.
-fn count_failure<K: std::hash::Hash + Eq>(penalties: &mut HashMap<K, Penalty>, key: K, now: Instant) -> u32 {
-    if penalties.len() > 100_000 {
-        penalties.retain(|_, p| now.duration_since(p.last) < PENALTY_MEMORY);
-    }
-    let penalty = penalties.entry(key).or_insert(Penalty { failures: 0, last: now });
-    if now.duration_since(penalty.last) > PENALTY_MEMORY {
-        penalty.failures = 0;
-    }
-    penalty.failures += 1;
-    penalty.last = now;
-    penalty.failures
 }
 
 #[cfg(test)]
@@ -323,8 +279,8 @@ mod tests {
     async fn setup() -> (tempfile::TempDir, Authenticator) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        store.put_account(&new_account("alice@example.com", "s3cret pw").unwrap()).await.unwrap();
-        (dir, Authenticator::new(store, Duration::from_millis(1)))
+        store.put_account(&new_account("alice@example.com", "s3cret pw", 4096).unwrap()).await.unwrap();
+        (dir, Authenticator::new(store, Duration::from_millis(1), 4096))
     }
 
     #[tokio::test]
@@ -357,24 +313,9 @@ mod tests {
         let (_dir, auth) = setup().await;
         let ip = IpAddr::from([127, 0, 0, 1]);
         assert!(matches!(auth.authenticate(ip, None, "alice@example.com", "s3cret pw").await, AuthOutcome::Ok(_)));
-        auth.store.put_account(&new_account("alice@example.com", "new").unwrap()).await.unwrap();
+        auth.store.put_account(&new_account("alice@example.com", "new", 4096).unwrap()).await.unwrap();
         assert_eq!(auth.authenticate(ip, None, "alice@example.com", "s3cret pw").await, AuthOutcome::BadCredentials);
         assert!(matches!(auth.authenticate(ip, None, "alice@example.com", "new").await, AuthOutcome::Ok(_)));
-    }
-
-    #[test]
-    fn failure_delay_doubles_and_is_capped() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let auth = Authenticator::new(store, Duration::from_secs(1));
-        let ip = IpAddr::from([10, 0, 0, 1]);
-        let delays: Vec<u64> = (0..6).map(|i| auth.record_failure(ip, &format!("u{i}@x.test")).as_secs()).collect();
-        assert_eq!(delays, vec![1, 2, 4, 8, 15, 15]);
-        assert_eq!(auth.record_failure(IpAddr::from([10, 0, 0, 2]), "new@x.test").as_secs(), 1, "penalties are per IP");
-        // guessing one account from many IPs: the account's count grows
-        let spread: Vec<u64> =
-            (0..4).map(|i| auth.record_failure(IpAddr::from([10, 1, 0, i]), "Victim@X.test").as_secs()).collect();
-        assert_eq!(spread, vec![1, 2, 4, 8]);
     }
 
     #[tokio::test]
@@ -398,6 +339,9 @@ mod tests {
         let decoy = auth.scram_keys("bob@example.com").await.unwrap();
         assert_eq!(decoy, auth.scram_keys("bob@example.com").await.unwrap(), "stable salt for unknown users");
         assert_eq!(decoy.iterations, real.iterations);
+        // Another server on the same store (a replica, or this one restarted) offers the same salt.
+        let other = Authenticator::new(auth.store.clone(), Duration::from_millis(1), 4096);
+        assert_eq!(other.scram_keys("bob@example.com").await.unwrap().salt, decoy.salt, "decoy salts come from the store");
         let ip = IpAddr::from([127, 0, 0, 1]);
         assert_eq!(auth.finish_scram(ip, "Alice@Example.com", true).await, AuthOutcome::Ok("alice@example.com".into()));
         assert_eq!(auth.finish_scram(ip, "alice@example.com", false).await, AuthOutcome::BadCredentials);

@@ -10,160 +10,21 @@ use serde::Deserialize;
 use crate::store::cassandra::CassandraConfig;
 use schema::tls::TlsMaterial;
 
-/// `pop3d serve` options. Every one is also a `POP3D_*` variable and a key in the config file.
+mod args;
+pub use args::{CassandraArgs, ServeArgs};
 
 /// Per-session command rate. A client that deletes a 100,000-message mailbox pipelines 100,000
 /// DELEs (2 s at the default after the 10 s burst), and an MTA's LMTP connection sends about
 /// four commands per mail; 100/s (the first default) throttled both to a crawl while a command
 /// costs the engine microseconds. The cap is against runaway clients, not normal ones.
 pub const DEFAULT_COMMANDS_PER_SECOND: u32 = 5000;
-#[derive(clap::Args, Debug, Default, Clone)]
-pub struct ServeArgs {
-    /// TOML configuration file.
-    #[arg(long, env = "POP3D_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Data directory of the embedded store [default: ./pop3d-data].
-    #[arg(long, env = "POP3D_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Storage backend: embedded or cassandra [default: embedded].
-    #[arg(long, env = "POP3D_STORE")]
-    pub store: Option<StoreKind>,
-    /// POP3 listener address [default: 127.0.0.1:1110; production: 0.0.0.0:110].
-    #[arg(long, env = "POP3D_POP3")]
-    pub pop3: Option<SocketAddr>,
-    /// LMTP listener address [default: 127.0.0.1:2424; production: 0.0.0.0:24].
-    #[arg(long, env = "POP3D_LMTP")]
-    pub lmtp: Option<SocketAddr>,
-    /// Admin HTTP listener (users, health, metrics) [default: 127.0.0.1:8080].
-    #[arg(long, env = "POP3D_ADMIN")]
-    pub admin: Option<SocketAddr>,
-    /// Host name used in greetings and Received headers [default: the system host name].
-    #[arg(long, env = "POP3D_HOSTNAME")]
-    pub hostname: Option<String>,
-    /// Allow USER/PASS and AUTH PLAIN on cleartext non-loopback connections.
-    #[arg(long, env = "POP3D_ALLOW_INSECURE_AUTH", num_args = 0..=1, default_missing_value = "true")]
-    pub allow_insecure_auth: Option<bool>,
-    /// Seconds of inactivity before a session is closed [default: 600].
-    #[arg(long, env = "POP3D_IDLE_TIMEOUT")]
-    pub idle_timeout: Option<u64>,
-    /// Most concurrent connections per listener [default: 1000].
-    #[arg(long, env = "POP3D_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    /// Most concurrent connections per client IP and listener [default: 50].
-    #[arg(long, env = "POP3D_MAX_CONNECTIONS_PER_IP")]
-    pub max_connections_per_ip: Option<usize>,
-    /// Bad commands tolerated per session before it is closed [default: 20].
-    #[arg(long, env = "POP3D_MAX_BAD_COMMANDS")]
-    pub max_bad_commands: Option<u32>,
-    /// Largest accepted message in octets [default: 67108864].
-    #[arg(long, env = "POP3D_MAX_MESSAGE_SIZE")]
-    pub max_message_size: Option<u64>,
-    /// Embedded store: refuse new mail (452 4.3.1) when the data directory's file system has less
-    /// free space than this, in MiB, so a full disk never interrupts a write [default: 256].
-    #[arg(long, env = "POP3D_MIN_FREE_SPACE_MB")]
-    pub min_free_space_mb: Option<u64>,
-    /// Delay after a failed login in ms, doubling per failure from the same IP up to 15 s [default: 1000].
-    #[arg(long, env = "POP3D_AUTH_FAIL_DELAY_MS")]
-    pub auth_fail_delay_ms: Option<u64>,
-    /// Seconds a recipient found to be an account is remembered by LMTP; an account deleted through
-    /// another server may receive mail here that long (unreadable; cleared if the address is created again);
-    /// 0: always ask [default: 2].
-    #[arg(long, env = "POP3D_ACCOUNT_CACHE_SECS")]
-    pub account_cache_secs: Option<u64>,
-    /// Bearer token required by the admin API's /users routes (unset: no token, loopback only).
-    #[arg(long, env = "POP3D_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
-    /// Implicit-TLS POP3 listener (RFC 8314) [default: none; production: 0.0.0.0:995]. Needs --tls-cert.
-    #[arg(long, env = "POP3D_POP3S")]
-    pub pop3s: Option<SocketAddr>,
-    /// PEM certificate chain. With --tls-key it enables STLS on the POP3 listener and --pop3s.
-    #[arg(long, env = "POP3D_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
-    #[arg(long, env = "POP3D_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// Seconds between checks of the certificate files for a new pair [default: 10].
-    #[arg(long, env = "POP3D_TLS_RELOAD_INTERVAL")]
-    pub tls_reload_interval: Option<u64>,
-    /// Offer STARTTLS on the LMTP listener (needs --tls-cert).
-    #[arg(long, env = "POP3D_LMTP_STARTTLS", num_args = 0..=1, default_missing_value = "true")]
-    pub lmtp_starttls: Option<bool>,
-    /// Seconds a client has from connecting to logging in (POP3) [default: 60].
-    #[arg(long, env = "POP3D_LOGIN_TIMEOUT")]
-    pub login_timeout: Option<u64>,
-    /// Commands per second per session before input is read more slowly; 0: no limit [default: 5000].
-    #[arg(long, env = "POP3D_MAX_COMMANDS_PER_SECOND")]
-    pub max_commands_per_second: Option<u32>,
-    /// Failed logins in one POP3 session before it is closed [default: 3].
-    #[arg(long, env = "POP3D_MAX_AUTH_FAILURES")]
-    pub max_auth_failures: Option<u32>,
-    /// Listeners that require a PROXY protocol v1/v2 header: pop3, pop3s, lmtp (comma-separated).
-    #[arg(long, env = "POP3D_PROXY_PROTOCOL")]
-    pub proxy_protocol: Option<String>,
-    /// Networks allowed to send a PROXY header, CIDR[,CIDR...]; anyone else is refused on
-    /// the listeners of --proxy-protocol.
-    #[arg(long, env = "POP3D_PROXY_TRUSTED_NETWORKS")]
-    pub proxy_trusted_networks: Option<String>,
-    /// JWKS file (JSON) with the keys that sign OAuth bearer tokens; enables OAUTHBEARER and XOAUTH2.
-    #[arg(long, env = "POP3D_OAUTH_JWKS")]
-    pub oauth_jwks: Option<PathBuf>,
-    /// Required `iss` of bearer tokens.
-    #[arg(long, env = "POP3D_OAUTH_ISSUER")]
-    pub oauth_issuer: Option<String>,
-    /// Required `aud` of bearer tokens.
-    #[arg(long, env = "POP3D_OAUTH_AUDIENCE")]
-    pub oauth_audience: Option<String>,
-    /// Token claim holding the mailbox address [default: email].
-    #[arg(long, env = "POP3D_OAUTH_USER_CLAIM")]
-    pub oauth_user_claim: Option<String>,
-    #[command(flatten)]
-    pub cassandra: CassandraArgs,
-    /// Seconds of deleted history a mailbox read may still scan on Cassandra; must exceed the
-    /// longest delivery, clock skew and usual cross-DC lag [default: 3600].
-    #[arg(long, env = "POP3D_WATERMARK_MARGIN")]
-    pub watermark_margin: Option<u64>,
-}
 
-/// Where the Cassandra cluster is and how to talk to it (`serve --store cassandra`, `migrate`).
-#[derive(clap::Args, Debug, Default, Clone)]
-pub struct CassandraArgs {
-    /// Cassandra contact points, HOST:PORT[,HOST:PORT...].
-    #[arg(long = "cassandra", env = "POP3D_CASSANDRA")]
-    pub cassandra: Option<String>,
-    /// The local Cassandra datacenter; every request stays in it.
-    #[arg(long, env = "POP3D_LOCAL_DC")]
-    pub local_dc: Option<String>,
-    /// Keyspace [default: popfleet].
-    #[arg(long, env = "POP3D_KEYSPACE")]
-    pub keyspace: Option<String>,
-    /// Consistency of reads: local_quorum, local_one, quorum, each_quorum, one, two, three, all [default: local_quorum].
-    #[arg(long, env = "POP3D_READ_CONSISTENCY")]
-    pub read_consistency: Option<ConsistencyLevel>,
-    /// Consistency of writes (same values) [default: local_quorum].
-    #[arg(long, env = "POP3D_WRITE_CONSISTENCY")]
-    pub write_consistency: Option<ConsistencyLevel>,
-    /// Client-side timeout of one Cassandra request in ms [default: 5000].
-    #[arg(long, env = "POP3D_CASSANDRA_TIMEOUT_MS")]
-    pub cassandra_timeout_ms: Option<u64>,
-    /// Cassandra user name (PasswordAuthenticator).
-    #[arg(long, env = "POP3D_CASSANDRA_USERNAME")]
-    pub cassandra_username: Option<String>,
-    /// Cassandra password (prefer the environment variable or the config file).
-    #[arg(long, env = "POP3D_CASSANDRA_PASSWORD", hide_env_values = true)]
-    pub cassandra_password: Option<String>,
-    /// PEM file of the CA that signs the Cassandra nodes' certificates; setting it turns on TLS.
-    #[arg(long, env = "POP3D_CASSANDRA_TLS_CA")]
-    pub cassandra_tls_ca: Option<PathBuf>,
-    /// PEM client certificate chain, for Cassandra's `require_client_auth`.
-    #[arg(long, env = "POP3D_CASSANDRA_TLS_CERT", requires = "cassandra_tls_key")]
-    pub cassandra_tls_cert: Option<PathBuf>,
-    /// PEM private key of the client certificate.
-    #[arg(long, env = "POP3D_CASSANDRA_TLS_KEY", requires = "cassandra_tls_cert")]
-    pub cassandra_tls_key: Option<PathBuf>,
-    /// DNS name every node's certificate must carry [default: the node's IP address].
-    #[arg(long, env = "POP3D_CASSANDRA_TLS_SERVER_NAME")]
-    pub cassandra_tls_server_name: Option<String>,
-}
+/// SCRAM-SHA-256 keys sit next to the argon2id hash, so a stolen store is attacked through the
+/// cheaper of the two. OWASP's PBKDF2-HMAC-SHA256 figure (600,000) is its match for argon2id at
+/// 19 MiB, t=2 (pop3d's hash); RFC 7677's minimum of 4096 was the weak link.
+pub const DEFAULT_SCRAM_ITERATIONS: u32 = 600_000;
+/// A token an attacker could guess online is no token; the operator makes 64 hex characters.
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 /// Consistency levels the store accepts. Serial levels are not here on purpose: no LWT, ever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -211,6 +72,7 @@ struct FileConfig {
     pop3: Option<SocketAddr>,
     lmtp: Option<SocketAddr>,
     admin: Option<SocketAddr>,
+    ops: Option<SocketAddr>,
     hostname: Option<String>,
     allow_insecure_auth: Option<bool>,
     idle_timeout: Option<u64>,
@@ -222,6 +84,14 @@ struct FileConfig {
     auth_fail_delay_ms: Option<u64>,
     account_cache_secs: Option<u64>,
     admin_token: Option<String>,
+    admin_token_file: Option<PathBuf>,
+    scram_iterations: Option<u32>,
+    min_password_length: Option<usize>,
+    recipient_delimiter: Option<String>,
+    mailbox_quota_mb: Option<u64>,
+    max_line_length: Option<usize>,
+    lmtp_transaction_timeout: Option<u64>,
+    min_data_rate: Option<u64>,
     cassandra: Option<String>,
     local_dc: Option<String>,
     keyspace: Option<String>,
@@ -288,6 +158,8 @@ pub struct Config {
     pub pop3: SocketAddr,
     pub lmtp: SocketAddr,
     pub admin: SocketAddr,
+    /// Health, readiness and metrics only.
+    pub ops: Option<SocketAddr>,
     pub hostname: String,
     pub allow_insecure_auth: bool,
     pub idle_timeout: Duration,
@@ -299,7 +171,20 @@ pub struct Config {
     pub min_free_space: u64,
     pub auth_fail_delay: Duration,
     pub account_cache_ttl: Duration,
+    /// Required by the admin API's account and repair routes; without one they answer loopback
+    /// clients only, and the admin listener must be on loopback.
     pub admin_token: Option<String>,
+    pub scram_iterations: u32,
+    pub min_password_length: usize,
+    /// `None`: no sub-addressing.
+    pub recipient_delimiter: Option<char>,
+    /// Default mailbox quota in octets; `None`: no quota.
+    pub mailbox_quota: Option<u64>,
+    /// Longest line of a delivered message, CRLF excluded.
+    pub max_line_length: usize,
+    pub lmtp_transaction_timeout: Duration,
+    /// Octets per second; 0: no minimum.
+    pub min_data_rate: u64,
     /// Set when `store = cassandra`.
     pub cassandra: Option<CassandraConfig>,
     pub watermark_margin: Duration,
@@ -334,6 +219,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let a = args.clone();
+        let admin_token = admin_token(&a, &file)?;
         let config = Config {
             data_dir: a.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./pop3d-data")),
             store: a.store.or(file.store).unwrap_or(StoreKind::Embedded),
@@ -353,7 +239,17 @@ impl Config {
             min_free_space: a.min_free_space_mb.or(file.min_free_space_mb).unwrap_or(256) * 1024 * 1024,
             auth_fail_delay: Duration::from_millis(a.auth_fail_delay_ms.or(file.auth_fail_delay_ms).unwrap_or(1000)),
             account_cache_ttl: Duration::from_secs(a.account_cache_secs.or(file.account_cache_secs).unwrap_or(2)),
-            admin_token: a.admin_token.clone().or(file.admin_token.clone()).filter(|t| !t.is_empty()),
+            admin_token,
+            ops: a.ops.or(file.ops),
+            scram_iterations: a.scram_iterations.or(file.scram_iterations).unwrap_or(DEFAULT_SCRAM_ITERATIONS),
+            min_password_length: a.min_password_length.or(file.min_password_length).unwrap_or(8),
+            recipient_delimiter: delimiter(a.recipient_delimiter.clone().or(file.recipient_delimiter.clone()))?,
+            mailbox_quota: Some(a.mailbox_quota_mb.or(file.mailbox_quota_mb).unwrap_or(0) << 20).filter(|q| *q > 0),
+            max_line_length: a.max_line_length.or(file.max_line_length).unwrap_or(998),
+            lmtp_transaction_timeout: Duration::from_secs(
+                a.lmtp_transaction_timeout.or(file.lmtp_transaction_timeout).unwrap_or(600),
+            ),
+            min_data_rate: a.min_data_rate.or(file.min_data_rate).unwrap_or(1024),
             cassandra: None,
             watermark_margin: Duration::from_secs(a.watermark_margin.or(file.watermark_margin).unwrap_or(3600)),
             pop3s: a.pop3s.or(file.pop3s),
@@ -439,6 +335,36 @@ impl Config {
         if self.oauth.as_ref().is_some_and(|o| o.user_claim.is_empty()) {
             return invalid("oauth_user_claim must not be empty");
         }
+        self.validate_security()
+    }
+
+    /// The settings issue-14's outside probe showed must be enforced, not only documented.
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if !self.admin.ip().is_loopback() && self.admin_token.is_none() {
+            return invalid(format!(
+                "the admin listener {} is not on loopback, and its account routes would be open to anyone \
+                 who can reach it: set admin_token_file (or POP3D_ADMIN_TOKEN) to require a token, or bind \
+                 it to 127.0.0.1 (health and metrics can go on the ops listener)",
+                self.admin
+            ));
+        }
+        if self.admin_token.as_ref().is_some_and(|t| t.len() < MIN_ADMIN_TOKEN_LEN) {
+            return invalid(format!("the admin token must be at least {MIN_ADMIN_TOKEN_LEN} characters"));
+        }
+        use crate::sasl::scram::{MAX_ITERATIONS, MIN_ITERATIONS};
+        if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&self.scram_iterations) {
+            return invalid(format!("scram_iterations must be {MIN_ITERATIONS} (RFC 7677's minimum) to {MAX_ITERATIONS}"));
+        }
+        if self.min_password_length == 0 || self.min_password_length > crate::auth::MAX_PASSWORD_LEN {
+            return invalid(format!("min_password_length must be 1 to {}", crate::auth::MAX_PASSWORD_LEN));
+        }
+        if self.max_line_length < 78 {
+            return invalid("max_line_length must be at least 78 octets (RFC 5322 2.1.1)".into());
+        }
+        if self.lmtp_transaction_timeout.is_zero() {
+            return invalid("lmtp_transaction_timeout must be at least 1 second".into());
+        }
         Ok(())
     }
 }
@@ -501,6 +427,31 @@ impl CassandraArgs {
             password: self.cassandra_password,
             tls: resolve_tls(self.cassandra_tls_ca, self.cassandra_tls_cert, self.cassandra_tls_key, self.cassandra_tls_server_name)?,
         })
+    }
+}
+
+/// The admin token: from `admin_token_file`, else `POP3D_ADMIN_TOKEN` or the file's `admin_token`.
+fn admin_token(a: &ServeArgs, file: &FileConfig) -> Result<Option<String>, ConfigError> {
+    if let Some(path) = a.admin_token_file.as_ref().or(file.admin_token_file.as_ref()) {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let token = text.trim().to_owned();
+        if token.is_empty() {
+            return Err(ConfigError::Invalid(format!("the admin token file {} is empty", path.display())));
+        }
+        return Ok(Some(token));
+    }
+    let from_env = a.admin_token.clone().or_else(|| std::env::var("POP3D_ADMIN_TOKEN").ok());
+    Ok(from_env.or_else(|| file.admin_token.clone()).map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()))
+}
+
+/// One character that cannot be part of an address's syntax, or none.
+fn delimiter(value: Option<String>) -> Result<Option<char>, ConfigError> {
+    let value = value.unwrap_or_else(|| "+".into());
+    let mut chars = value.chars();
+    match (chars.next(), chars.next()) {
+        (None, _) => Ok(None),
+        (Some(c), None) if c.is_ascii_graphic() && !matches!(c, '@' | '<' | '>' | '"' | '\\' | '/') => Ok(Some(c)),
+        _ => Err(ConfigError::Invalid(format!("recipient_delimiter must be one ASCII character other than @<>\"\\/, or empty; got {value:?}"))),
     }
 }
 

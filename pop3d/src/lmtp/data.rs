@@ -3,6 +3,10 @@
 //! Only `CRLF . CRLF` ends the data. A bare LF or bare CR anywhere marks the message as
 //! malformed (it is then rejected as a whole), which closes the 2023 smuggling class of bugs:
 //! no `LF . LF` or `CR . CR` variant can end a message early or be stored.
+//!
+//! Lines longer than the configured limit (RFC 5322's 998 octets by default) mark the message as
+//! refused too: a 5 MB header line was stored before and broke clients that read it (Python's
+//! poplib stops at 2048 octets).
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -19,6 +23,10 @@ pub struct DataReceiver {
     size: u64,
     max_size: u64,
     bare_line_ending: bool,
+    /// Octets of the current line so far (after unstuffing, line ending excluded).
+    line_len: u64,
+    max_line: u64,
+    long_line: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -29,8 +37,29 @@ pub struct Progress {
 }
 
 impl DataReceiver {
-    pub fn new(max_size: u64) -> Self {
-        Self { state: State::LineStart, size: 0, max_size, bare_line_ending: false }
+    /// `max_line`: the longest line accepted, line ending excluded.
+    pub fn new(max_size: u64, max_line: usize) -> Self {
+        Self {
+            state: State::LineStart,
+            size: 0,
+            max_size,
+            bare_line_ending: false,
+            line_len: 0,
+            max_line: max_line as u64,
+            long_line: false,
+        }
+    }
+
+    /// Whether a line was longer than the limit.
+    pub fn has_long_line(&self) -> bool {
+        self.long_line
+    }
+
+    fn grow_line(&mut self, n: u64) {
+        self.line_len += n;
+        if self.line_len > self.max_line {
+            self.long_line = true;
+        }
     }
 
     /// Message size so far, after unstuffing (what LIST will report).
@@ -70,6 +99,9 @@ impl DataReceiver {
     }
 
     fn emit(&mut self, b: u8, out: &mut Vec<u8>) {
+        if !matches!(b, b'\r' | b'\n') {
+            self.grow_line(1);
+        }
         self.size += 1;
         if self.size <= self.max_size {
             out.push(b);
@@ -81,6 +113,7 @@ impl DataReceiver {
         let room = self.max_size.saturating_sub(self.size);
         out.extend_from_slice(&bytes[..bytes.len().min(usize::try_from(room).unwrap_or(usize::MAX))]);
         self.size += bytes.len() as u64;
+        self.grow_line(bytes.len() as u64);
     }
 
     /// One input byte; true at the end of data.
@@ -102,6 +135,7 @@ impl DataReceiver {
             }
             (State::Cr, b'\n') => {
                 self.emit(b, out);
+                self.line_len = 0;
                 self.state = State::LineStart;
             }
             (State::Cr, _) => {
@@ -132,7 +166,7 @@ mod tests {
     use super::*;
 
     fn receive(input: &[u8]) -> (Vec<u8>, Progress, bool) {
-        let mut r = DataReceiver::new(1 << 20);
+        let mut r = DataReceiver::new(1 << 20, 998);
         let mut out = Vec::new();
         let p = r.feed(input, &mut out);
         (out, p, r.has_bare_line_ending())
@@ -169,7 +203,7 @@ mod tests {
         let msg: &[u8] = b"H: v\r\n\r\n..a\r\n.b\r\nc\r\n.\r\n";
         let (whole, _, _) = receive(msg);
         for split in 1..msg.len() {
-            let mut r = DataReceiver::new(1 << 20);
+            let mut r = DataReceiver::new(1 << 20, 998);
             let mut out = Vec::new();
             let mut ended = false;
             for part in msg.chunks(split) {
@@ -189,11 +223,12 @@ mod tests {
             input in proptest::collection::vec(proptest::sample::select(b"ab.\r\n".to_vec()), 0..200),
             split in 1usize..50,
             max in 0u64..150,
+            max_line in 0usize..20,
         ) {
-            let mut slow = DataReceiver::new(max);
+            let mut slow = DataReceiver::new(max, max_line);
             let mut slow_out = Vec::new();
             let slow_end = input.iter().position(|&b| slow.step(b, &mut slow_out));
-            let mut fast = DataReceiver::new(max);
+            let mut fast = DataReceiver::new(max, max_line);
             let mut fast_out = Vec::new();
             let mut fast_end = None;
             let mut offset = 0;
@@ -209,16 +244,33 @@ mod tests {
             proptest::prop_assert_eq!(fast_out, slow_out);
             proptest::prop_assert_eq!(fast.size(), slow.size());
             proptest::prop_assert_eq!(fast.has_bare_line_ending(), slow.has_bare_line_ending());
+            proptest::prop_assert_eq!(fast.has_long_line(), slow.has_long_line());
         }
     }
 
     #[test]
     fn size_limit_stops_output_but_keeps_counting() {
-        let mut r = DataReceiver::new(4);
+        let mut r = DataReceiver::new(4, 998);
         let mut out = Vec::new();
         assert!(r.feed(b"123456\r\n.\r\n", &mut out).ended);
         assert_eq!(out, b"1234");
         assert!(r.too_big());
         assert_eq!(r.size(), 8);
+    }
+
+    #[test]
+    fn lines_over_the_limit_are_flagged_whatever_the_split() {
+        let ok = b"Subject: x\r\n\r\n..12345678\r\n1234567890\r\n.\r\n";
+        let long = b"Subject: x\r\n\r\n12345678901\r\n.\r\n";
+        for split in 1..long.len() {
+            for (input, flagged) in [(&ok[..], false), (&long[..], true)] {
+                let mut r = DataReceiver::new(1 << 20, 10);
+                let mut out = Vec::new();
+                for part in input.chunks(split) {
+                    r.feed(part, &mut out);
+                }
+                assert_eq!(r.has_long_line(), flagged, "{:?} split {split}", String::from_utf8_lossy(input));
+            }
+        }
     }
 }

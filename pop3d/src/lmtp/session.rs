@@ -13,6 +13,10 @@ pub struct LmtpConfig {
     pub max_message_size: u64,
     pub max_recipients: usize,
     pub max_bad_commands: u32,
+    /// Longest line of a message, line ending excluded.
+    pub max_line_length: usize,
+    /// Sub-address delimiter (`user+tag@domain` goes to `user@domain`).
+    pub recipient_delimiter: Option<char>,
     /// STARTTLS is offered (RFC 3207) while the connection is not yet secure.
     pub starttls: bool,
     /// The connection is already protected (after STARTTLS, or TLS ended at a trusted proxy).
@@ -46,6 +50,8 @@ pub enum RcptCheck {
     TempFail,
     /// The store is too full to take mail now.
     NoSpace,
+    /// The mailbox is at its quota.
+    OverQuota,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +59,10 @@ pub enum DeliveryResult {
     Delivered { id: String },
     /// The account was deleted while the message was on its way.
     UnknownUser,
+    /// The message would take the mailbox over its quota.
+    OverQuota,
+    /// The store ran low on room while the copies were written.
+    NoSpace,
     TempFail,
 }
 
@@ -106,6 +116,23 @@ impl Session {
 
     pub fn feed(&mut self, bytes: &[u8]) {
         self.reader.push(bytes);
+    }
+
+    /// Whether a mail transaction is open (MAIL FROM given, its data not yet answered), for the
+    /// whole-transaction deadline.
+    pub fn in_transaction(&self) -> bool {
+        matches!(self.state, State::Mail { .. } | State::Data { .. }) || matches!(self.pending, Some(Pending::Data(_)))
+    }
+
+    /// Whether message content is being received.
+    pub fn in_data(&self) -> bool {
+        matches!(self.state, State::Data { .. })
+    }
+
+    /// The reply when a transaction or its data took too long; the caller then closes.
+    pub fn too_slow(&mut self, what: &str) -> Vec<u8> {
+        self.state = State::Done;
+        format!("421 4.4.2 {} {what}, closing connection\r\n", self.config.hostname).into_bytes()
     }
 
     /// Command lines handled so far, for the command-rate limit (DATA content is not counted).
@@ -178,6 +205,7 @@ impl Session {
             RcptCheck::Unknown => self.reply(&format!("550 5.1.1 <{}> User unknown", recipient.address)),
             RcptCheck::TempFail => self.reply("451 4.3.0 Temporary failure looking up recipient, try again later"),
             RcptCheck::NoSpace => self.reply("452 4.3.1 Insufficient system storage, try again later"),
+            RcptCheck::OverQuota => self.reply(&format!("552 5.2.2 <{}> Mailbox full", recipient.address)),
         }
     }
 
@@ -192,6 +220,10 @@ impl Session {
             let line = match results.get(i) {
                 Some(DeliveryResult::Delivered { id }) => format!("250 2.0.0 <{}> Delivered as {id}", recipient.address),
                 Some(DeliveryResult::UnknownUser) => format!("550 5.1.1 <{}> User unknown", recipient.address),
+                Some(DeliveryResult::OverQuota) => format!("552 5.2.2 <{}> Mailbox full", recipient.address),
+                Some(DeliveryResult::NoSpace) => {
+                    format!("452 4.3.1 <{}> Insufficient system storage, try again later", recipient.address)
+                }
                 _ => format!("451 4.3.0 <{}> Temporary storage failure, try again later", recipient.address),
             };
             self.reply(&line);
@@ -309,10 +341,15 @@ impl Session {
                 return None;
             }
         };
-        match mailbox_of_recipient(&address) {
+        match mailbox_of_recipient(&address, self.config.recipient_delimiter) {
             Ok(mailbox) => {
                 self.pending = Some(Pending::Rcpt(Recipient { address, mailbox: mailbox.clone() }));
                 Some(Step::CheckRecipient { mailbox })
+            }
+            Err(crate::address::AddressError::NotAscii) => {
+                // No SMTPUTF8 here, so no UTF-8 address can name an account.
+                self.reply("553 5.1.3 Address must be ASCII (SMTPUTF8 is not offered)");
+                None
             }
             Err(_) => {
                 self.reply(&format!("550 5.1.1 <{address}> User unknown"));
@@ -342,7 +379,7 @@ impl Session {
         };
         self.reply("354 Start mail input; end with <CRLF>.<CRLF>");
         self.chunk.clear();
-        let receiver = DataReceiver::new(self.config.max_message_size);
+        let receiver = DataReceiver::new(self.config.max_message_size, self.config.max_line_length);
         self.state = State::Data { envelope: envelope.clone(), receiver, ended: false };
         Some(Step::DataStart(envelope))
     }
@@ -372,6 +409,8 @@ impl Session {
             Some("554 5.6.0 Message contains bare CR or LF; lines must end in CRLF".to_owned())
         } else if receiver.too_big() {
             Some(format!("552 5.3.4 Message exceeds the limit of {} octets", self.config.max_message_size))
+        } else if receiver.has_long_line() {
+            Some(format!("554 5.6.0 Message has a line longer than {} octets", self.config.max_line_length))
         } else {
             None
         };

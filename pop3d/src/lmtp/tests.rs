@@ -4,7 +4,7 @@ use super::*;
 use crate::store::CHUNK_SIZE;
 
 /// Known mailboxes; `fail@example.com` exists but its storage fails at commit.
-const KNOWN: [&str; 3] = ["alice@example.com", "bob@example.com", "fail@example.com"];
+const KNOWN: [&str; 5] = ["alice@example.com", "bob@example.com", "fail@example.com", "carol@example.com", "dave@example.com"];
 
 #[derive(Default)]
 struct Harness {
@@ -30,6 +30,8 @@ impl Harness {
             max_message_size: max_size,
             max_recipients: 3,
             max_bad_commands: 3,
+            max_line_length: 998,
+            recipient_delimiter: Some('+'),
             starttls,
             secure: false,
         });
@@ -52,6 +54,8 @@ impl Harness {
                     RcptCheck::TempFail
                 } else if mailbox == "full@example.com" {
                     RcptCheck::NoSpace
+                } else if mailbox == "atquota@example.com" {
+                    RcptCheck::OverQuota
                 } else if KNOWN.contains(&mailbox.as_str()) {
                     RcptCheck::Exists
                 } else {
@@ -69,6 +73,8 @@ impl Harness {
                         .iter()
                         .map(|r| match r.mailbox.as_str() {
                             "fail@example.com" => DeliveryResult::TempFail,
+                            "carol@example.com" => DeliveryResult::OverQuota,
+                            "dave@example.com" => DeliveryResult::NoSpace,
                             _ => DeliveryResult::Delivered { id: "ID".into() },
                         })
                         .collect();
@@ -271,4 +277,39 @@ fn pipelined_data_after_refused_recipients_is_not_a_bad_command() {
     }
     assert!(!h.closed);
     assert_eq!(h.text("MAIL FROM:<a@b>\r\n"), "250 2.1.0 Sender OK\r\n");
+}
+
+#[test]
+fn quota_and_room_answers_per_recipient() {
+    let mut h = Harness::new(100_000);
+    h.text("LHLO mx\r\nMAIL FROM:<a@b>\r\n");
+    assert_eq!(h.text("RCPT TO:<atquota@example.com>\r\n"), "552 5.2.2 <atquota@example.com> Mailbox full\r\n");
+    h.text("RCPT TO:<alice@example.com>\r\nRCPT TO:<carol@example.com>\r\nRCPT TO:<dave@example.com>\r\nDATA\r\n");
+    assert_eq!(
+        h.text("hi\r\n.\r\n"),
+        "250 2.0.0 <alice@example.com> Delivered as ID\r\n552 5.2.2 <carol@example.com> Mailbox full\r\n\
+         452 4.3.1 <dave@example.com> Insufficient system storage, try again later\r\n"
+    );
+}
+
+#[test]
+fn a_line_over_the_limit_refuses_the_message_for_every_recipient() {
+    let mut h = Harness::new(100_000);
+    h.text("LHLO mx\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n");
+    let reply = h.text(&format!("Subject: {}\r\n\r\nbody\r\n.\r\n", "x".repeat(990)));
+    assert_eq!(reply, "554 5.6.0 Message has a line longer than 998 octets\r\n".repeat(2));
+    assert_eq!((h.aborted, h.delivered.len()), (1, 0));
+    // 998 octets exactly is fine (RFC 5322 2.1.1), and the session goes on.
+    h.text("MAIL FROM:<a@b>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\n");
+    let reply = h.text(&format!("{}\r\n.\r\n", "y".repeat(998)));
+    assert_eq!(reply, "250 2.0.0 <alice@example.com> Delivered as ID\r\n");
+}
+
+#[test]
+fn non_ascii_recipients_are_refused_and_the_delimiter_is_stripped() {
+    let mut h = Harness::new(100_000);
+    h.text("LHLO mx\r\nMAIL FROM:<a@b>\r\n");
+    // Cyrillic о: a look-alike of bob@example.com.
+    assert_eq!(h.text("RCPT TO:<b\u{43e}b@example.com>\r\n"), "553 5.1.3 Address must be ASCII (SMTPUTF8 is not offered)\r\n");
+    assert_eq!(h.text("RCPT TO:<bob+news@example.com>\r\n"), "250 2.1.5 Recipient OK\r\n");
 }

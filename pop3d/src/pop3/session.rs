@@ -253,7 +253,14 @@ impl Session {
                 None => return Step::NeedInput,
                 Some(Line::TooLong) => {
                     self.commands += 1;
-                    self.bad_command("-ERR Line too long.");
+                    if self.in_sasl_exchange() {
+                        // The overlong line was the client's SASL answer: the exchange ends here, or
+                        // the next command would be read as the answer (a desync).
+                        self.state = State::Authorization { user: None };
+                        self.bad_command("-ERR Authentication cancelled: line too long.");
+                    } else {
+                        self.bad_command("-ERR Line too long.");
+                    }
                     continue;
                 }
                 Some(Line::Complete(line)) => line,
@@ -263,6 +270,11 @@ impl Session {
                 return step;
             }
         }
+    }
+
+    /// Whether the next line is a SASL answer rather than a command.
+    fn in_sasl_exchange(&self) -> bool {
+        matches!(self.state, State::SaslInitial(_) | State::ScramFinal(_) | State::ScramAck { .. } | State::OAuthFailed)
     }
 
     /// The TLS handshake after STLS succeeded: the session is secure, and nothing the client

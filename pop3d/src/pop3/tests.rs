@@ -98,7 +98,7 @@ impl Harness {
                         let keys = ScramKeys::derive(PASSWORD, b"0123456789abcdef", 4096);
                         ScramKeysOutcome::Keys { keys, server_nonce: SERVER_NONCE.into() }
                     } else {
-                        let keys = ScramKeys::decoy(&[1; 32], &user);
+                        let keys = ScramKeys::decoy(&[1; 32], &user, 4096);
                         ScramKeysOutcome::Keys { keys, server_nonce: SERVER_NONCE.into() }
                     };
                     self.session.scram_keys_done(outcome);
@@ -281,6 +281,19 @@ fn long_auth_lines_are_accepted_other_long_lines_are_not() {
     assert!(reply.starts_with("-ERR"));
     assert_eq!(h.cmd(&format!("AUTH PLAIN {}", "A".repeat(20_000))), "-ERR Line too long.\r\n");
     assert_eq!(h.cmd("CAPA").lines().next(), Some("+OK Capability list follows"), "session still works");
+}
+
+#[test]
+fn an_overlong_sasl_answer_ends_the_exchange() {
+    // Issue 14: the next command used to be read as the SASL answer.
+    for start in ["AUTH PLAIN", "AUTH SCRAM-SHA-256"] {
+        let mut h = Harness::new(true);
+        h.run(b"");
+        assert_eq!(h.cmd(start), "+ \r\n");
+        assert_eq!(h.cmd(&"A".repeat(17_000)), "-ERR Authentication cancelled: line too long.\r\n");
+        assert_eq!(h.cmd("CAPA").lines().next(), Some("+OK Capability list follows"), "{start}: back in AUTHORIZATION");
+        assert_eq!(h.cmd("QUIT"), "+OK Logging out.\r\n");
+    }
 }
 
 #[test]

@@ -14,9 +14,9 @@ use super::{decode_base64, encode_base64};
 type HmacSha256 = Hmac<Sha256>;
 
 /// RFC 7677 §4 asks for at least 4096.
-pub const DEFAULT_ITERATIONS: u32 = 4096;
-/// Upper bound accepted from storage, to bound the work of deriving decoys and tests.
-const MAX_ITERATIONS: u32 = 10_000_000;
+pub const MIN_ITERATIONS: u32 = 4096;
+/// Upper bound accepted from storage and configuration, to bound the work of deriving keys.
+pub const MAX_ITERATIONS: u32 = 10_000_000;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ScramError {
@@ -73,10 +73,11 @@ impl ScramKeys {
 
     /// Keys for a user that does not exist (or has no SCRAM keys): stable per user name, so
     /// repeated attempts see the same salt, and matching no password anyone knows.
-    pub fn decoy(secret: &[u8; 32], user: &str) -> Self {
+    /// `iterations` is what new accounts get, so a decoy looks like a recently set password.
+    pub fn decoy(secret: &[u8; 32], user: &str, iterations: u32) -> Self {
         let salt = hmac(secret, format!("salt\0{user}").as_bytes());
         Self {
-            iterations: DEFAULT_ITERATIONS,
+            iterations,
             salt: salt[..16].to_vec(),
             stored_key: hmac(secret, format!("stored\0{user}").as_bytes()),
             server_key: hmac(secret, format!("server\0{user}").as_bytes()),

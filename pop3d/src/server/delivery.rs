@@ -1,6 +1,7 @@
 //! One LMTP transaction's delivery: content chunks streamed to every recipient's message as
 //! they arrive, then the listing rows (the commit point), then the per-recipient results.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -22,6 +23,25 @@ struct Target {
     /// Trace headers, stored in front of the first body chunk.
     prefix: Vec<u8>,
     failed: bool,
+    /// The mailbox's quota, if one applies.
+    quota: Option<Quota>,
+}
+
+/// A mailbox's use and quota in octets, read at RCPT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub used: u64,
+    pub limit: u64,
+}
+
+impl Quota {
+    pub fn full(&self) -> bool {
+        self.used >= self.limit
+    }
+
+    fn exceeded_by(&self, size: u64) -> bool {
+        self.used.saturating_add(size) > self.limit
+    }
 }
 
 /// Chunk writes per recipient that may be unfinished while more of the message is read.
@@ -37,6 +57,9 @@ pub struct Delivery {
     /// A message whose id is older than this (in 100 ns ticks) at commit is refused with a 4xx:
     /// the read watermark relies on no row being linked long after its id was made.
     max_age_ticks: u64,
+    /// The store ran low on room while the copies were written: nothing more is stored and
+    /// every recipient gets a 452.
+    out_of_room: bool,
 }
 
 impl Delivery {
@@ -50,6 +73,7 @@ impl Delivery {
         client_ip: IpAddr,
         hostname: &str,
         max_age: std::time::Duration,
+        quotas: &HashMap<String, Quota>,
     ) -> Self {
         let now = chrono::Utc::now();
         let ip = client_ip.to_string();
@@ -71,14 +95,31 @@ impl Delivery {
                 size: prefix.len() as u64,
                 prefix,
                 failed: false,
+                quota: quotas.get(&rcpt.mailbox).copied(),
             });
         }
         let max_age_ticks = (max_age.as_nanos() / 100) as u64;
-        Self { store, in_flight: FuturesUnordered::new(), accounts, targets, next_index: 0, max_age_ticks }
+        Self { store, in_flight: FuturesUnordered::new(), accounts, targets, next_index: 0, max_age_ticks, out_of_room: false }
+    }
+
+    /// Octets the next chunk of `len` octets will write: one copy per recipient still on track.
+    pub fn copies_of(&self, len: usize) -> u64 {
+        len as u64 * self.targets.iter().filter(|t| !t.failed).count() as u64
+    }
+
+    /// Stops storing: the store is low on room. The message still has to be read to its end.
+    pub fn out_of_room(&mut self) {
+        if !self.out_of_room {
+            tracing::warn!(recipients = self.targets.len(), "refusing a delivery: the store ran low on room while writing it");
+        }
+        self.out_of_room = true;
     }
 
     /// Stores the next body chunk for every recipient still on track.
     pub async fn push(&mut self, chunk: Vec<u8>) {
+        if self.out_of_room {
+            return;
+        }
         let len = chunk.len() as u64;
         if self.next_index == 0 {
             let chunks: Vec<Bytes> =
@@ -124,11 +165,17 @@ impl Delivery {
             self.push(Vec::new()).await;
         }
         while self.settle_one().await {}
-        let (store, accounts, max_age_ticks) = (&self.store, &self.accounts, self.max_age_ticks);
+        let (store, accounts, max_age_ticks, out_of_room) = (&self.store, &self.accounts, self.max_age_ticks, self.out_of_room);
         let now = MessageId::now_ticks();
         let links = self.targets.iter().map(|t| async move {
+            if out_of_room {
+                return DeliveryResult::NoSpace;
+            }
             if t.failed {
                 return DeliveryResult::TempFail;
+            }
+            if t.quota.is_some_and(|q| q.exceeded_by(t.size)) {
+                return DeliveryResult::OverQuota;
             }
             if now.saturating_sub(t.id.ticks()) > max_age_ticks {
                 tracing::warn!(mailbox = %t.mailbox, "delivery took too long to commit safely; refused with 4xx");

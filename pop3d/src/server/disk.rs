@@ -16,11 +16,18 @@ fn available(path: &std::path::Path) -> std::io::Result<u64> {
     Ok(u64::from(st.f_bavail) * u64::from(st.f_frsize))
 }
 
-/// Whether the store can take another message. Always true for Cassandra (its nodes manage
-/// their disks); on an unreadable statvfs we let the write itself decide.
+/// Whether the store can take another recipient: room for one more message of the largest size
+/// (capped at 64 MiB) above the reserve. What a transaction really writes is checked again as
+/// each chunk's copies are written ([`room_for`]), so many recipients cannot write past it.
 pub fn room_for_mail(config: &Config) -> bool {
+    room_for(config, config.max_message_size.min(64 << 20))
+}
+
+/// Whether `bytes` more can be written and still leave the reserve. Always true for Cassandra
+/// (its nodes manage their disks); on an unreadable statvfs we let the write itself decide.
+pub fn room_for(config: &Config, bytes: u64) -> bool {
     if config.store != StoreKind::Embedded {
         return true;
     }
-    available(&config.data_dir).map_or(true, |free| free >= config.min_free_space + config.max_message_size.min(64 << 20))
+    available(&config.data_dir).map_or(true, |free| free >= config.min_free_space.saturating_add(bytes))
 }

@@ -1,19 +1,23 @@
 //! The tokio wrapper around the LMTP engine.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::watch;
 
-use super::delivery::Delivery;
+use super::delivery::{Delivery, Quota};
 use super::front::{Client, HANDSHAKE_TIMEOUT};
+use super::io::{pace, read_until, DataPace, IdleClock};
 use super::limits::CommandRate;
-use super::pop3::{pace, read_until};
 use super::ServerContext;
 use crate::lmtp::{DeliveryResult, LmtpConfig, RcptCheck, Session, Step};
 use crate::metrics::ResultLabel;
 use crate::store::CHUNK_SIZE;
+
+/// Most recipients of one transaction (RFC 5321 4.5.3.1.8 asks for at least 100).
+const MAX_RECIPIENTS: usize = 1000;
 
 pub async fn handle(client: Client, ctx: Arc<ServerContext>, stop: watch::Receiver<bool>) {
     let mut delivery = None;
@@ -27,6 +31,28 @@ pub async fn handle(client: Client, ctx: Arc<ServerContext>, stop: watch::Receiv
     }
 }
 
+/// The clocks that bound a connection: idle (from the last complete command), the whole
+/// transaction, and the pace of its data.
+struct Deadlines {
+    idle: IdleClock,
+    transaction: Option<Instant>,
+    data: Option<DataPace>,
+}
+
+impl Deadlines {
+    /// The next deadline and the reply for it, or `None` for the plain idle timeout.
+    fn next(&self) -> (Instant, Option<&'static str>) {
+        let mut next = (self.idle.deadline(), None);
+        if let Some(t) = self.transaction.filter(|t| *t < next.0) {
+            next = (t, Some("Transaction timeout"));
+        }
+        if let Some(d) = self.data.as_ref().and_then(DataPace::deadline).filter(|d| *d < next.0) {
+            next = (d, Some("Data too slow"));
+        }
+        next
+    }
+}
+
 async fn session(
     client: Client,
     ctx: &ServerContext,
@@ -34,25 +60,39 @@ async fn session(
     delivery: &mut Option<Delivery>,
 ) -> std::io::Result<()> {
     let Client { conn, peer, secure } = client;
+    let config = &ctx.config;
     let mut out = BufWriter::new(conn);
     let mut session = Session::new(LmtpConfig {
-        hostname: ctx.config.hostname.clone(),
-        max_message_size: ctx.config.max_message_size,
-        max_recipients: 1000,
-        max_bad_commands: ctx.config.max_bad_commands,
-        starttls: ctx.config.lmtp_starttls && ctx.tls.is_some(),
+        hostname: config.hostname.clone(),
+        max_message_size: config.max_message_size,
+        max_recipients: MAX_RECIPIENTS,
+        max_bad_commands: config.max_bad_commands,
+        max_line_length: config.max_line_length,
+        recipient_delimiter: config.recipient_delimiter,
+        starttls: config.lmtp_starttls && ctx.tls.is_some(),
         secure,
     });
-    let mut rate = CommandRate::new(ctx.config.max_commands_per_second, Instant::now());
+    let mut rate = CommandRate::new(config.max_commands_per_second, Instant::now());
     let mut counted = 0;
     let mut buf = vec![0u8; CHUNK_SIZE];
+    let mut clocks = Deadlines { idle: IdleClock::new(config.idle_timeout), transaction: None, data: None };
+    // Quotas of this transaction's recipients, read at RCPT.
+    let mut quotas: HashMap<String, Quota> = HashMap::new();
     loop {
         pace(&mut rate, &mut counted, session.commands(), &mut out).await?;
+        clocks.idle.commands(session.commands());
+        if !session.in_transaction() {
+            clocks.transaction = None;
+            quotas.clear();
+        } else if clocks.transaction.is_none() {
+            clocks.transaction = Some(Instant::now() + config.lmtp_transaction_timeout);
+        }
         match session.poll() {
             Step::Write(bytes) => out.write_all(&bytes).await?,
             Step::NeedInput => {
                 out.flush().await?;
-                let deadline = Instant::now() + ctx.config.idle_timeout;
+                clocks.idle.commands(session.commands());
+                let (deadline, cut) = clocks.next();
                 let read = tokio::select! {
                     r = read_until(deadline, out.get_mut(), &mut buf) => r,
                     _ = stop.changed(), if delivery.is_none() => {
@@ -62,11 +102,24 @@ async fn session(
                 };
                 match read {
                     None => {
-                        out.write_all(&session.idle_timeout()).await?;
+                        let reply = match cut {
+                            Some(what) => {
+                                tracing::info!(%peer, reason = what, "lmtp connection cut");
+                                session.too_slow(what)
+                            }
+                            None => session.idle_timeout(),
+                        };
+                        out.write_all(&reply).await?;
                         return out.flush().await;
                     }
                     Some(Ok(0)) => return Ok(()),
-                    Some(Ok(n)) => session.feed(&buf[..n]),
+                    Some(Ok(n)) => {
+                        if let Some(data) = clocks.data.as_mut() {
+                            data.received(n);
+                            clocks.idle.progress();
+                        }
+                        session.feed(&buf[..n]);
+                    }
                     Some(Err(e)) => return Err(e),
                 }
             }
@@ -79,49 +132,34 @@ async fn session(
                 result?;
                 session.tls_started();
             }
-            Step::CheckRecipient { mailbox } if !super::disk::room_for_mail(&ctx.config) => {
-                tracing::warn!(%mailbox, "refusing mail: the data directory is low on free space");
-                session.rcpt_done(RcptCheck::NoSpace);
-            }
             Step::CheckRecipient { mailbox } => {
-                let check = match ctx.accounts.exists(ctx.store.as_ref(), &mailbox).await {
-                    Ok(true) => RcptCheck::Exists,
-                    Ok(false) => RcptCheck::Unknown,
-                    Err(e) => {
-                        tracing::warn!(%mailbox, error = %e, "recipient lookup failed");
-                        RcptCheck::TempFail
-                    }
-                };
+                let check = check_recipient(ctx, &mailbox, &mut quotas).await;
                 session.rcpt_done(check);
             }
             Step::DataStart(envelope) => {
-                let max_age = (ctx.config.watermark_margin / 2).min(std::time::Duration::from_secs(600));
-                *delivery = Some(Delivery::start(ctx.store.clone(), ctx.accounts.clone(), &envelope, peer.ip(), &ctx.config.hostname, max_age).await);
+                let max_age = (config.watermark_margin / 2).min(std::time::Duration::from_secs(600));
+                let (store, accounts) = (ctx.store.clone(), ctx.accounts.clone());
+                *delivery = Some(Delivery::start(store, accounts, &envelope, peer.ip(), &config.hostname, max_age, &quotas).await);
+                clocks.data = Some(DataPace::new(config.min_data_rate));
             }
             Step::DataChunk(chunk) => {
                 if let Some(d) = delivery.as_mut() {
-                    d.push(chunk).await;
+                    if super::disk::room_for(config, d.copies_of(chunk.len())) {
+                        d.push(chunk).await;
+                    } else {
+                        d.out_of_room();
+                    }
                 }
             }
             Step::DataEnd => {
+                clocks.data = None;
                 let Some(d) = delivery.take() else { return Ok(()) };
-                let sizes: Vec<u64> = d.sizes().collect();
-                let results = d.finish().await;
-                for (result, size) in results.iter().zip(sizes) {
-                    let label = match result {
-                        DeliveryResult::Delivered { .. } => {
-                            ctx.metrics.delivered_octets.inc_by(size);
-                            "delivered"
-                        }
-                        DeliveryResult::UnknownUser => "unknown_user",
-                        DeliveryResult::TempFail => "tempfail",
-                    };
-                    ctx.metrics.deliveries.get_or_create(&ResultLabel { result: label }).inc();
-                }
+                let results = finish(ctx, d).await;
                 tracing::info!(%peer, recipients = results.len(), "lmtp delivery");
                 session.data_done(results);
             }
             Step::DataAbort => {
+                clocks.data = None;
                 ctx.metrics.deliveries.get_or_create(&ResultLabel { result: "refused" }).inc();
                 if let Some(d) = delivery.take() {
                     d.abort().await;
@@ -134,4 +172,58 @@ async fn session(
             }
         }
     }
+}
+
+/// Whether `mailbox` may receive: an account, with room in the store and under its quota.
+async fn check_recipient(ctx: &ServerContext, mailbox: &str, quotas: &mut HashMap<String, Quota>) -> RcptCheck {
+    if !super::disk::room_for_mail(&ctx.config) {
+        tracing::warn!(%mailbox, "refusing mail: the data directory is low on free space");
+        return RcptCheck::NoSpace;
+    }
+    let account = match ctx.accounts.lookup(ctx.store.as_ref(), mailbox).await {
+        Ok(Some(account)) => account,
+        Ok(None) => return RcptCheck::Unknown,
+        Err(e) => {
+            tracing::warn!(%mailbox, error = %e, "recipient lookup failed");
+            return RcptCheck::TempFail;
+        }
+    };
+    let Some(limit) = account.quota.or(ctx.config.mailbox_quota).filter(|q| *q > 0) else {
+        return RcptCheck::Exists;
+    };
+    // A quota costs a listing read per recipient; mailboxes without one never pay it.
+    let used = match ctx.store.listing(mailbox).await {
+        Ok(listing) => listing.iter().map(|e| e.size).sum(),
+        Err(e) => {
+            tracing::warn!(%mailbox, error = %e, "reading the mailbox size for its quota failed");
+            return RcptCheck::TempFail;
+        }
+    };
+    let quota = Quota { used, limit };
+    if quota.full() {
+        tracing::info!(%mailbox, used, limit, "refusing mail: mailbox over quota");
+        return RcptCheck::OverQuota;
+    }
+    quotas.insert(mailbox.to_owned(), quota);
+    RcptCheck::Exists
+}
+
+/// Commits the delivery and counts each recipient's result.
+async fn finish(ctx: &ServerContext, delivery: Delivery) -> Vec<DeliveryResult> {
+    let sizes: Vec<u64> = delivery.sizes().collect();
+    let results = delivery.finish().await;
+    for (result, size) in results.iter().zip(sizes) {
+        let label = match result {
+            DeliveryResult::Delivered { .. } => {
+                ctx.metrics.delivered_octets.inc_by(size);
+                "delivered"
+            }
+            DeliveryResult::UnknownUser => "unknown_user",
+            DeliveryResult::OverQuota => "over_quota",
+            DeliveryResult::NoSpace => "no_space",
+            DeliveryResult::TempFail => "tempfail",
+        };
+        ctx.metrics.deliveries.get_or_create(&ResultLabel { result: label }).inc();
+    }
+    results
 }

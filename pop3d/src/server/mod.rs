@@ -4,6 +4,7 @@ pub mod conn;
 mod delivery;
 mod disk;
 pub mod front;
+mod io;
 pub mod limits;
 mod lmtp;
 mod pop3;
@@ -63,7 +64,7 @@ impl ServerContext {
         let metrics = Metrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
-        let mut auth = Authenticator::new(store.clone(), config.auth_fail_delay);
+        let mut auth = Authenticator::new(store.clone(), config.auth_fail_delay, config.scram_iterations);
         let oauth = bearer.is_some();
         if let Some(validator) = bearer {
             auth = auth.with_bearer(validator);
@@ -126,6 +127,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     };
     let lmtp = bind(config.lmtp, "LMTP").await?;
     let admin = bind(config.admin, "admin").await?;
+    let ops = match config.ops {
+        Some(addr) => Some(bind(addr, "ops").await?),
+        None => None,
+    };
 
     let limit = |c: &Config| ConnectionLimiter::new(c.max_connections, c.max_connections_per_ip);
     let spec = |name, protocol, implicit_tls, listener| ListenerSpec {
@@ -142,13 +147,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     let lmtp_spec = spec("lmtp", Protocol::Lmtp, false, Listener::Lmtp);
     tokio::spawn(accept_loop(lmtp, lmtp_spec, ctx.clone(), limit(&config), stop_rx.clone(), lmtp::handle));
-    let admin_task = tokio::spawn(crate::admin::serve(admin, ctx.clone(), stop_rx.clone()));
+    let admin_task = tokio::spawn(crate::admin::serve(admin, crate::admin::router(ctx.clone()), stop_rx.clone()));
+    let ops_task = ops.map(|ops| tokio::spawn(crate::admin::serve(ops, crate::admin::ops_router(ctx.clone()), stop_rx.clone())));
     tracing::info!(
         store = ctx.store.backend(),
         pop3 = %config.pop3,
         pop3s = ?config.pop3s,
         lmtp = %config.lmtp,
         admin = %config.admin,
+        ops = ?config.ops,
+        admin_token = config.admin_token.is_some(),
         tls = ctx.tls.is_some(),
         oauth = ctx.oauth,
         proxy_protocol = ?config.proxy_protocol,
@@ -173,6 +181,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
     ctx.reaper.drain(Duration::from_secs(10)).await;
     let _ = admin_task.await;
+    if let Some(task) = ops_task {
+        let _ = task.await;
+    }
     Ok(())
 }
 

@@ -4,10 +4,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::watch;
 
 use super::front::{Client, HANDSHAKE_TIMEOUT};
+use super::io::{pace, read_until, IdleClock};
 use super::limits::CommandRate;
 use super::ServerContext;
 use crate::auth::AuthOutcome;
@@ -48,18 +49,17 @@ async fn session(client: Client, ctx: &ServerContext, mut stop: watch::Receiver<
     let mut counted = 0;
     let mut buf = vec![0u8; 8192];
     let mut login_ticks = 0;
+    let mut idle = IdleClock::new(ctx.config.idle_timeout);
     loop {
         pace(&mut rate, &mut counted, session.commands(), &mut out).await?;
+        idle.commands(session.commands());
         match session.poll() {
             Step::Write(bytes) => out.write_all(&bytes).await?,
             Step::NeedInput => {
                 out.flush().await?;
+                idle.commands(session.commands());
                 let logged_in = session.is_authenticated();
-                let deadline = if logged_in {
-                    Instant::now() + ctx.config.idle_timeout
-                } else {
-                    login_deadline.min(Instant::now() + ctx.config.idle_timeout)
-                };
+                let deadline = if logged_in { idle.deadline() } else { login_deadline.min(idle.deadline()) };
                 let read = tokio::select! {
                     r = read_until(deadline, out.get_mut(), &mut buf) => r,
                     _ = stop.changed() => {
@@ -139,34 +139,6 @@ async fn session(client: Client, ctx: &ServerContext, mut stop: watch::Receiver<
 }
 
 /// Reads until `deadline`; `None` on timeout.
-pub(super) async fn read_until<R: AsyncRead + Unpin>(
-    deadline: Instant,
-    reader: &mut R,
-    buf: &mut [u8],
-) -> Option<std::io::Result<usize>> {
-    tokio::time::timeout_at(deadline.into(), reader.read(buf)).await.ok()
-}
-
-/// Charges the commands handled since the last call to the rate bucket and, when the session
-/// is over its rate, flushes what it has and waits before the engine handles more. Checked
-/// between engine steps, so pipelined commands are paced one by one, not per read.
-pub(super) async fn pace<W: AsyncWrite + Unpin>(
-    rate: &mut CommandRate,
-    counted: &mut u64,
-    commands: u64,
-    out: &mut BufWriter<W>,
-) -> std::io::Result<()> {
-    if commands == *counted {
-        return Ok(());
-    }
-    let pause = rate.take(commands - *counted, Instant::now());
-    *counted = commands;
-    if !pause.is_zero() {
-        out.flush().await?;
-        tokio::time::sleep(pause).await;
-    }
-    Ok(())
-}
 
 /// After an expunge, lets later reads of the mailbox start past the deleted rows. Every message
 /// this session did not see was linked after login, and its id is younger than the login time
@@ -208,7 +180,7 @@ async fn login(ctx: &ServerContext, peer: SocketAddr, request: &LoginRequest) ->
     };
     ctx.metrics.logins.get_or_create(&ResultLabel { result: label }).inc();
     if label != "ok" {
-        tracing::info!(%peer, %user, result = label, "pop3 login refused");
+        tracing::info!(%peer, user = %crate::logsafe::Untrusted(user), result = label, "pop3 login refused");
     }
     result
 }

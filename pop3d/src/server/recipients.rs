@@ -1,4 +1,4 @@
-//! Which addresses are accounts, remembered for a few seconds.
+//! Which addresses are accounts (and their quota overrides), remembered for a few seconds.
 //!
 //! Every delivery asks twice (at RCPT, and again before the commit in case the account was
 //! deleted meanwhile); on Cassandra those two reads cost about as much as the message's own
@@ -18,9 +18,16 @@ use crate::store::{MailStore, Result};
 /// Bounds memory under a flood of distinct recipients; past it, expired entries go first.
 const MAX_ENTRIES: usize = 100_000;
 
+/// What a delivery needs to know of an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountInfo {
+    /// The account's own quota in octets, if it has one.
+    pub quota: Option<u64>,
+}
+
 pub struct KnownAccounts {
     ttl: Duration,
-    seen: Mutex<HashMap<String, Instant>>,
+    seen: Mutex<HashMap<String, (Instant, AccountInfo)>>,
 }
 
 impl KnownAccounts {
@@ -31,22 +38,31 @@ impl KnownAccounts {
 
     /// Whether `mailbox` is an account, from memory when it was one less than `ttl` ago.
     pub async fn exists(&self, store: &dyn MailStore, mailbox: &str) -> Result<bool> {
-        if self.fresh(mailbox) {
-            return Ok(true);
+        Ok(self.lookup(store, mailbox).await?.is_some())
+    }
+
+    /// The account `mailbox`, if it is one, from memory when it was one less than `ttl` ago.
+    pub async fn lookup(&self, store: &dyn MailStore, mailbox: &str) -> Result<Option<AccountInfo>> {
+        if let Some(info) = self.fresh(mailbox) {
+            return Ok(Some(info));
         }
-        let found = store.get_account(mailbox).await?.is_some();
+        let found = store.get_account(mailbox).await?.map(|a| AccountInfo { quota: a.quota });
         let mut seen = self.seen.lock().expect("cache lock");
-        if !found {
-            seen.remove(mailbox);
-        } else if !self.ttl.is_zero() {
-            if seen.len() >= MAX_ENTRIES {
-                let ttl = self.ttl;
-                seen.retain(|_, at| at.elapsed() < ttl);
-                if seen.len() >= MAX_ENTRIES {
-                    seen.clear();
-                }
+        match found {
+            None => {
+                seen.remove(mailbox);
             }
-            seen.insert(mailbox.to_owned(), Instant::now());
+            Some(info) if !self.ttl.is_zero() => {
+                if seen.len() >= MAX_ENTRIES {
+                    let ttl = self.ttl;
+                    seen.retain(|_, (at, _)| at.elapsed() < ttl);
+                    if seen.len() >= MAX_ENTRIES {
+                        seen.clear();
+                    }
+                }
+                seen.insert(mailbox.to_owned(), (Instant::now(), info));
+            }
+            Some(_) => {}
         }
         Ok(found)
     }
@@ -56,9 +72,9 @@ impl KnownAccounts {
         self.seen.lock().expect("cache lock").remove(mailbox);
     }
 
-    fn fresh(&self, mailbox: &str) -> bool {
+    fn fresh(&self, mailbox: &str) -> Option<AccountInfo> {
         let seen = self.seen.lock().expect("cache lock");
-        seen.get(mailbox).is_some_and(|at| at.elapsed() < self.ttl)
+        seen.get(mailbox).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, info)| *info)
     }
 }
 
@@ -69,7 +85,7 @@ mod tests {
     use crate::store::Account;
 
     fn account(address: &str) -> Account {
-        Account { address: address.into(), password_hash: "x".into(), scram_sha256: None }
+        Account { address: address.into(), password_hash: "x".into(), scram_sha256: None, quota: None }
     }
 
     #[tokio::test]

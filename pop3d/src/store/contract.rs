@@ -25,16 +25,25 @@ pub async fn run_all(store: &dyn MailStore) {
     account_deletion_removes_mail(store).await;
     many_messages_list_completely(store, 2_500).await;
     repair_scans_find_content_and_mailboxes(store).await;
+    server_secrets_are_made_once_and_kept(store).await;
+}
+
+pub async fn server_secrets_are_made_once_and_kept(store: &dyn MailStore) {
+    let name = fresh_mailbox("secret");
+    let first = store.server_secret(&name).await.unwrap();
+    assert_ne!(first, [0u8; 32]);
+    assert_eq!(store.server_secret(&name).await.unwrap(), first, "a secret, once made, is kept");
+    assert_ne!(store.server_secret(&fresh_mailbox("other")).await.unwrap(), first, "each name has its own secret");
 }
 
 pub async fn accounts_are_upserts(store: &dyn MailStore) {
     let address = fresh_mailbox("acct");
     assert_eq!(store.get_account(&address).await.unwrap(), None, "unknown account must be None");
-    let first = Account { address: address.clone(), password_hash: "hash-1".into(), scram_sha256: None };
+    let first = Account { address: address.clone(), password_hash: "hash-1".into(), scram_sha256: None, quota: None };
     store.put_account(&first).await.unwrap();
     assert_eq!(store.get_account(&address).await.unwrap(), Some(first.clone()));
     let second =
-        Account { address: address.clone(), password_hash: "hash-2".into(), scram_sha256: Some("SCRAM-SHA-256$4096:c2FsdA==$a:b".into()) };
+        Account { address: address.clone(), password_hash: "hash-2".into(), scram_sha256: Some("SCRAM-SHA-256$4096:c2FsdA==$a:b".into()), quota: Some(5 << 20) };
     store.put_account(&second).await.unwrap();
     store.put_account(&second).await.unwrap();
     assert_eq!(store.get_account(&address).await.unwrap(), Some(second), "a second put must replace the first");
@@ -110,7 +119,7 @@ pub async fn mailboxes_are_isolated(store: &dyn MailStore) {
 
 pub async fn account_deletion_removes_mail(store: &dyn MailStore) {
     let address = fresh_mailbox("delacct");
-    store.put_account(&Account { address: address.clone(), password_hash: "h".into(), scram_sha256: None }).await.unwrap();
+    store.put_account(&Account { address: address.clone(), password_hash: "h".into(), scram_sha256: None, quota: None }).await.unwrap();
     let entry = deliver(store, &address, MessageId::generate(), b"bye\r\n").await.unwrap();
     delete_account_and_mail(store, &address).await.unwrap();
     assert_eq!(store.get_account(&address).await.unwrap(), None);

@@ -26,6 +26,8 @@ const CONTENT: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("conte
 const CONTENT_OWNER: TableDefinition<u128, &str> = TableDefinition::new("content_owner");
 /// task -> JSON RepairProgress.
 const PROGRESS: TableDefinition<&str, &[u8]> = TableDefinition::new("repair_progress");
+/// name -> 32 random bytes (see [`MailStore::server_secret`]).
+const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("server_secrets");
 
 pub struct EmbeddedStore {
     path: PathBuf,
@@ -52,6 +54,7 @@ fn open_database(path: &Path) -> Result<Database> {
     txn.open_table(CONTENT).map_err(unavailable)?;
     txn.open_table(CONTENT_OWNER).map_err(unavailable)?;
     txn.open_table(PROGRESS).map_err(unavailable)?;
+    txn.open_table(SECRETS).map_err(unavailable)?;
     txn.commit().map_err(unavailable)?;
     Ok(db)
 }
@@ -361,6 +364,30 @@ impl MailStore for EmbeddedStore {
             let mut table = txn.open_table(PROGRESS).map_err(unavailable)?;
             table.insert(task.as_str(), value.as_slice()).map_err(unavailable)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn server_secret(&self, name: &str) -> Result<[u8; 32]> {
+        let name = name.to_owned();
+        // One write transaction reads and, the first time, creates: a single writer, so no race.
+        self.blocking(move |db| {
+            let mut txn = db.begin_write().map_err(unavailable)?;
+            txn.set_durability(Durability::Immediate).map_err(unavailable)?;
+            let secret = {
+                let mut table = txn.open_table(SECRETS).map_err(unavailable)?;
+                let existing = table.get(name.as_str()).map_err(unavailable)?.map(|v| v.value().to_vec());
+                match existing {
+                    Some(v) => v.try_into().map_err(|_| StoreError::Corrupt(format!("server secret {name} is not 32 bytes")))?,
+                    None => {
+                        let fresh: [u8; 32] = rand::random();
+                        table.insert(name.as_str(), fresh.as_slice()).map_err(unavailable)?;
+                        fresh
+                    }
+                }
+            };
+            txn.commit().map_err(unavailable)?;
+            Ok(secret)
         })
         .await
     }

@@ -51,6 +51,9 @@ pub struct Account {
     /// have none and cannot use SCRAM until the password is set again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scram_sha256: Option<String>,
+    /// This mailbox's quota in octets; `None`: the server's default (`mailbox_quota_mb`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<u64>,
 }
 
 /// A content partition found by a repair scan, with the mailbox it was written for.
@@ -117,6 +120,12 @@ pub trait MailStore: Send + Sync + 'static {
     async fn live_row_below_watermark(&self, _mailbox: &str) -> Result<Option<MessageId>> {
         Ok(None)
     }
+
+    /// A 32-byte secret shared by every server of this store, made by the first one that asks
+    /// and the same ever after (across restarts and replicas). Without a lightweight transaction
+    /// two servers asking at once for the very first time may each see their own value for a
+    /// moment; the stores converge on one, and callers re-read it now and then.
+    async fn server_secret(&self, name: &str) -> Result<[u8; 32]>;
 
     async fn load_progress(&self, task: &str) -> Result<Option<RepairProgress>>;
     async fn save_progress(&self, task: &str, progress: &RepairProgress) -> Result<()>;

@@ -77,9 +77,9 @@ fn stored_form_round_trips_and_rejects_garbage() {
 #[test]
 fn decoys_are_stable_per_user_and_differ_between_users() {
     let secret = [7u8; 32];
-    assert_eq!(ScramKeys::decoy(&secret, "a@x"), ScramKeys::decoy(&secret, "a@x"));
-    assert_ne!(ScramKeys::decoy(&secret, "a@x").salt, ScramKeys::decoy(&secret, "b@x").salt);
-    assert_ne!(ScramKeys::decoy(&[8u8; 32], "a@x").salt, ScramKeys::decoy(&secret, "a@x").salt);
+    assert_eq!(ScramKeys::decoy(&secret, "a@x", 4096), ScramKeys::decoy(&secret, "a@x", 4096));
+    assert_ne!(ScramKeys::decoy(&secret, "a@x", 4096).salt, ScramKeys::decoy(&secret, "b@x", 4096).salt);
+    assert_ne!(ScramKeys::decoy(&[8u8; 32], "a@x", 4096).salt, ScramKeys::decoy(&secret, "a@x", 4096).salt);
 }
 
 #[test]

@@ -113,6 +113,16 @@ fn check_local_dc(session: &Session, local_dc: &str) -> Result<()> {
 }
 
 impl CassandraStore {
+    async fn read_secret(&self, name: &str) -> Result<Option<[u8; 32]>> {
+        let result = self.session.execute_unpaged(&self.s.get_secret, (name,)).await.map_err(unavailable)?;
+        let rows = result.into_rows_result().map_err(unavailable)?;
+        let row = rows.maybe_first_row::<(Option<Vec<u8>>,)>().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        match row.and_then(|(v,)| v) {
+            Some(v) => v.try_into().map(Some).map_err(|_| StoreError::Corrupt(format!("server secret {name} is not 32 bytes"))),
+            None => Ok(None),
+        }
+    }
+
     /// Connects and checks the schema is there and current; the server never creates it.
     pub async fn open(config: &CassandraConfig) -> Result<Self> {
         let session = connect(config).await?;
@@ -163,6 +173,7 @@ impl MailStore for CassandraStore {
             &account.address,
             &account.password_hash,
             &account.scram_sha256,
+            account.quota.map(|q| i64::try_from(q).unwrap_or(i64::MAX)),
         );
         self.session
             .execute_unpaged(&self.s.put_account, values)
@@ -179,12 +190,13 @@ impl MailStore for CassandraStore {
             .map_err(unavailable)?;
         let rows = result.into_rows_result().map_err(unavailable)?;
         let row = rows
-            .maybe_first_row::<(String, Option<String>, Option<String>)>()
+            .maybe_first_row::<(String, Option<String>, Option<String>, Option<i64>)>()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok(row.map(|(address, hash, scram)| Account {
+        Ok(row.map(|(address, hash, scram, quota)| Account {
             address,
             password_hash: hash.unwrap_or_default(),
             scram_sha256: scram,
+            quota: quota.map(|q| q.max(0) as u64),
         }))
     }
 
@@ -194,6 +206,19 @@ impl MailStore for CassandraStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn server_secret(&self, name: &str) -> Result<[u8; 32]> {
+        if let Some(secret) = self.read_secret(name).await? {
+            return Ok(secret);
+        }
+        let fresh: [u8; 32] = rand::random();
+        self.session
+            .execute_unpaged(&self.s.put_secret, (name, fresh.as_slice()))
+            .await
+            .map_err(unavailable)?;
+        // Read back: another server may have written a greater value at the same moment.
+        self.read_secret(name).await?.ok_or_else(|| StoreError::Unavailable(format!("server secret {name} not readable after writing it")))
     }
 
     async fn list_accounts(&self) -> Result<Vec<String>> {

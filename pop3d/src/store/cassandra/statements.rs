@@ -26,6 +26,8 @@ pub struct Statements {
     pub scan_mailboxes: PreparedStatement,
     pub accounts_in_range: PreparedStatement,
     pub mailbox_states_in_range: PreparedStatement,
+    pub get_secret: PreparedStatement,
+    pub put_secret: PreparedStatement,
     pub get_progress: PreparedStatement,
     pub put_progress: PreparedStatement,
 }
@@ -62,8 +64,14 @@ impl Statements {
         let mut list_accounts = r(format!("SELECT address FROM {ks}.accounts")).await?;
         list_accounts.set_page_size(LISTING_PAGE);
         Ok(Self {
-            get_account: r(format!("SELECT address, password_hash, scram_sha256 FROM {ks}.accounts WHERE address = ?")).await?,
-            put_account: w(format!("INSERT INTO {ks}.accounts (address, password_hash, scram_sha256) VALUES (?, ?, ?)")).await?,
+            get_account: r(format!(
+                "SELECT address, password_hash, scram_sha256, quota_octets FROM {ks}.accounts WHERE address = ?"
+            ))
+            .await?,
+            put_account: w(format!(
+                "INSERT INTO {ks}.accounts (address, password_hash, scram_sha256, quota_octets) VALUES (?, ?, ?, ?)"
+            ))
+            .await?,
             delete_account: w(format!("DELETE FROM {ks}.accounts WHERE address = ?")).await?,
             list_accounts,
             put_chunk: w(format!("INSERT INTO {ks}.content (message_id, chunk, mailbox, data) VALUES (?, ?, ?, ?)")).await?,
@@ -101,6 +109,10 @@ impl Statements {
                  WHERE token(mailbox) > ? AND token(mailbox) <= ? LIMIT ?"
             ))
             .await?,
+            get_secret: r(format!("SELECT value FROM {ks}.server_secrets WHERE name = ?")).await?,
+            // A fixed timestamp: concurrent first writers tie, and a tie keeps the greater value on
+            // every replica, so all servers end up with one secret without a conditional write.
+            put_secret: w(format!("INSERT INTO {ks}.server_secrets (name, value) VALUES (?, ?) USING TIMESTAMP 1")).await?,
             get_progress: r(format!("SELECT phase, cursor, checked, fixed FROM {ks}.repair_progress WHERE task = ?")).await?,
             put_progress: w(format!(
                 "INSERT INTO {ks}.repair_progress (task, phase, cursor, checked, fixed, updated_at) VALUES (?, ?, ?, ?, ?, toTimestamp(now()))"

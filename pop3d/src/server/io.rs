@@ -1,0 +1,116 @@
+//! I/O helpers both protocol drivers use: bounded reads, command pacing, and the clock that
+//! decides when a quiet or slow connection is cut.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+
+use super::limits::CommandRate;
+
+/// Reads what is there, or `None` once `deadline` passes.
+pub async fn read_until<R: AsyncRead + Unpin>(deadline: Instant, reader: &mut R, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
+    tokio::time::timeout_at(deadline.into(), reader.read(buf)).await.ok()
+}
+
+/// Slows a session down once it sends commands faster than its rate allows.
+pub async fn pace<W: AsyncWrite + Unpin>(
+    rate: &mut CommandRate,
+    counted: &mut u64,
+    commands: u64,
+    out: &mut BufWriter<W>,
+) -> std::io::Result<()> {
+    if commands == *counted {
+        return Ok(());
+    }
+    let pause = rate.take(commands - *counted, Instant::now());
+    *counted = commands;
+    if !pause.is_zero() {
+        out.flush().await?;
+        tokio::time::sleep(pause).await;
+    }
+    Ok(())
+}
+
+/// The idle timer, counted from the last *complete* command line rather than the last byte: a
+/// client trickling one byte a second used to keep a connection open for ever, each byte
+/// resetting the timer.
+pub struct IdleClock {
+    timeout: Duration,
+    last_progress: Instant,
+    commands: u64,
+}
+
+impl IdleClock {
+    pub fn new(timeout: Duration) -> Self {
+        Self { timeout, last_progress: Instant::now(), commands: 0 }
+    }
+
+    /// Notes the session's command count; the clock restarts when it moved.
+    pub fn commands(&mut self, commands: u64) {
+        if commands != self.commands {
+            self.commands = commands;
+            self.last_progress = Instant::now();
+        }
+    }
+
+    /// Restarts the clock for progress that is not a command (message content arriving).
+    pub fn progress(&mut self) {
+        self.last_progress = Instant::now();
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.last_progress + self.timeout
+    }
+}
+
+/// Message content must keep arriving at `rate` octets per second on average once `GRACE` has
+/// passed: a client trickling DATA could otherwise hold a connection and a delivery open for as
+/// long as each byte came before the idle timeout.
+pub struct DataPace {
+    started: Instant,
+    received: u64,
+    rate: u64,
+}
+
+impl DataPace {
+    pub const GRACE: Duration = Duration::from_secs(30);
+
+    /// `rate` 0: no minimum.
+    pub fn new(rate: u64) -> Self {
+        Self { started: Instant::now(), received: 0, rate }
+    }
+
+    pub fn received(&mut self, octets: usize) {
+        self.received += octets as u64;
+    }
+
+    /// When the content received so far stops being enough.
+    pub fn deadline(&self) -> Option<Instant> {
+        (self.rate > 0).then(|| self.started + Self::GRACE + Duration::from_secs_f64(self.received as f64 / self.rate as f64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_clock_moves_only_on_new_commands() {
+        let mut clock = IdleClock::new(Duration::from_secs(10));
+        let first = clock.deadline();
+        std::thread::sleep(Duration::from_millis(5));
+        clock.commands(0);
+        assert_eq!(clock.deadline(), first, "no complete command: the clock does not move");
+        clock.commands(1);
+        assert!(clock.deadline() > first);
+    }
+
+    #[test]
+    fn data_deadline_grows_with_what_arrived() {
+        let mut pace = DataPace::new(1024);
+        let start = pace.deadline().unwrap();
+        pace.received(2048);
+        assert_eq!(pace.deadline().unwrap() - start, Duration::from_secs(2));
+        assert!(DataPace::new(0).deadline().is_none());
+    }
+}
