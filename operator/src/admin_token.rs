@@ -20,6 +20,9 @@ use crate::telemetry::Metrics;
 use crate::{Error, Result, FIELD_MANAGER};
 use crds::Pop3Cluster;
 
+/// pop3d refuses to start with a shorter token (after trimming), so the status says it first.
+pub const MIN_TOKEN_LEN: usize = 16;
+
 /// The Secret the pods mount: the one the spec names, else the generated one.
 pub fn secret_name(cluster: &Pop3Cluster) -> String {
     cluster
@@ -106,13 +109,16 @@ pub async fn ensure(client: &Client, cluster: &Pop3Cluster, metrics: &Metrics) -
     Ok(facts)
 }
 
-/// Why the Secret cannot serve as the token, if it cannot.
+/// Why the Secret cannot serve as the token, if it cannot: the checks pop3d makes at start, so
+/// the status says it rather than pods that never become ready.
 fn problem(name: &str, exists: bool, token: Option<&[u8]>) -> Option<(String, String)> {
-    let what = match token {
-        _ if !exists => "not found",
-        None => "has no key token",
-        Some(t) if t.trim_ascii().is_empty() => "has an empty token",
-        Some(_) => return None,
+    let what = match token.map(std::str::from_utf8) {
+        _ if !exists => "not found".to_owned(),
+        None => "has no key token".to_owned(),
+        Some(Err(_)) => "has a token that is not UTF-8 text".to_owned(),
+        Some(Ok(t)) if t.trim().is_empty() => "has an empty token".to_owned(),
+        Some(Ok(t)) if t.trim().len() < MIN_TOKEN_LEN => format!("has a token shorter than {MIN_TOKEN_LEN} characters"),
+        Some(Ok(_)) => return None,
     };
     Some(("AdminTokenSecretMissing".into(), format!("admin token Secret {name} {what}")))
 }
@@ -150,7 +156,10 @@ mod tests {
         assert_eq!(reason(false, None).as_deref(), Some("admin token Secret t not found"));
         assert_eq!(reason(true, None).as_deref(), Some("admin token Secret t has no key token"));
         assert_eq!(reason(true, Some(b" \n")).as_deref(), Some("admin token Secret t has an empty token"));
-        assert_eq!(reason(true, Some(b"abc")), None);
+        assert_eq!(reason(true, Some(b" 0123456789abcde\n")).as_deref(), Some("admin token Secret t has a token shorter than 16 characters"));
+        assert_eq!(reason(true, Some(b"\xff0123456789abcdef")).as_deref(), Some("admin token Secret t has a token that is not UTF-8 text"));
+        assert_eq!(reason(true, Some(b"0123456789abcdef\n")), None);
+        assert_eq!(reason(true, Some(new_token().as_bytes())), None);
         assert_eq!(problem("t", false, None).unwrap().0, "AdminTokenSecretMissing");
     }
 }
