@@ -49,7 +49,9 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 
 pub struct Delivery {
     store: Arc<dyn MailStore>,
-    in_flight: FuturesUnordered<BoxFuture<'static, (usize, crate::store::Result<()>)>>,
+    in_flight: FuturesUnordered<BoxFuture<'static, (usize, u64, crate::store::Result<()>)>>,
+    /// Octets of the writes in flight: not yet on disk, so not yet seen by a free-space check.
+    unsettled: u64,
     accounts: Arc<KnownAccounts>,
     targets: Vec<Target>,
     /// Index of the next chunk to store; chunk 0 starts with each recipient's own trace headers.
@@ -99,12 +101,14 @@ impl Delivery {
             });
         }
         let max_age_ticks = (max_age.as_nanos() / 100) as u64;
-        Self { store, in_flight: FuturesUnordered::new(), accounts, targets, next_index: 0, max_age_ticks, out_of_room: false }
+        let in_flight = FuturesUnordered::new();
+        Self { store, in_flight, unsettled: 0, accounts, targets, next_index: 0, max_age_ticks, out_of_room: false }
     }
 
-    /// Octets the next chunk of `len` octets will write: one copy per recipient still on track.
+    /// Octets the next chunk of `len` octets will write (one copy per recipient still on track),
+    /// plus the writes still in flight, which a free-space reading does not show yet.
     pub fn copies_of(&self, len: usize) -> u64 {
-        len as u64 * self.targets.iter().filter(|t| !t.failed).count() as u64
+        len as u64 * self.targets.iter().filter(|t| !t.failed).count() as u64 + self.unsettled
     }
 
     /// Stops storing: the store is low on room. The message still has to be read to its end.
@@ -139,7 +143,9 @@ impl Delivery {
         for (i, t) in self.targets.iter_mut().enumerate().filter(|(_, t)| !t.failed) {
             t.size += body_len;
             let (store, mailbox, id, bytes) = (self.store.clone(), t.mailbox.clone(), t.id, data(i));
-            self.in_flight.push(Box::pin(async move { (i, store.put_chunk(&mailbox, id, index, bytes).await) }));
+            let len = bytes.len() as u64;
+            self.unsettled += len;
+            self.in_flight.push(Box::pin(async move { (i, len, store.put_chunk(&mailbox, id, index, bytes).await) }));
         }
         while self.in_flight.len() > CHUNKS_IN_FLIGHT * self.targets.len() {
             self.settle_one().await;
@@ -148,7 +154,8 @@ impl Delivery {
 
     /// Waits for one unfinished write; false when none is left.
     async fn settle_one(&mut self) -> bool {
-        let Some((i, result)) = self.in_flight.next().await else { return false };
+        let Some((i, len, result)) = self.in_flight.next().await else { return false };
+        self.unsettled -= len;
         if let Err(e) = result {
             if !self.targets[i].failed {
                 tracing::warn!(mailbox = %self.targets[i].mailbox, error = %e, "storing content failed");

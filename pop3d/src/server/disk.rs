@@ -20,12 +20,20 @@ fn available(path: &std::path::Path) -> std::io::Result<u64> {
 /// (capped at 64 MiB) above the reserve. What a transaction really writes is checked again as
 /// each chunk's copies are written ([`room_for`]), so many recipients cannot write past it.
 pub fn room_for_mail(config: &Config) -> bool {
-    room_for(config, config.max_message_size.min(64 << 20))
+    free_above_reserve(config, config.max_message_size.min(64 << 20))
 }
 
-/// Whether `bytes` more can be written and still leave the reserve. Always true for Cassandra
-/// (its nodes manage their disks); on an unreadable statvfs we let the write itself decide.
+/// Whether `bytes` of content can be written and still leave the reserve. redb is a
+/// copy-on-write B-tree: pages a transaction replaces stay allocated until a later durable
+/// commit frees them, so content takes up to about twice its size on disk for a while (a 60-copy
+/// delivery on a small file system ran out of room at half the reserve without this factor).
+/// Always true for Cassandra (its nodes manage their disks); on an unreadable statvfs the write
+/// itself decides.
 pub fn room_for(config: &Config, bytes: u64) -> bool {
+    free_above_reserve(config, bytes.saturating_mul(2))
+}
+
+fn free_above_reserve(config: &Config, bytes: u64) -> bool {
     if config.store != StoreKind::Embedded {
         return true;
     }
