@@ -116,8 +116,14 @@ pub fn free_port() -> u16 {
 
 /// GET over plain HTTP/1.0 (no client library needed for the operator's and pop3d's endpoints).
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_with(port, path, &[]).await
+}
+
+/// GET with extra header lines (`Authorization: Bearer ...`).
+pub async fn http_get_with(port: u16, path: &str, headers: &[&str]) -> Option<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n{extra}\r\n").as_bytes())
         .await
         .ok()?;
     let mut buf = Vec::new();

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::Api;
@@ -48,7 +49,12 @@ async fn all_gone(client: &kube::Client, ns: &str, name: &str) -> Option<()> {
             .await
             .ok()?
             .is_none()
-        && Api::<ServiceAccount>::namespaced(c, ns)
+        && Api::<ServiceAccount>::namespaced(c.clone(), ns)
+            .get_opt(name)
+            .await
+            .ok()?
+            .is_none()
+        && Api::<NetworkPolicy>::namespaced(c, ns)
             .get_opt(name)
             .await
             .ok()?
@@ -376,6 +382,11 @@ async fn delete_removes_owned_objects_and_keeps_the_keyspace_by_default() {
     // The garbage collector (kube-controller-manager) deletes what the resource owned.
     eventually("keep's objects are garbage-collected", Duration::from_secs(90), || {
         all_gone(&client, &ns, "keep-dc1")
+    })
+    .await;
+    eventually("keep's admin token Secret is garbage-collected", Duration::from_secs(90), || async {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        secrets.get_opt("keep-admin-token").await.ok()?.is_none().then_some(())
     })
     .await;
     assert!(

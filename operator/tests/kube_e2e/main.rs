@@ -11,6 +11,7 @@
 //! Each test has its own namespace, keyspace and operator process. There is no kubelet: where
 //! a test needs ready pods, `common::fake_kubelet` binds them to a fake Node and marks them Ready.
 
+mod admin_access;
 mod common;
 mod lifecycle;
 mod pop3d_session;
@@ -20,7 +21,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -126,6 +128,8 @@ async fn versions(client: &Client, ns: &str, generation_for_workloads: bool) -> 
     kind!(ConfigMap, "configmap", &lp);
     kind!(PodDisruptionBudget, "pdb", &lp);
     kind!(ServiceAccount, "serviceaccount", &lp);
+    kind!(NetworkPolicy, "networkpolicy", &lp);
+    kind!(Secret, "secret", &lp);
     out
 }
 
@@ -257,7 +261,10 @@ async fn two_dc_cluster_is_created_reports_status_and_stays_quiet() {
             .await
             .unwrap();
         assert_eq!(sa.automount_service_account_token, Some(false));
+        let np = Api::<NetworkPolicy>::namespaced(client.clone(), &ns).get(&name).await.unwrap();
+        admin_access::assert_default_policy(&np, dc);
     }
+    admin_access::assert_token_mounted(&client, &ns, "mail", &["mail-dc1", "mail-dc2"]).await;
 
     // 2. The keyspace, with the replication asked for and the schema applied.
     let session = cassandra().await;

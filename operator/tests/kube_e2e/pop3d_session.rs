@@ -3,6 +3,8 @@
 //! resolved, the ConfigMap and the TLS Secret as mounted files) against the real Cassandra, and a
 //! mail goes in over LMTP in dc1 and is read and deleted over POP3S (Python's poplib, certificate
 //! checked) in dc2. pop3d and the operator reach Cassandra over TLS with a client certificate.
+//! The account API answers only with the token from the generated Secret; the ops listener,
+//! where the probes go, serves health and metrics but no account route.
 //!
 //! The one change: the listen addresses. A pod has its own network namespace and binds
 //! 0.0.0.0:1110; on the test host the servers get free loopback ports through pop3d's
@@ -14,6 +16,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::json;
@@ -37,6 +40,7 @@ struct Pop3d {
     pop3s: u16,
     lmtp: u16,
     admin: u16,
+    ops: u16,
     log: PathBuf,
 }
 
@@ -124,7 +128,7 @@ async fn start_like_the_pod(client: &Client, ns: &str, name: &str, root: &Path) 
         .map(|a| in_pod(a))
         .collect();
     assert_eq!(argv[0], "pop3d", "the image's binary is on PATH");
-    let (pop3, pop3s, lmtp, admin) = (free_port(), free_port(), free_port(), free_port());
+    let (pop3, pop3s, lmtp, admin, ops) = (free_port(), free_port(), free_port(), free_port(), free_port());
     let log = root.join("pop3d.log");
     let mut cmd = Command::new(pop3d_binary());
     cmd.args(&argv[1..])
@@ -155,6 +159,7 @@ async fn start_like_the_pod(client: &Client, ns: &str, name: &str, root: &Path) 
     cmd.env("POP3D_POP3", format!("127.0.0.1:{pop3}"))
         .env("POP3D_LMTP", format!("127.0.0.1:{lmtp}"))
         .env("POP3D_ADMIN", format!("127.0.0.1:{admin}"))
+        .env("POP3D_OPS", format!("127.0.0.1:{ops}"))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
@@ -170,26 +175,49 @@ async fn start_like_the_pod(client: &Client, ns: &str, name: &str, root: &Path) 
         pop3s,
         lmtp,
         admin,
+        ops,
         log,
     };
     // The Deployment's readiness probe, done by hand.
-    let path = container
-        .readiness_probe
-        .as_ref()
-        .unwrap()
-        .http_get
-        .as_ref()
-        .unwrap()
-        .path
-        .clone()
-        .unwrap();
+    let probe = container.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+    assert_eq!(probe.port, IntOrString::String("ops".into()), "probes go to the ops listener");
+    let path = probe.path.clone().unwrap();
     eventually(
         &format!("pop3d from {name} is ready ({path})"),
         Duration::from_secs(60),
-        || async { http_get(admin, &path).await.filter(|(s, _)| *s == 200) },
+        || async { http_get(ops, &path).await.filter(|(s, _)| *s == 200) },
     )
     .await;
     server
+}
+
+/// The account API wants the token (any case of the scheme); the ops listener has no account
+/// route but serves what probes and Prometheus need.
+async fn check_admin_access(server: &Pop3d, token: &str) {
+    let bearer = format!("Authorization: Bearer {token}");
+    let lower = format!("Authorization: bearer {token}");
+    let cases: [(u16, &str, Vec<&str>, u16); 8] = [
+        (server.admin, "/users", vec![], 401),
+        (server.admin, "/users", vec!["Authorization: Bearer not-the-token"], 401),
+        (server.admin, "/users", vec![bearer.as_str()], 200),
+        (server.admin, "/users", vec![lower.as_str()], 200),
+        (server.ops, "/healthz", vec![], 200),
+        (server.ops, "/metrics", vec![], 200),
+        (server.ops, "/users", vec![], 404),
+        (server.ops, "/users", vec![bearer.as_str()], 404),
+    ];
+    for (port, path, headers, want) in cases {
+        let listener = if port == server.ops { "ops" } else { "admin" };
+        let (status, body) = http_get_with(port, path, &headers).await.expect("pop3d answers");
+        let auth = match headers.first() {
+            None => "no token",
+            Some(h) if !h.contains(token) => "a wrong token",
+            Some(h) if h.contains("bearer") => "the token, lower-case scheme",
+            Some(_) => "the token",
+        };
+        assert_eq!(status, want, "{listener} GET {path} with {auth}: {body}");
+        println!("{listener} GET {path} with {auth}: {status}");
+    }
 }
 
 /// The test CA and certificates `e2e/cassandra up` made for TLS on the native port.
@@ -201,10 +229,10 @@ fn cassandra_tls_dir() -> PathBuf {
 
 const SESSION: &str = r#"
 import json, poplib, smtplib, ssl, sys, time, urllib.request
-admin, lmtp, pop3_dc1, pop3s_dc2, addr, pw, ca = sys.argv[1:]
+admin, lmtp, pop3_dc1, pop3s_dc2, addr, pw, ca, token = sys.argv[1:]
 tls = ssl.create_default_context(cafile=ca)  # verifies the chain and the name "localhost"
 req = urllib.request.Request(f"http://127.0.0.1:{admin}/users/{addr}", data=json.dumps({"password": pw}).encode(),
-                             method="PUT", headers={"content-type": "application/json"})
+                             method="PUT", headers={"content-type": "application/json", "authorization": f"Bearer {token}"})
 urllib.request.urlopen(req, timeout=30)
 with smtplib.LMTP("127.0.0.1", int(lmtp), timeout=30) as l:
     l.sendmail("sender@example.org", [addr], b"Subject: operator e2e\r\n\r\nwritten by the operator's config\r\n")
@@ -322,6 +350,9 @@ async fn generated_config_and_command_line_serve_a_pop3_session() {
 
     let dc1 = start_like_the_pod(&client, &ns, "mail-dc1", &root.path().join("dc1")).await;
     let dc2 = start_like_the_pod(&client, &ns, "mail-dc2", &root.path().join("dc2")).await;
+    let token = Api::<Secret>::namespaced(client.clone(), &ns).get("mail-admin-token").await.unwrap().data.unwrap()["token"].0.clone();
+    let token = String::from_utf8(token).unwrap();
+    check_admin_access(&dc1, &token).await;
     let address = format!("op-{}@example.com", &uuid_hex()[..10]);
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")
@@ -329,6 +360,7 @@ async fn generated_config_and_command_line_serve_a_pop3_session() {
             .args([dc1.admin, dc1.lmtp, dc1.pop3, dc2.pop3s].map(|p| p.to_string()))
             .args([address.as_str(), "correct horse"])
             .arg(&cert)
+            .arg(&token)
             .output()
             .map(|o| (o, dc1, dc2))
     })

@@ -77,6 +77,21 @@ async fn invalid_resources_are_refused_with_a_clear_message() {
             "cannot be overridden",
         ),
         (
+            "the admin token file in config",
+            |v| v["spec"]["config"] = json!({"admin_token_file": "/tmp/mine"}),
+            "cannot be overridden",
+        ),
+        (
+            "the Cassandra CA in config",
+            |v| v["spec"]["config"] = json!({"cassandra_tls_ca": "/tmp/ca.crt"}),
+            "cannot be overridden",
+        ),
+        (
+            "too many admin API sources",
+            |v| v["spec"]["networkPolicy"] = json!({"adminFrom": vec![json!({"podSelector": {}}); 33]}),
+            "must have at most 32 items",
+        ),
+        (
             "config key not snake_case",
             |v| v["spec"]["config"] = json!({"Idle-Timeout": "1"}),
             "snake_case",
