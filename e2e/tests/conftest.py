@@ -368,6 +368,11 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self._logf = None
         self.starts = 0
+        # pop3d refuses a non-loopback admin listener without a token: give it one, and send it.
+        self.admin_token: str | None = None
+        if not host.startswith("127."):
+            self.admin_token = uuid.uuid4().hex
+            (workdir / "admin-token").write_text(self.admin_token + "\n")
 
     # -- process control --------------------------------------------------------------
     def command(self) -> list[str]:
@@ -376,6 +381,7 @@ class Server:
                 "--pop3", f"{self.host}:{self.pop3_port}",
                 "--lmtp", f"{self.host}:{self.lmtp_port}",
                 "--admin", f"{self.host}:{self.admin_port}",
+                *(["--admin-token-file", str(self.workdir / "admin-token")] if self.admin_token else []),
                 *self.args,
                 *(extra_server_args() if self.store_args is None else self.store_args)]
 
@@ -487,6 +493,8 @@ class Server:
         """Returns (status, parsed JSON or text or None)."""
         data = raw
         hdrs = dict(headers or {})
+        if self.admin_token:
+            hdrs.setdefault("Authorization", f"Bearer {self.admin_token}")
         if body is not None:
             data = json.dumps(body).encode()
             hdrs.setdefault("Content-Type", "application/json")

@@ -66,12 +66,12 @@ def test_addresses_normalised_to_lower_case(server):
     local = unique_address("MiXeD").split("@")[0]
     mixed = f"{local}@Example.COM"
     lower = mixed.lower()
-    status, _ = server.admin("PUT", f"/users/{mixed}", {"password": "pw-case"})
+    status, _ = server.admin("PUT", f"/users/{mixed}", {"password": "pw-case-1"})
     assert 200 <= status < 300
     status, body = server.admin("GET", "/users")
     assert lower in body["users"]
     assert mixed not in body["users"]
-    assert login_ok(server, lower, "pw-case")
+    assert login_ok(server, lower, "pw-case-1")
     status, body = server.admin("GET", f"/users/{mixed}/mailbox")
     assert status == 200 and body["address"] == lower
     # a second PUT with another case updates the same account
@@ -84,7 +84,7 @@ def test_addresses_normalised_to_lower_case(server):
 
 def test_mailbox_counts(server, user):
     addr, pw = user
-    assert server.mailbox(addr) == {"address": addr, "messages": 0, "octets": 0}
+    assert server.mailbox(addr) == {"address": addr, "messages": 0, "octets": 0, "quota_octets": None}
     for _ in range(3):
         assert server.deliver(addr, make_message()) == {}
     box = server.mailbox(addr)
@@ -92,7 +92,7 @@ def test_mailbox_counts(server, user):
         count, octets = p.stat()
         assert p.cmd("DELE 1").startswith(b"+OK")
         p.quit()
-    assert box == {"address": addr, "messages": 3, "octets": octets}
+    assert box == {"address": addr, "messages": 3, "octets": octets, "quota_octets": None}
     assert count == 3
     box2 = server.mailbox(addr)
     assert box2["messages"] == 2 and box2["octets"] < octets
@@ -111,9 +111,9 @@ def test_delete_user_removes_mail(server):
     rcpt, _ = server.deliver_raw([addr], make_message())
     assert rcpt[0][0] == 550
     # re-created account starts empty
-    server.create_user(addr, "new-pw")
+    server.create_user(addr, "new-password")
     assert server.mailbox(addr)["messages"] == 0
-    with server.session(addr, "new-pw") as p:
+    with server.session(addr, "new-password") as p:
         assert p.stat() == (0, 0)
         p.quit()
 
@@ -152,11 +152,11 @@ def test_percent_encoded_address_in_path(server):
     addr = unique_address("pct")
     encoded = urllib.parse.quote(addr, safe="")
     assert "%40" in encoded
-    status, _ = server.admin("PUT", f"/users/{encoded}", {"password": "pct-pw"})
+    status, _ = server.admin("PUT", f"/users/{encoded}", {"password": "pct-password"})
     assert 200 <= status < 300
     status, body = server.admin("GET", "/users")
     assert addr in body["users"], body
-    assert login_ok(server, addr, "pct-pw")
+    assert login_ok(server, addr, "pct-password")
     status, body = server.admin("GET", f"/users/{encoded}/mailbox")
     assert status == 200 and body["address"] == addr
     assert server.admin("DELETE", f"/users/{encoded}")[0] == 204
@@ -266,19 +266,19 @@ def test_cli_admin_url_after_subcommand(server):
     """The contract says every `user` subcommand takes --admin-url; a user writes it after
     the subcommand too (`pop3d user add ADDR --admin-url URL`)."""
     addr = unique_address("clipos")
-    r = cli("add", addr, "--admin-url", server.admin_url, stdin="pos-pw\n")
+    r = cli("add", addr, "--admin-url", server.admin_url, stdin="pos-password\n")
     assert r.returncode == 0, r.stderr.decode()
-    assert login_ok(server, addr, "pos-pw")
+    assert login_ok(server, addr, "pos-password")
 
 
 def test_cli_admin_url_from_env(server):
     addr = unique_address("clienv")
     env = {"POP3D_ADMIN_URL": server.admin_url}
-    r = cli("add", addr, stdin="env-pw\n", env=env)
+    r = cli("add", addr, stdin="env-password\n", env=env)
     assert r.returncode == 0, r.stderr.decode()
     r = cli("list", env=env)
     assert addr in r.stdout.decode().split()
-    assert login_ok(server, addr, "env-pw")
+    assert login_ok(server, addr, "env-password")
 
 
 def test_cli_unreachable_admin_fails(server):
@@ -395,7 +395,7 @@ max_bad_commands = 50
             assert p.is_closed_by_peer(5)
         # data_dir came from the file (only checkable for the embedded store)
         if not extra_server_args():
-            status, _ = srv.admin("PUT", f"/users/{unique_address('cfg')}", {"password": "x"})
+            status, _ = srv.admin("PUT", f"/users/{unique_address('cfg')}", {"password": "x-password"})
             assert 200 <= status < 300
             data_dir = tmp_path / "data"
             assert data_dir.is_dir() and any(data_dir.iterdir()), "data_dir from file unused"

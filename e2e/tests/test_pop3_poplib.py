@@ -689,6 +689,6 @@ def test_account_deleted_during_session(server):
     with server.pop3() as q:
         q.ok(f"USER {addr}")
         assert q.cmd(f"PASS {pw}").startswith(b"-ERR [AUTH]")
-    server.create_user(addr, "again")
+    server.create_user(addr, "again-password")
     assert server.mailbox(addr)["messages"] == 0
     server.assert_serves()
