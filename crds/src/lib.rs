@@ -430,12 +430,14 @@ pub struct AdminSpec {
 #[serde(rename_all = "camelCase")]
 pub struct NetworkPolicySpec {
     /// One NetworkPolicy per datacenter (default true): POP3/POP3S and the ops port (health,
-    /// readiness, metrics) from anywhere, LMTP from `lmtpFrom`, the admin API only from pods
+    /// readiness, metrics) from anywhere, LMTP from `lmtpFrom` (default: pods of this namespace), the admin API only from pods
     /// labelled `popfleet.io/admin-client: "true"` in this namespace and from `adminFrom`.
     /// Needs a network plugin that enforces NetworkPolicies.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Who may deliver over LMTP (your MTA). Empty: anyone.
+    /// Who may deliver over LMTP (your MTA): LMTP authenticates nobody, so anyone who reaches it can
+    /// deliver to any mailbox. Empty: pods of this namespace only; `[{ipBlock: {cidr: 0.0.0.0/0}}]`
+    /// opens it to every IPv4 source.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub lmtp_from: Vec<NetworkPolicyPeer>,

@@ -1,7 +1,9 @@
 //! The NetworkPolicy in front of a datacenter's pop3d pods.
 //!
 //! The ports differ in who needs them: POP3 clients are anywhere (often outside the cluster,
-//! behind a LoadBalancer), LMTP is for the MTA, health and metrics are for the kubelet and
+//! behind a LoadBalancer), LMTP is for the MTA (by default only pods of the cluster's namespace:
+//! LMTP authenticates nobody, and the Service that carries POP3 to the Internet carries LMTP
+//! too), health and metrics are for the kubelet and
 //! Prometheus, and the admin API (accounts, password resets, repair) is for account tooling only.
 //! The token locks the admin API; this fences it, so a leaked token alone is not enough from an
 //! arbitrary pod. Egress is left open: pop3d needs Cassandra and DNS, wherever they are.
@@ -40,7 +42,8 @@ pub fn build(cluster: &Pop3Cluster, dc: &DatacenterSpec) -> Result<Option<Networ
         ..Default::default()
     };
     let admin_from = std::iter::once(admin_clients).chain(np.admin_from.iter().cloned()).collect();
-    let lmtp_from = (!np.lmtp_from.is_empty()).then(|| np.lmtp_from.clone());
+    let same_namespace = NetworkPolicyPeer { pod_selector: Some(LabelSelector::default()), ..Default::default() };
+    let lmtp_from = Some(if np.lmtp_from.is_empty() { vec![same_namespace] } else { np.lmtp_from.clone() });
     Ok(Some(NetworkPolicy {
         metadata: meta(cluster, &dc.name)?,
         spec: Some(NetworkPolicySpec {
@@ -119,7 +122,7 @@ mod tests {
             rules(&p),
             vec![
                 (vec![1110], None),
-                (vec![2424], None),
+                (vec![2424], Some(serde_json::json!([{"podSelector": {}}]))),
                 (vec![9090], None),
                 (
                     vec![8080],

@@ -54,7 +54,7 @@ pub fn assert_default_policy(np: &NetworkPolicy, dc: &str) {
         ingress(np),
         vec![
             (vec![1110], None),
-            (vec![2424], None),
+            (vec![2424], Some(json!([{"podSelector": {}}]))),
             (vec![9090], None),
             (vec![8080], Some(json!([admin_clients()]))),
         ],
