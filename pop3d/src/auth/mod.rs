@@ -150,19 +150,23 @@ impl Authenticator {
     /// The SCRAM-SHA-256 keys to run an exchange with: the account's, or decoys (unknown user,
     /// or an account whose password predates SCRAM) that no password matches.
     pub async fn scram_keys(&self, user: &str) -> Result<ScramKeys, ()> {
-        let decoy_key = self.decoy_key().await.map_err(|e| tracing::warn!(error = %e, "reading the decoy secret failed"))?;
-        let decoy = |name: &str| ScramKeys::decoy(&decoy_key, name, self.scram_iterations);
-        let Ok(address) = normalise(user) else { return Ok(decoy(user)) };
-        match self.store.get_account(&address).await {
-            Ok(account) => Ok(account
-                .and_then(|a| a.scram_sha256)
-                .and_then(|text| ScramKeys::parse(&text))
-                .unwrap_or_else(|| decoy(&address))),
-            Err(e) => {
-                tracing::warn!(error = %e, "account lookup failed");
-                Err(())
-            }
-        }
+        let real = match normalise(user) {
+            Ok(address) => match self.store.get_account(&address).await {
+                Ok(account) => account.and_then(|a| a.scram_sha256).and_then(|text| ScramKeys::parse(&text)).ok_or(address),
+                Err(e) => {
+                    tracing::warn!(error = %e, "account lookup failed");
+                    return Err(());
+                }
+            },
+            Err(_) => Err(user.to_owned()),
+        };
+        // The decoy secret is read only for a decoy, so real logins never depend on it.
+        let name = match real {
+            Ok(keys) => return Ok(keys),
+            Err(name) => name,
+        };
+        let key = self.decoy_key().await.map_err(|e| tracing::warn!(error = %e, "reading the decoy secret failed"))?;
+        Ok(ScramKeys::decoy(&key, &name, self.scram_iterations))
     }
 
     /// The store's decoy-salt key, read again every [`DECOY_SECRET_TTL`].

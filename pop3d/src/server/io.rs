@@ -5,7 +5,22 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 
+use super::conn::Conn;
+use super::front::HANDSHAKE_TIMEOUT;
 use super::limits::CommandRate;
+use super::ServerContext;
+use crate::metrics::ResultLabel;
+
+/// STLS / STARTTLS: flushes the plaintext reply, runs the handshake and counts it. False when no
+/// certificate is configured (the engines never ask then; the caller closes).
+pub async fn upgrade_to_tls(out: &mut BufWriter<Conn>, ctx: &ServerContext) -> std::io::Result<bool> {
+    out.flush().await?;
+    let Some(acceptor) = ctx.tls.as_ref() else { return Ok(false) };
+    let result = out.get_mut().start_tls(acceptor, HANDSHAKE_TIMEOUT).await;
+    let label = if result.is_ok() { "ok" } else { "failed" };
+    ctx.metrics.tls_handshakes.get_or_create(&ResultLabel { result: label }).inc();
+    result.map(|()| true)
+}
 
 /// Reads what is there, or `None` once `deadline` passes.
 pub async fn read_until<R: AsyncRead + Unpin>(deadline: Instant, reader: &mut R, buf: &mut [u8]) -> Option<std::io::Result<usize>> {

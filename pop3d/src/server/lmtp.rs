@@ -1,15 +1,17 @@
 //! The tokio wrapper around the LMTP engine.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::watch;
 
+use super::conn::Conn;
 use super::delivery::{Delivery, Quota};
-use super::front::{Client, HANDSHAKE_TIMEOUT};
-use super::io::{pace, read_until, DataPace, IdleClock};
+use super::front::Client;
+use super::io::{pace, read_until, upgrade_to_tls, DataPace, IdleClock};
 use super::limits::CommandRate;
 use super::ServerContext;
 use crate::lmtp::{DeliveryResult, LmtpConfig, RcptCheck, Session, Step};
@@ -40,6 +42,17 @@ struct Deadlines {
 }
 
 impl Deadlines {
+    /// Follows the session's commands and transaction; false while no transaction is open.
+    fn follow(&mut self, session: &Session, transaction_timeout: std::time::Duration) -> bool {
+        self.idle.commands(session.commands());
+        if !session.in_transaction() {
+            self.transaction = None;
+            return false;
+        }
+        self.transaction.get_or_insert_with(|| Instant::now() + transaction_timeout);
+        true
+    }
+
     /// The next deadline and the reply for it, or `None` for the plain idle timeout.
     fn next(&self) -> (Instant, Option<&'static str>) {
         let mut next = (self.idle.deadline(), None);
@@ -80,56 +93,21 @@ async fn session(
     let mut quotas: HashMap<String, Quota> = HashMap::new();
     loop {
         pace(&mut rate, &mut counted, session.commands(), &mut out).await?;
-        clocks.idle.commands(session.commands());
-        if !session.in_transaction() {
-            clocks.transaction = None;
+        if !clocks.follow(&session, config.lmtp_transaction_timeout) {
             quotas.clear();
-        } else if clocks.transaction.is_none() {
-            clocks.transaction = Some(Instant::now() + config.lmtp_transaction_timeout);
         }
         match session.poll() {
             Step::Write(bytes) => out.write_all(&bytes).await?,
             Step::NeedInput => {
-                out.flush().await?;
-                clocks.idle.commands(session.commands());
-                let (deadline, cut) = clocks.next();
-                let read = tokio::select! {
-                    r = read_until(deadline, out.get_mut(), &mut buf) => r,
-                    _ = stop.changed(), if delivery.is_none() => {
-                        out.write_all(b"421 4.3.2 Server shutting down\r\n").await?;
-                        return out.flush().await;
-                    }
-                };
-                match read {
-                    None => {
-                        let reply = match cut {
-                            Some(what) => {
-                                tracing::info!(%peer, reason = what, "lmtp connection cut");
-                                session.too_slow(what)
-                            }
-                            None => session.idle_timeout(),
-                        };
-                        out.write_all(&reply).await?;
-                        return out.flush().await;
-                    }
-                    Some(Ok(0)) => return Ok(()),
-                    Some(Ok(n)) => {
-                        if let Some(data) = clocks.data.as_mut() {
-                            data.received(n);
-                            clocks.idle.progress();
-                        }
-                        session.feed(&buf[..n]);
-                    }
-                    Some(Err(e)) => return Err(e),
+                let may_stop = delivery.is_none();
+                if !read_input(&mut out, &mut buf, &mut stop, may_stop, &mut clocks, &mut session, peer).await? {
+                    return Ok(());
                 }
             }
             Step::StartTls => {
-                out.flush().await?;
-                let Some(acceptor) = ctx.tls.as_ref() else { return Ok(()) };
-                let result = out.get_mut().start_tls(acceptor, HANDSHAKE_TIMEOUT).await;
-                let label = if result.is_ok() { "ok" } else { "failed" };
-                ctx.metrics.tls_handshakes.get_or_create(&ResultLabel { result: label }).inc();
-                result?;
+                if !upgrade_to_tls(&mut out, ctx).await? {
+                    return Ok(());
+                }
                 session.tls_started();
             }
             Step::CheckRecipient { mailbox } => {
@@ -171,6 +149,54 @@ async fn session(
                 return Ok(());
             }
         }
+    }
+}
+
+/// Waits for input and feeds it to the session; false when the connection is over (EOF, or a
+/// deadline or shutdown whose reply has been sent). Shutdown waits while a delivery is open.
+async fn read_input(
+    out: &mut BufWriter<Conn>,
+    buf: &mut [u8],
+    stop: &mut watch::Receiver<bool>,
+    may_stop: bool,
+    clocks: &mut Deadlines,
+    session: &mut Session,
+    peer: SocketAddr,
+) -> std::io::Result<bool> {
+    out.flush().await?;
+    clocks.idle.commands(session.commands());
+    let (deadline, cut) = clocks.next();
+    let read = tokio::select! {
+        r = read_until(deadline, out.get_mut(), buf) => r,
+        _ = stop.changed(), if may_stop => {
+            out.write_all(b"421 4.3.2 Server shutting down\r\n").await?;
+            out.flush().await?;
+            return Ok(false);
+        }
+    };
+    match read {
+        None => {
+            let reply = match cut {
+                Some(what) => {
+                    tracing::info!(%peer, reason = what, "lmtp connection cut");
+                    session.too_slow(what)
+                }
+                None => session.idle_timeout(),
+            };
+            out.write_all(&reply).await?;
+            out.flush().await?;
+            Ok(false)
+        }
+        Some(Ok(0)) => Ok(false),
+        Some(Ok(n)) => {
+            if let Some(data) = clocks.data.as_mut() {
+                data.received(n);
+                clocks.idle.progress();
+            }
+            session.feed(&buf[..n]);
+            Ok(true)
+        }
+        Some(Err(e)) => Err(e),
     }
 }
 

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::watch;
 
-use super::front::{Client, HANDSHAKE_TIMEOUT};
-use super::io::{pace, read_until, IdleClock};
+use super::front::Client;
+use super::io::{pace, read_until, upgrade_to_tls, IdleClock};
 use super::limits::CommandRate;
 use super::ServerContext;
 use crate::auth::AuthOutcome;
@@ -84,12 +84,9 @@ async fn session(client: Client, ctx: &ServerContext, mut stop: watch::Receiver<
                 }
             }
             Step::StartTls => {
-                out.flush().await?;
-                let Some(acceptor) = ctx.tls.as_ref() else { return Ok(()) };
-                let result = out.get_mut().start_tls(acceptor, HANDSHAKE_TIMEOUT).await;
-                let label = if result.is_ok() { "ok" } else { "failed" };
-                ctx.metrics.tls_handshakes.get_or_create(&ResultLabel { result: label }).inc();
-                result?;
+                if !upgrade_to_tls(&mut out, ctx).await? {
+                    return Ok(());
+                }
                 session.tls_started();
             }
             Step::Login(request) => {
