@@ -4,7 +4,9 @@
 #   e2e/kube.d/node.sh build   build kubelet, kube-scheduler, kube-proxy (same k8s.io/kubernetes version as the
 #                              control plane) and containerd 2.x, containerd-shim-runc-v2, ctr (Go module proxy)
 #   e2e/kube.d/node.sh up      start the node against a running `e2e/kube up`: network namespace, mount namespace,
-#                              containerd, kubelet, kube-scheduler; import the pause image and the popfleet images
+#                              containerd, kubelet, kube-proxy, kube-scheduler; import the pause image and the
+#                              popfleet images built from the release binaries (POPFLEET_NODE_IMAGES: other
+#                              archives instead, space separated; empty: none)
 #   e2e/kube.d/node.sh down    stop all of it, remove its cgroups and namespace, restore the kernel sysctls
 #   e2e/kube.d/node.sh status
 #   e2e/kube.d/node.sh ctr ARGS   the built ctr on this node's containerd (namespace k8s.io)
@@ -48,6 +50,9 @@ HOST_IF=pfnode0
 HOST_IP=10.201.0.1
 NODE_IP=10.201.0.2
 POD_CIDR=10.244.0.0/24
+SERVICE_CIDR=10.0.0.0/24         # as e2e/kube's apiserver
+CASSANDRA_NET=10.213.0.0/30      # e2e/cassandra's netns topology: n1 10.213.0.1 (host), n2 10.213.0.2
+RULE_TAG=popfleet-e2e-node
 NODE_NAME=popfleet-node
 SOCK=$STATE/containerd/containerd.sock
 NODE_TAINT_KEY=popfleet.dev/e2e-node
@@ -169,7 +174,7 @@ cmd_build() {
 # ---------------------------------------------------------------------------------------------------------
 # Processes. Pid files are trusted only while that pid's command line still names this state dir.
 
-COMPONENTS=(holder apiforward containerd kubelet kube-scheduler)
+COMPONENTS=(holder apiforward containerd kubelet kube-proxy kube-scheduler)
 
 comp_pid() {
     local f=$STATE/$1.pid pid cmd
@@ -297,6 +302,50 @@ setup_netns() {
     fi
     ip link set "$HOST_IF" up
     ip -n "$NETNS" link set eth0 up
+    setup_routes
+}
+
+# Routes, not a default route: the host reaches pods and Service IPs through the node (clients of the
+# tests, the apiserver's kubelet calls); pods reach the test Cassandra's netns topology through the host,
+# where it lives ($CASSANDRA_NET: n1 on the host, n2 one veth further). Traffic from the node towards
+# Cassandra is masqueraded to the host's address on that link, so Cassandra's namespace needs no route
+# back; anything else the node sends to the host for forwarding is dropped, so nothing leaves the machine.
+setup_routes() {
+    local r
+    ip netns exec "$NETNS" sysctl -q -w net.ipv4.ip_forward=1
+    # pods -> Service -> pod on the same bridge: the reply must cross the node's conntrack (as kubeadm asks)
+    ip netns exec "$NETNS" sysctl -q -w net.bridge.bridge-nf-call-iptables=1 2>/dev/null \
+        || log "warning: net.bridge.bridge-nf-call-iptables not settable: pod-to-Service-to-pod on one node may fail"
+    ip -n "$NETNS" route replace "$CASSANDRA_NET" via "$HOST_IP" dev eth0
+    for r in "$POD_CIDR" "$SERVICE_CIDR"; do ip route replace "$r" via "$NODE_IP" dev "$HOST_IF"; done
+    [ -f "$STATE/ip_forward.saved" ] || sysctl -n net.ipv4.ip_forward >"$STATE/ip_forward.saved"
+    sysctl -q -w net.ipv4.ip_forward=1
+    host_rule -t filter FORWARD -i "$HOST_IF" ! -d "$CASSANDRA_NET" -j DROP
+    host_rule -t nat POSTROUTING -s "$POD_CIDR" -d "$CASSANDRA_NET" -j MASQUERADE
+    host_rule -t nat POSTROUTING -s "$NODE_IP/32" -d "$CASSANDRA_NET" -j MASQUERADE
+}
+
+# host_rule -t TABLE CHAIN SPEC...: insert once, tagged so teardown finds it
+host_rule() {
+    local table=$2 chain=$3
+    shift 3
+    iptables -t "$table" -C "$chain" "$@" -m comment --comment "$RULE_TAG" 2>/dev/null \
+        || iptables -t "$table" -I "$chain" "$@" -m comment --comment "$RULE_TAG"
+}
+
+teardown_routes() {
+    local table line
+    for table in filter nat; do
+        iptables -t "$table" -S | grep -- "--comment \"\?$RULE_TAG" | sed 's/^-A /-D /' | while read -r line; do
+            eval "iptables -t $table $line" || true
+        done
+    done
+    ip route del "$POD_CIDR" 2>/dev/null || true
+    ip route del "$SERVICE_CIDR" 2>/dev/null || true
+    if [ -f "$STATE/ip_forward.saved" ]; then
+        sysctl -q -w net.ipv4.ip_forward="$(cat "$STATE/ip_forward.saved")"
+        rm -f "$STATE/ip_forward.saved"
+    fi
 }
 
 write_configs() {
@@ -389,6 +438,26 @@ registerWithTaints:
 - { key: $NODE_TAINT_KEY, value: real, effect: NoSchedule }
 YAML
     cp "$KUBECONFIG_FILE" "$STATE/kubelet/kubeconfig"
+    # iptables mode (nft-backed iptables on Debian); conntrack sysctls are the host's (not per namespace):
+    # leave them alone. clusterCIDR tells kube-proxy which sources are pods (others get masqueraded).
+    # kube-proxy exits when its file changes under it: rewrite it only when the content differs.
+    cat >"$STATE/kube-proxy.yaml.new" <<YAML
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: { kubeconfig: $STATE/kubelet/kubeconfig }
+hostnameOverride: $NODE_NAME
+mode: iptables
+clusterCIDR: $POD_CIDR
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+nodePortAddresses: [primary]
+conntrack: { maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s }
+YAML
+    if cmp -s "$STATE/kube-proxy.yaml.new" "$STATE/kube-proxy.yaml"; then
+        rm -f "$STATE/kube-proxy.yaml.new"
+    else
+        mv -f "$STATE/kube-proxy.yaml.new" "$STATE/kube-proxy.yaml"
+    fi
 }
 
 # ---------------------------------------------------------------------------------------------------------
@@ -396,10 +465,27 @@ YAML
 
 ctr_node() { "$CBIN/ctr" --address "$SOCK" -n k8s.io "$@"; }
 
+# popfleet's images, made by images/build-oci from the release binaries (as e2e/image-test does): the
+# node runs what `cargo build --release` just built, tagged with its --version, without a registry.
+build_popfleet_images() {
+    local kind bin target=${CARGO_TARGET_DIR:-$CACHE/target}
+    for kind in pop3d operator; do
+        bin=$target/release/$([ "$kind" = operator ] && echo popfleet-operator || echo pop3d)
+        if [ ! -x "$bin" ]; then
+            log "warning: no $bin (cargo build --release): the $kind image is not on the node"
+            continue
+        fi
+        python3 "$HERE/../../images/build-oci" "$kind" --binary "$bin" --output "$STATE/images/$kind.oci.tar" >&2 \
+            || die "images/build-oci $kind failed"
+        echo "$STATE/images/$kind.oci.tar"
+    done
+}
+
 import_images() {
-    local f
+    local f images
     python3 "$HERE/pause-oci.py" /usr/bin/catatonit "$PAUSE_IMAGE" "$STATE/images/pause.oci.tar"
-    for f in "$STATE/images/pause.oci.tar" ${POPFLEET_NODE_IMAGES:-}; do
+    images=${POPFLEET_NODE_IMAGES-$(build_popfleet_images)}
+    for f in "$STATE/images/pause.oci.tar" $images; do
         log "importing $f"
         ctr_node images import "$f" >&2 || die "ctr images import $f failed"
     done
@@ -422,6 +508,7 @@ node_ready() {
     [ "$("$BIN/kubectl" --kubeconfig="$KUBECONFIG_FILE" get node "$NODE_NAME" \
         -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
 }
+proxy_ok() { in_node curl -fsS -m 3 http://127.0.0.1:10256/healthz; }
 sched_ok() { curl -fsSk -m 3 "https://127.0.0.1:$SCHED_PORT/healthz" | grep -qx ok; }
 
 cmd_up() {
@@ -462,6 +549,7 @@ cmd_up() {
             --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --v=2
     fi
     wait_for kubelet 120 kubelet_ok
+    comp_pid kube-proxy >/dev/null || start_proc kube-proxy node "$BIN/kube-proxy" --config="$STATE/kube-proxy.yaml" --v=1
     if ! comp_pid kube-scheduler >/dev/null; then
         start_proc kube-scheduler host "$BIN/kube-scheduler" --kubeconfig="$KUBECONFIG_FILE" \
             --authentication-kubeconfig="$KUBECONFIG_FILE" --authorization-kubeconfig="$KUBECONFIG_FILE" \
@@ -470,6 +558,7 @@ cmd_up() {
     fi
     wait_for kube-scheduler 60 sched_ok
     wait_for kubelet 180 node_ready
+    wait_for kube-proxy 60 proxy_ok
     log "node $NODE_NAME Ready in $(elapsed "$t0")s (containerd v$CONTAINERD_VERSION, kubelet v$KUBE_VERSION)"
 }
 
@@ -496,6 +585,7 @@ cmd_down() {
     exec 9>"$STATE/.lock"
     flock -w 900 9 || die "could not lock $STATE/.lock"
     stop_proc kube-scheduler
+    stop_proc kube-proxy
     stop_proc kubelet
     if comp_pid containerd >/dev/null; then
         for id in $(ctr_node tasks ls -q 2>/dev/null); do
@@ -512,6 +602,7 @@ cmd_down() {
     remove_cgroups
     if ip netns list | grep -qw "$NETNS"; then ip netns del "$NETNS"; fi
     ip link del "$HOST_IF" 2>/dev/null || true
+    teardown_routes
     rmdir /run/containerd 2>/dev/null || true
     restore_sysctls
     log "node down"

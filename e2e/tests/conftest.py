@@ -673,17 +673,27 @@ def pytest_runtest_makereport(item, call):
 def pytest_addoption(parser):
     parser.addoption("--faults", action="store_true",
                      help="run only the tests that need the two-DC cluster itself: cross-DC and faults")
+    parser.addoption("--node", action="store_true",
+                     help="run only the fleet tests on the real Kubernetes node (e2e/kube up --with-node)")
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "faults: stops or kills Cassandra nodes; run with --faults")
+    config.addinivalue_line("markers", "node: the fleet on a real Kubernetes node; run with --node")
+
+
+def marker_group(item) -> str:
+    for group in ("node", "faults"):
+        if item.get_closest_marker(group) is not None:
+            return group
+    return "default"
 
 
 def pytest_collection_modifyitems(config, items):
-    want_faults = config.getoption("--faults")
+    want = "node" if config.getoption("--node") else "faults" if config.getoption("--faults") else "default"
     keep, drop = [], []
     for item in items:
-        (keep if (item.get_closest_marker("faults") is not None) == want_faults else drop).append(item)
+        (keep if marker_group(item) == want else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
