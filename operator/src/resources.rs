@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+    EnvVarSource, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, SleepAction, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
     VolumeMount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -54,6 +54,8 @@ pub struct SecretFacts {
 
 /// The uid/gid of distroless/chainguard "nonroot" images.
 const NONROOT_ID: i64 = 65532;
+/// The preStop pause before SIGTERM (see `container`).
+const PRE_STOP_SECONDS: i64 = 5;
 
 /// `<cluster>-<datacenter>`: the name of every object of that datacenter (the CRD bounds both
 /// parts so it is a valid DNS-1035 label).
@@ -343,6 +345,16 @@ fn container(spec: &Pop3ClusterSpec, dc: &DatacenterSpec, mounts: Vec<VolumeMoun
         startup_probe: Some(http_probe("/healthz", 2, 30)),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        // A terminating pod leaves its Service's endpoints at once, but kube-proxy on every node takes
+        // a moment to hear it: pop3d keeps accepting for those seconds before SIGTERM makes it stop
+        // (then it finishes its sessions: well inside the default 30 s grace period).
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction { seconds: PRE_STOP_SECONDS }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         resources: dc.resources.clone(),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),

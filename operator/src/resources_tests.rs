@@ -215,6 +215,18 @@ fn probes_use_the_ops_port() {
     assert!(ports.contains(&("ops".into(), 9090)) && ports.contains(&("admin".into(), 8080)), "{ports:?}");
 }
 
+/// Termination: a pause before SIGTERM while kube-proxy drops the pod, inside the grace period
+/// that pop3d's own drain (sessions, then background deletes) also needs.
+#[test]
+fn pods_pause_before_sigterm_within_the_grace_period() {
+    let c = cluster(serde_json::json!({}));
+    let pod = build(&c, &c.spec.datacenters[0], &SecretFacts::default()).unwrap().deployment.spec.unwrap().template.spec.unwrap();
+    let pre_stop = pod.containers[0].lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
+    let pause = pre_stop.sleep.as_ref().unwrap().seconds;
+    assert!(pre_stop.exec.is_none(), "the image has no shell");
+    assert!(pause > 0 && pause + 20 <= pod.termination_grace_period_seconds.unwrap_or(30), "{pause}");
+}
+
 /// The admin token Secret is mounted read-only where the config points, with only its `token`
 /// key, and a new token rolls the pods.
 #[test]

@@ -94,6 +94,9 @@ pub async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver
 }
 
 async fn readyz(State(ctx): Ctx) -> Result<Json<serde_json::Value>, ApiError> {
+    if ctx.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining: shutting down"));
+    }
     ctx.store.ping().await?;
     Ok(Json(json!({ "status": "ready", "store": ctx.store.backend() })))
 }

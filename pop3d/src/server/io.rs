@@ -22,6 +22,33 @@ pub async fn upgrade_to_tls(out: &mut BufWriter<Conn>, ctx: &ServerContext) -> s
     result.map(|()| true)
 }
 
+/// After shutdown begins, a session still answers a client that keeps talking (the command it was
+/// sending, the rest of its transaction, its QUIT) and is closed once the client falls quiet this
+/// long: a rollout then cuts almost nothing, while the server's own drain bound still caps it all.
+pub const DRAIN_IDLE: Duration = Duration::from_secs(2);
+
+/// Where a session stands with respect to shutdown.
+#[derive(Default)]
+pub struct Drain {
+    draining: bool,
+}
+
+impl Drain {
+    /// The read deadline: `deadline`, or sooner while draining.
+    pub fn deadline(&self, deadline: Instant) -> Instant {
+        if self.draining { deadline.min(Instant::now() + DRAIN_IDLE) } else { deadline }
+    }
+
+    /// Shutdown began: from now on a quiet client is closed (true the first time only).
+    pub fn begin(&mut self) -> bool {
+        !std::mem::replace(&mut self.draining, true)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+}
+
 /// Reads what is there, or `None` once `deadline` passes.
 pub async fn read_until<R: AsyncRead + Unpin>(deadline: Instant, reader: &mut R, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
     tokio::time::timeout_at(deadline.into(), reader.read(buf)).await.ok()

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::conn::Conn;
 use super::delivery::{Delivery, Quota};
 use super::front::Client;
-use super::io::{pace, read_until, upgrade_to_tls, DataPace, IdleClock};
+use super::io::{pace, read_until, upgrade_to_tls, DataPace, Drain, IdleClock};
 use super::limits::CommandRate;
 use super::ServerContext;
 use crate::lmtp::{DeliveryResult, LmtpConfig, RcptCheck, Session, Step};
@@ -91,6 +91,7 @@ async fn session(
     let mut clocks = Deadlines { idle: IdleClock::new(config.idle_timeout), transaction: None, data: None };
     // Quotas of this transaction's recipients, read at RCPT.
     let mut quotas: HashMap<String, Quota> = HashMap::new();
+    let mut drain = Drain::default();
     loop {
         pace(&mut rate, &mut counted, session.commands(), &mut out).await?;
         if !clocks.follow(&session, config.lmtp_transaction_timeout) {
@@ -99,8 +100,8 @@ async fn session(
         match session.poll() {
             Step::Write(bytes) => out.write_all(&bytes).await?,
             Step::NeedInput => {
-                let may_stop = delivery.is_none();
-                if !read_input(&mut out, &mut buf, &mut stop, may_stop, &mut clocks, &mut session, peer).await? {
+                let waits = Waits { stop: &mut stop, may_stop: delivery.is_none(), drain: &mut drain };
+                if !read_input(&mut out, &mut buf, waits, &mut clocks, &mut session, peer).await? {
                     return Ok(());
                 }
             }
@@ -152,13 +153,19 @@ async fn session(
     }
 }
 
+/// What shutdown means for the next read: it is not heard while a delivery is open.
+struct Waits<'a> {
+    stop: &'a mut watch::Receiver<bool>,
+    may_stop: bool,
+    drain: &'a mut Drain,
+}
+
 /// Waits for input and feeds it to the session; false when the connection is over (EOF, or a
-/// deadline or shutdown whose reply has been sent). Shutdown waits while a delivery is open.
+/// deadline whose reply has been sent, or shutdown and a quiet client).
 async fn read_input(
     out: &mut BufWriter<Conn>,
     buf: &mut [u8],
-    stop: &mut watch::Receiver<bool>,
-    may_stop: bool,
+    waits: Waits<'_>,
     clocks: &mut Deadlines,
     session: &mut Session,
     peer: SocketAddr,
@@ -166,15 +173,21 @@ async fn read_input(
     out.flush().await?;
     clocks.idle.commands(session.commands());
     let (deadline, cut) = clocks.next();
+    let Waits { stop, may_stop, drain } = waits;
+    let read_by = if may_stop { drain.deadline(deadline) } else { deadline };
     let read = tokio::select! {
-        r = read_until(deadline, out.get_mut(), buf) => r,
-        _ = stop.changed(), if may_stop => {
-            out.write_all(b"421 4.3.2 Server shutting down\r\n").await?;
-            out.flush().await?;
-            return Ok(false);
+        r = read_until(read_by, out.get_mut(), buf) => r,
+        _ = stop.changed(), if may_stop && !drain.is_draining() => {
+            drain.begin();
+            return Ok(true); // read again, with the drain deadline
         }
     };
     match read {
+        None if may_stop && drain.is_draining() && Instant::now() < deadline => {
+            out.write_all(b"421 4.3.2 Server shutting down\r\n").await?;
+            out.flush().await?;
+            Ok(false)
+        }
         None => {
             let reply = match cut {
                 Some(what) => {

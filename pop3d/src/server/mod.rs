@@ -48,6 +48,8 @@ pub struct ServerContext {
     pub tls: Option<TlsAcceptor>,
     /// OAUTHBEARER and XOAUTH2 are offered.
     pub oauth: bool,
+    /// Shutdown began: /readyz says so, so that no new traffic is sent here.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl ServerContext {
@@ -70,7 +72,7 @@ impl ServerContext {
             auth = auth.with_bearer(validator);
         }
         let accounts = Arc::new(recipients::KnownAccounts::new(config.account_cache_ttl));
-        Arc::new(Self { config, store, auth, accounts, reaper: Default::default(), metrics, registry, repair: Default::default(), tls, oauth })
+        Arc::new(Self { config, store, auth, accounts, reaper: Default::default(), metrics, registry, repair: Default::default(), tls, oauth, draining: Default::default() })
     }
 }
 
@@ -148,7 +150,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let lmtp_spec = spec("lmtp", Protocol::Lmtp, false, Listener::Lmtp);
     tokio::spawn(accept_loop(lmtp, lmtp_spec, ctx.clone(), limit(&config), stop_rx.clone(), lmtp::handle));
     let admin_task = tokio::spawn(crate::admin::serve(admin, crate::admin::router(ctx.clone()), stop_rx.clone()));
-    let ops_task = ops.map(|ops| tokio::spawn(crate::admin::serve(ops, crate::admin::ops_router(ctx.clone()), stop_rx.clone())));
+    // The ops listener outlives the drain: its /readyz says "draining" (so no new traffic comes) and
+    // /healthz stays fine (so the drain is not taken for a hung process) until the process exits.
+    let (_ops_stop, ops_stop_rx) = watch::channel(false);
+    let ops_task = ops.map(|ops| tokio::spawn(crate::admin::serve(ops, crate::admin::ops_router(ctx.clone()), ops_stop_rx)));
     tracing::info!(
         store = ctx.store.backend(),
         pop3 = %config.pop3,
@@ -165,6 +170,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     shutdown.await;
     tracing::info!("shutting down: no new connections, draining sessions");
+    ctx.draining.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = stop_tx.send(true);
     let drain = async {
         loop {
@@ -182,7 +188,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     ctx.reaper.drain(Duration::from_secs(10)).await;
     let _ = admin_task.await;
     if let Some(task) = ops_task {
-        let _ = task.await;
+        task.abort();
     }
     Ok(())
 }

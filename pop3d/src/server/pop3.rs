@@ -8,7 +8,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::watch;
 
 use super::front::Client;
-use super::io::{pace, read_until, upgrade_to_tls, IdleClock};
+use super::io::{pace, read_until, upgrade_to_tls, Drain, IdleClock};
 use super::limits::CommandRate;
 use super::ServerContext;
 use crate::auth::AuthOutcome;
@@ -50,6 +50,7 @@ async fn session(client: Client, ctx: &ServerContext, mut stop: watch::Receiver<
     let mut buf = vec![0u8; 8192];
     let mut login_ticks = 0;
     let mut idle = IdleClock::new(ctx.config.idle_timeout);
+    let mut drain = Drain::default();
     loop {
         pace(&mut rate, &mut counted, session.commands(), &mut out).await?;
         idle.commands(session.commands());
@@ -61,14 +62,18 @@ async fn session(client: Client, ctx: &ServerContext, mut stop: watch::Receiver<
                 let logged_in = session.is_authenticated();
                 let deadline = if logged_in { idle.deadline() } else { login_deadline.min(idle.deadline()) };
                 let read = tokio::select! {
-                    r = read_until(deadline, out.get_mut(), &mut buf) => r,
-                    _ = stop.changed() => {
-                        // Shutting down: nothing is deleted, the client reconnects elsewhere.
-                        out.write_all(b"-ERR [SYS/TEMP] Server shutting down.\r\n").await?;
-                        return out.flush().await;
+                    r = read_until(drain.deadline(deadline), out.get_mut(), &mut buf) => r,
+                    _ = stop.changed(), if !drain.is_draining() => {
+                        drain.begin();
+                        continue;
                     }
                 };
                 match read {
+                    None if drain.is_draining() && Instant::now() < deadline => {
+                        // Shutting down and the client went quiet: nothing is deleted, it reconnects elsewhere.
+                        out.write_all(b"-ERR [SYS/TEMP] Server shutting down.\r\n").await?;
+                        return out.flush().await;
+                    }
                     None => {
                         let reply = if !logged_in && Instant::now() >= login_deadline {
                             session.login_timeout()
