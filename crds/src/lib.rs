@@ -17,35 +17,8 @@ use serde::{Deserialize, Serialize};
 
 mod schemas;
 
-/// Keys of pop3d's configuration the operator writes itself; `config` overrides may not set them
-/// (they would point pods at the wrong store, address, keyspace or certificate, or open the admin
-/// API). `admin_token` is never written, but is refused too: a token in `config` would sit in a
-/// ConfigMap, readable by whoever may read ConfigMaps, beside the Secret the pods mount.
-pub const MANAGED_CONFIG_KEYS: &[&str] = &[
-    "store",
-    "data_dir",
-    "pop3",
-    "pop3s",
-    "lmtp",
-    "admin",
-    "admin_token_file",
-    "admin_token",
-    "ops",
-    "cassandra",
-    "local_dc",
-    "keyspace",
-    "read_consistency",
-    "write_consistency",
-    "cassandra_username",
-    "cassandra_password",
-    "allow_insecure_auth",
-    "tls_cert",
-    "tls_key",
-    "cassandra_tls_ca",
-    "cassandra_tls_cert",
-    "cassandra_tls_key",
-    "cassandra_tls_server_name",
-];
+/// The value types of pop3d's settings the spec carries, from pop3d's configuration contract.
+pub use pop3d_config::ConsistencyLevel;
 
 /// The spec of a Pop3Cluster.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -262,45 +235,15 @@ pub struct CassandraSpec {
 
     /// Read consistency of pop3d (default local_quorum).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub read_consistency: Option<Consistency>,
+    pub read_consistency: Option<ConsistencyLevel>,
 
     /// Write consistency of pop3d (default local_quorum).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub write_consistency: Option<Consistency>,
+    pub write_consistency: Option<ConsistencyLevel>,
 }
 
 fn default_keyspace() -> String {
     "popfleet".into()
-}
-
-/// Consistency levels pop3d accepts; serial levels do not exist here on purpose (no LWT, ever).
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Consistency {
-    LocalQuorum,
-    LocalOne,
-    Quorum,
-    EachQuorum,
-    One,
-    Two,
-    Three,
-    All,
-}
-
-impl Consistency {
-    /// The value as pop3d's config file spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Consistency::LocalQuorum => "local_quorum",
-            Consistency::LocalOne => "local_one",
-            Consistency::Quorum => "quorum",
-            Consistency::EachQuorum => "each_quorum",
-            Consistency::One => "one",
-            Consistency::Two => "two",
-            Consistency::Three => "three",
-            Consistency::All => "all",
-        }
-    }
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

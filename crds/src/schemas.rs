@@ -4,10 +4,10 @@
 
 use schemars::{json_schema, Schema, SchemaGenerator};
 
-use crate::MANAGED_CONFIG_KEYS;
+use pop3d_config::MANAGED_KEYS;
 
 pub fn config_overrides(_: &mut SchemaGenerator) -> Schema {
-    let managed: Vec<String> = MANAGED_CONFIG_KEYS.iter().map(|k| format!("'{k}'")).collect();
+    let managed: Vec<String> = MANAGED_KEYS.iter().map(|k| format!("'{k}'")).collect();
     json_schema!({
         "type": "object",
         "maxProperties": 64,
@@ -19,7 +19,7 @@ pub fn config_overrides(_: &mut SchemaGenerator) -> Schema {
             },
             {
                 "rule": format!("self.all(k, !(k in [{}]))", managed.join(", ")),
-                "message": format!("these pop3d settings are set by the operator from the spec and cannot be overridden: {}", MANAGED_CONFIG_KEYS.join(", "))
+                "message": format!("these pop3d settings are set by the operator from the spec and cannot be overridden: {}", MANAGED_KEYS.join(", "))
             }
         ]
     })

@@ -85,11 +85,19 @@ fn a_minimal_resource_gets_the_defaults() {
     assert_eq!(spec.admin.token_secret_name, None);
 }
 
+/// Both override maps (the cluster's and each datacenter's) refuse every key the operator manages.
 #[test]
 fn settings_that_open_the_admin_api_or_swap_certificates_cannot_be_overridden() {
-    let rule = schema()["properties"]["spec"]["properties"]["config"]["x-kubernetes-validations"].to_string();
-    for key in ["admin", "admin_token_file", "admin_token", "ops", "cassandra_tls_ca", "cassandra_tls_server_name"] {
-        assert!(rule.contains(&format!("'{key}'")), "{key} missing from the refused keys: {rule}");
+    let spec = &schema()["properties"]["spec"]["properties"];
+    let rules = [
+        spec["config"]["x-kubernetes-validations"].to_string(),
+        spec["datacenters"]["items"]["properties"]["config"]["x-kubernetes-validations"].to_string(),
+    ];
+    for rule in rules {
+        for key in pop3d_config::MANAGED_KEYS.iter().chain(&["admin", "ops", "cassandra_tls_ca", "cassandra_tls_server_name"]) {
+            assert!(rule.contains(&format!("'{key}'")), "{key} missing from the refused keys: {rule}");
+        }
+        assert!(rule.contains("cannot be overridden"), "{rule}");
     }
 }
 

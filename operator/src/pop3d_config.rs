@@ -1,13 +1,16 @@
 //! The pop3d configuration file a datacenter's ConfigMap carries.
 //!
-//! Keys are pop3d's own (`pop3d/src/config.rs`, `deny_unknown_fields`): a wrong key would make
-//! every pod fail at start, so the managed keys are fixed here and user overrides are checked by
-//! the CRD schema. Secrets (the Cassandra password) never go into the ConfigMap; they reach the
-//! pod as environment variables from the Secret.
+//! The operator fills in pop3d's own file type (`pop3d_config::FileConfig`, which refuses unknown
+//! keys) and serialises it, so a key it writes cannot be misspelt; the keys it writes are the
+//! contract's `MANAGED_KEYS` (a test holds it to that), and user overrides never replace them.
+//! Secrets (the Cassandra password) never go into the ConfigMap; they reach the pod as
+//! environment variables from the Secret.
 
 use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use crds::{DatacenterSpec, Pop3Cluster};
+use ::pop3d_config::{FileConfig, StoreKind, MANAGED_KEYS};
 
 /// Ports pop3d listens on inside the pod. Unprivileged, so the container runs as non-root
 /// without NET_BIND_SERVICE; the Service maps the well-known ports (110, 995, 24) onto them.
@@ -36,58 +39,13 @@ pub const DATA_DIR: &str = "/var/lib/pop3d";
 /// Secret holds a client certificate, so pop3d is pointed at it.
 pub fn render(cluster: &Pop3Cluster, dc: &DatacenterSpec, cassandra_client_cert: bool) -> String {
     let spec = &cluster.spec;
-    let mut table = toml::Table::new();
-    let mut set = |k: &str, v: toml::Value| {
-        table.insert(k.to_owned(), v);
-    };
-    let s = |v: &str| toml::Value::String(v.to_owned());
-    set("store", s("cassandra"));
-    set("data_dir", s(DATA_DIR));
-    set("pop3", s(&format!("0.0.0.0:{POP3_PORT}")));
-    set("lmtp", s(&format!("0.0.0.0:{LMTP_PORT}")));
-    // The admin API is reachable from other pods (an operator's tooling, `pop3d user` in a Job),
-    // so it needs the token: pop3d refuses to start with a non-loopback admin bind without one.
-    // Probes and Prometheus use the ops listener, which has no account routes.
-    set("admin", s(&format!("0.0.0.0:{ADMIN_PORT}")));
-    set("admin_token_file", s(&format!("{ADMIN_TOKEN_DIR}/{ADMIN_TOKEN_KEY}")));
-    set("ops", s(&format!("0.0.0.0:{OPS_PORT}")));
-    let cassandra_dc = dc.cassandra_dc();
-    let contact_points = spec
-        .cassandra
-        .contact_points
-        .get(cassandra_dc)
-        .map(|v| v.join(","))
-        .unwrap_or_default();
-    set("cassandra", s(&contact_points));
-    set("local_dc", s(cassandra_dc));
-    set("keyspace", s(&spec.cassandra.keyspace));
-    if let Some(c) = spec.cassandra.read_consistency {
-        set("read_consistency", s(c.as_str()));
-    }
-    if let Some(c) = spec.cassandra.write_consistency {
-        set("write_consistency", s(c.as_str()));
-    }
-    if let Some(tls) = &spec.cassandra.tls {
-        set("cassandra_tls_ca", s(&format!("{CASSANDRA_TLS_DIR}/ca.crt")));
-        if cassandra_client_cert {
-            set("cassandra_tls_cert", s(&format!("{CASSANDRA_TLS_DIR}/tls.crt")));
-            set("cassandra_tls_key", s(&format!("{CASSANDRA_TLS_DIR}/tls.key")));
-        }
-        if let Some(name) = &tls.server_name {
-            set("cassandra_tls_server_name", s(name));
-        }
-    }
-    set(
-        "allow_insecure_auth",
-        toml::Value::Boolean(spec.auth.allow_insecure_auth),
-    );
-    if spec.pop3.tls.is_some() {
-        set("pop3s", s(&format!("0.0.0.0:{POP3S_PORT}")));
-        set("tls_cert", s(&format!("{TLS_DIR}/tls.crt")));
-        set("tls_key", s(&format!("{TLS_DIR}/tls.key")));
-    }
+    let mut table = managed(cluster, dc, cassandra_client_cert).to_table();
+    // The CRD refuses managed keys in `config`; skipping them here too keeps the operator's
+    // values even for a resource stored before a key became managed.
     for (key, value) in spec.config.iter().chain(dc.config.iter()) {
-        set(key, typed(value));
+        if !MANAGED_KEYS.contains(&key.as_str()) {
+            table.insert(key.clone(), typed(value));
+        }
     }
     let mut out = format!(
         "# pop3d configuration of {}/{} datacenter {}; written by popfleet-operator, edits are overwritten.\n",
@@ -97,6 +55,48 @@ pub fn render(cluster: &Pop3Cluster, dc: &DatacenterSpec, cassandra_client_cert:
     );
     out.push_str(&toml::to_string(&table).expect("a flat table of scalars always serialises"));
     out
+}
+
+/// A listener on every address of the pod.
+fn any(port: i32) -> Option<SocketAddr> {
+    Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, u16::try_from(port).expect("a port constant"))))
+}
+
+/// The settings the operator owns: what the spec and the pod's layout decide.
+fn managed(cluster: &Pop3Cluster, dc: &DatacenterSpec, cassandra_client_cert: bool) -> FileConfig {
+    let spec = &cluster.spec;
+    let cassandra_dc = dc.cassandra_dc();
+    let contact_points = spec.cassandra.contact_points.get(cassandra_dc).map(|v| v.join(","));
+    let cassandra_tls = |file: &str| Some(format!("{CASSANDRA_TLS_DIR}/{file}").into());
+    let tls = spec.cassandra.tls.as_ref();
+    let client_cert = tls.is_some() && cassandra_client_cert;
+    let pop3_tls = spec.pop3.tls.is_some();
+    FileConfig {
+        store: Some(StoreKind::Cassandra),
+        data_dir: Some(DATA_DIR.into()),
+        pop3: any(POP3_PORT),
+        lmtp: any(LMTP_PORT),
+        // The admin API is reachable from other pods (an operator's tooling, `pop3d user` in a
+        // Job), so it needs the token: pop3d refuses to start with a non-loopback admin bind
+        // without one. Probes and Prometheus use the ops listener, which has no account routes.
+        admin: any(ADMIN_PORT),
+        admin_token_file: Some(format!("{ADMIN_TOKEN_DIR}/{ADMIN_TOKEN_KEY}").into()),
+        ops: any(OPS_PORT),
+        cassandra: Some(contact_points.unwrap_or_default()),
+        local_dc: Some(cassandra_dc.to_owned()),
+        keyspace: Some(spec.cassandra.keyspace.clone()),
+        read_consistency: spec.cassandra.read_consistency,
+        write_consistency: spec.cassandra.write_consistency,
+        cassandra_tls_ca: tls.and_then(|_| cassandra_tls("ca.crt")),
+        cassandra_tls_cert: client_cert.then(|| cassandra_tls("tls.crt")).flatten(),
+        cassandra_tls_key: client_cert.then(|| cassandra_tls("tls.key")).flatten(),
+        cassandra_tls_server_name: tls.and_then(|t| t.server_name.clone()),
+        allow_insecure_auth: Some(spec.auth.allow_insecure_auth),
+        pop3s: if pop3_tls { any(POP3S_PORT) } else { None },
+        tls_cert: pop3_tls.then(|| format!("{TLS_DIR}/tls.crt").into()),
+        tls_key: pop3_tls.then(|| format!("{TLS_DIR}/tls.key").into()),
+        ..FileConfig::default()
+    }
 }
 
 /// Override values arrive as strings (the CRD keeps them simple); pop3d wants integers and
@@ -198,7 +198,7 @@ mod tests {
         c.spec.datacenters[0].config.clear();
         c.spec.pop3.tls = Some(crds::SecretRef { secret_name: "pop-tls".into() });
         c.spec.auth.allow_insecure_auth = true;
-        c.spec.cassandra.write_consistency = Some(crds::Consistency::EachQuorum);
+        c.spec.cassandra.write_consistency = Some(crds::ConsistencyLevel::EachQuorum);
         c.spec.cassandra.tls = Some(crds::CassandraTlsSpec {
             secret_name: "cass-tls".into(),
             server_name: Some("cassandra.example".into()),
@@ -207,8 +207,55 @@ mod tests {
         for key in ["pop3s", "tls_cert", "cassandra_tls_cert", "cassandra_tls_server_name", "ops", "admin_token_file"] {
             assert!(kv.contains_key(key), "{key} not rendered: the test no longer turns every feature on");
         }
-        let unmanaged: Vec<&String> = kv.keys().filter(|k| !crds::MANAGED_CONFIG_KEYS.contains(&k.as_str())).collect();
+        let unmanaged: Vec<&String> = kv.keys().filter(|k| !MANAGED_KEYS.contains(&k.as_str())).collect();
         assert!(unmanaged.is_empty(), "written by the operator but overridable through spec.config: {unmanaged:?}");
+    }
+
+    /// A user override of a managed key that reached the operator (a resource stored before the
+    /// key became managed; the CRD refuses it today) never replaces the operator's value.
+    #[test]
+    fn overrides_never_replace_a_managed_key() {
+        let mut c = cluster();
+        c.spec.config.insert("keyspace".into(), "other".into());
+        c.spec.datacenters[0].config.insert("admin".into(), "0.0.0.0:1".into());
+        let kv = parse(&render(&c, &c.spec.datacenters[0], false));
+        assert_eq!(kv["keyspace"].as_str(), Some("mail"));
+        assert_eq!(kv["admin"].as_str(), Some("0.0.0.0:8080"));
+        assert_eq!(kv["hostname"].as_str(), Some("pop.example.com"), "other overrides still apply");
+    }
+
+    /// The text is pop3d's file format (it refuses unknown keys and wrong types), and it is the
+    /// same, byte for byte, as the operator wrote before it rendered a typed value: the config
+    /// hash in the pod template did not move, so an operator upgrade rolls no pod.
+    #[test]
+    fn the_file_is_one_pop3d_reads_and_unchanged_by_the_typed_rendering() {
+        let mut c = cluster();
+        c.spec.cassandra.write_consistency = Some(crds::ConsistencyLevel::EachQuorum);
+        c.spec.auth.allow_insecure_auth = true;
+        let plain = render(&c, &c.spec.datacenters[0], false);
+        c.spec.pop3.tls = Some(crds::SecretRef { secret_name: "pop-tls".into() });
+        c.spec.cassandra.tls = Some(crds::CassandraTlsSpec {
+            secret_name: "cass-tls".into(),
+            server_name: Some("cassandra.example".into()),
+        });
+        let tls = render(&c, &c.spec.datacenters[0], true);
+        for text in [&plain, &tls] {
+            FileConfig::from_toml(text).unwrap_or_else(|e| panic!("pop3d would refuse it: {e}\n{text}"));
+        }
+        let header = "# pop3d configuration of ns/mail datacenter east; written by popfleet-operator, edits are overwritten.\n";
+        let common = "admin = \"0.0.0.0:8080\"\nadmin_token_file = \"/etc/pop3d/admin/token\"\nallow_insecure_auth = true\n\
+                      cassandra = \"10.0.0.1:9042,10.0.0.2:9042\"\n";
+        let middle = "data_dir = \"/var/lib/pop3d\"\nhostname = \"pop.example.com\"\nidle_timeout = 60\nkeyspace = \"mail\"\n\
+                      lmtp = \"0.0.0.0:2424\"\nlmtp_starttls = true\nlocal_dc = \"dc1\"\nops = \"0.0.0.0:9090\"\npop3 = \"0.0.0.0:1110\"\n";
+        assert_eq!(
+            plain,
+            format!("{header}{common}{middle}read_consistency = \"local_one\"\nstore = \"cassandra\"\nwrite_consistency = \"each_quorum\"\n")
+        );
+        let cassandra_tls = "cassandra_tls_ca = \"/etc/pop3d/cassandra-tls/ca.crt\"\ncassandra_tls_cert = \"/etc/pop3d/cassandra-tls/tls.crt\"\n\
+                             cassandra_tls_key = \"/etc/pop3d/cassandra-tls/tls.key\"\ncassandra_tls_server_name = \"cassandra.example\"\n";
+        let pop3s = "pop3s = \"0.0.0.0:1995\"\nread_consistency = \"local_one\"\nstore = \"cassandra\"\n\
+                     tls_cert = \"/etc/pop3d/tls/tls.crt\"\ntls_key = \"/etc/pop3d/tls/tls.key\"\nwrite_consistency = \"each_quorum\"\n";
+        assert_eq!(tls, format!("{header}{common}{cassandra_tls}{middle}{pop3s}"));
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::pop3d_config::{
 };
 use crate::{admin_token, network_policy, Error, Result, FIELD_MANAGER};
 use crds::{DatacenterSpec, Pop3Cluster, Pop3ClusterSpec, ServiceType};
+use ::pop3d_config::env as pop3d_env;
 
 pub const LABEL_CLUSTER: &str = "popfleet.io/cluster";
 pub const LABEL_DATACENTER: &str = "popfleet.io/datacenter";
@@ -256,7 +257,7 @@ fn container_ports(spec: &Pop3ClusterSpec) -> Vec<ContainerPort> {
 
 fn env(spec: &Pop3ClusterSpec) -> Vec<EnvVar> {
     let mut env = vec![EnvVar {
-        name: "POP3D_LOG".into(),
+        name: pop3d_env::LOG.into(),
         value: Some("info".into()),
         ..Default::default()
     }];
@@ -273,8 +274,8 @@ fn env(spec: &Pop3ClusterSpec) -> Vec<EnvVar> {
             }),
             ..Default::default()
         };
-        env.push(from_secret("POP3D_CASSANDRA_USERNAME", &creds.username_key));
-        env.push(from_secret("POP3D_CASSANDRA_PASSWORD", &creds.password_key));
+        env.push(from_secret(pop3d_env::CASSANDRA_USERNAME, &creds.username_key));
+        env.push(from_secret(pop3d_env::CASSANDRA_PASSWORD, &creds.password_key));
     }
     env
 }

@@ -87,6 +87,11 @@ async fn invalid_resources_are_refused_with_a_clear_message() {
             "cannot be overridden",
         ),
         (
+            "a datacenter's config setting a managed key",
+            |v| v["spec"]["datacenters"][0]["config"] = json!({"cassandra_tls_server_name": "cassandra.evil"}),
+            "cannot be overridden",
+        ),
+        (
             "too many admin API sources",
             |v| v["spec"]["networkPolicy"] = json!({"adminFrom": vec![json!({"podSelector": {}}); 33]}),
             "must have at most 32 items",

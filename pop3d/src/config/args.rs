@@ -1,17 +1,18 @@
 //! `pop3d serve`'s flags. Every one is also a `POP3D_*` variable and a key in the config file
-//! (`FileConfig`); the two are merged and checked in [`super::Config::load`].
+//! (`pop3d_config::FileConfig`); the two are merged and checked in [`super::Config::load`]. The
+//! test below holds each flag to the contract: its key is a key of the file and its variable is
+//! `pop3d_config::env::name(key)`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::{ConsistencyLevel, StoreKind};
+use pop3d_config::{env, ConsistencyLevel, StoreKind};
 
 /// `pop3d serve` options. Every one is also a `POP3D_*` variable and a key in the config file.
-
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct ServeArgs {
     /// TOML configuration file.
-    #[arg(long, env = "POP3D_CONFIG")]
+    #[arg(long, env = env::CONFIG)]
     pub config: Option<PathBuf>,
     /// Data directory of the embedded store [default: ./pop3d-data].
     #[arg(long, env = "POP3D_DATA_DIR")]
@@ -168,10 +169,10 @@ pub struct CassandraArgs {
     #[arg(long, env = "POP3D_CASSANDRA_TIMEOUT_MS")]
     pub cassandra_timeout_ms: Option<u64>,
     /// Cassandra user name (PasswordAuthenticator).
-    #[arg(long, env = "POP3D_CASSANDRA_USERNAME")]
+    #[arg(long, env = env::CASSANDRA_USERNAME)]
     pub cassandra_username: Option<String>,
     /// Cassandra password (prefer the environment variable or the config file).
-    #[arg(long, env = "POP3D_CASSANDRA_PASSWORD", hide_env_values = true)]
+    #[arg(long, env = env::CASSANDRA_PASSWORD, hide_env_values = true)]
     pub cassandra_password: Option<String>,
     /// PEM file of the CA that signs the Cassandra nodes' certificates; setting it turns on TLS.
     #[arg(long, env = "POP3D_CASSANDRA_TLS_CA")]
@@ -187,3 +188,30 @@ pub struct CassandraArgs {
     pub cassandra_tls_server_name: Option<String>,
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Args;
+    use pop3d_config::FileConfig;
+
+    /// A flag whose key the file lacks, or whose variable is spelt otherwise, is a setting with
+    /// two names; a key without a flag is one only the file can set.
+    #[test]
+    fn every_flag_is_a_key_of_the_file_with_the_variable_of_its_key() {
+        let command = ServeArgs::augment_args(clap::Command::new("serve"));
+        let mut flags = vec![];
+        for arg in command.get_arguments() {
+            let key = arg.get_id().as_str();
+            let var = arg.get_env().and_then(|v| v.to_str()).unwrap_or_default();
+            assert_eq!(var, env::name(key), "the variable of --{key}");
+            flags.push(key);
+        }
+        let keys = FileConfig::keys();
+        let not_keys: Vec<_> = flags.iter().filter(|f| **f != "config" && !keys.contains(f)).collect();
+        assert!(not_keys.is_empty(), "flags that are not keys of the file: {not_keys:?}");
+        // admin_token has no flag on purpose: a flag would show the token in `ps`.
+        let no_flag: Vec<_> = keys.iter().filter(|k| **k != "admin_token" && !flags.contains(k)).collect();
+        assert!(no_flag.is_empty(), "keys of the file without a flag: {no_flag:?}");
+    }
+}

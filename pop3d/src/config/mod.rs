@@ -1,146 +1,23 @@
 //! Server configuration: a TOML file, `POP3D_*` environment variables and command-line flags.
 //! Flags win over the environment, the environment over the file, the file over defaults.
+//!
+//! The file format, the defaults and the variable names are the contract crate `pop3d-config`'s
+//! (the operator writes the same file); this module holds the flags and the merge and checks.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use crate::store::cassandra::CassandraConfig;
+use crate::store::cassandra::{self, CassandraConfig};
+use pop3d_config::{defaults, env, FileConfig};
 use schema::tls::TlsMaterial;
 
 mod args;
 pub use args::{CassandraArgs, ServeArgs};
+pub use pop3d_config::{ConsistencyLevel, Listener, StoreKind};
 
-/// Per-session command rate. A client that deletes a 100,000-message mailbox pipelines 100,000
-/// DELEs (2 s at the default after the 10 s burst), and an MTA's LMTP connection sends about
-/// four commands per mail; 100/s (the first default) throttled both to a crawl while a command
-/// costs the engine microseconds. The cap is against runaway clients, not normal ones.
-pub const DEFAULT_COMMANDS_PER_SECOND: u32 = 5000;
-
-/// SCRAM-SHA-256 keys sit next to the argon2id hash, so a stolen store is attacked through the
-/// cheaper of the two. OWASP's PBKDF2-HMAC-SHA256 figure (600,000) is its match for argon2id at
-/// 19 MiB, t=2 (pop3d's hash); RFC 7677's minimum of 4096 was the weak link.
-pub const DEFAULT_SCRAM_ITERATIONS: u32 = 600_000;
 /// A token an attacker could guess online is no token; the operator makes 64 hex characters.
 const MIN_ADMIN_TOKEN_LEN: usize = 16;
-
-/// Consistency levels the store accepts. Serial levels are not here on purpose: no LWT, ever.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum ConsistencyLevel {
-    LocalQuorum,
-    LocalOne,
-    Quorum,
-    EachQuorum,
-    One,
-    Two,
-    Three,
-    All,
-}
-
-impl From<ConsistencyLevel> for scylla::statement::Consistency {
-    fn from(c: ConsistencyLevel) -> Self {
-        use scylla::statement::Consistency as C;
-        match c {
-            ConsistencyLevel::LocalQuorum => C::LocalQuorum,
-            ConsistencyLevel::LocalOne => C::LocalOne,
-            ConsistencyLevel::Quorum => C::Quorum,
-            ConsistencyLevel::EachQuorum => C::EachQuorum,
-            ConsistencyLevel::One => C::One,
-            ConsistencyLevel::Two => C::Two,
-            ConsistencyLevel::Three => C::Three,
-            ConsistencyLevel::All => C::All,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreKind {
-    Embedded,
-    Cassandra,
-}
-
-/// The config file: the same keys as the flags, in snake_case.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    store: Option<StoreKind>,
-    pop3: Option<SocketAddr>,
-    lmtp: Option<SocketAddr>,
-    admin: Option<SocketAddr>,
-    ops: Option<SocketAddr>,
-    hostname: Option<String>,
-    allow_insecure_auth: Option<bool>,
-    idle_timeout: Option<u64>,
-    max_connections: Option<usize>,
-    max_connections_per_ip: Option<usize>,
-    max_bad_commands: Option<u32>,
-    max_message_size: Option<u64>,
-    min_free_space_mb: Option<u64>,
-    auth_fail_delay_ms: Option<u64>,
-    account_cache_secs: Option<u64>,
-    admin_token: Option<String>,
-    admin_token_file: Option<PathBuf>,
-    scram_iterations: Option<u32>,
-    min_password_length: Option<usize>,
-    recipient_delimiter: Option<String>,
-    mailbox_quota_mb: Option<u64>,
-    max_line_length: Option<usize>,
-    lmtp_transaction_timeout: Option<u64>,
-    min_data_rate: Option<u64>,
-    cassandra: Option<String>,
-    local_dc: Option<String>,
-    keyspace: Option<String>,
-    read_consistency: Option<ConsistencyLevel>,
-    write_consistency: Option<ConsistencyLevel>,
-    cassandra_timeout_ms: Option<u64>,
-    cassandra_username: Option<String>,
-    cassandra_password: Option<String>,
-    cassandra_tls_ca: Option<PathBuf>,
-    cassandra_tls_cert: Option<PathBuf>,
-    cassandra_tls_key: Option<PathBuf>,
-    cassandra_tls_server_name: Option<String>,
-    watermark_margin: Option<u64>,
-    pop3s: Option<SocketAddr>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    tls_reload_interval: Option<u64>,
-    lmtp_starttls: Option<bool>,
-    login_timeout: Option<u64>,
-    max_commands_per_second: Option<u32>,
-    max_auth_failures: Option<u32>,
-    proxy_protocol: Option<Vec<Listener>>,
-    proxy_trusted_networks: Option<Vec<String>>,
-    oauth_jwks: Option<PathBuf>,
-    oauth_issuer: Option<String>,
-    oauth_audience: Option<String>,
-    oauth_user_claim: Option<String>,
-}
-
-/// The listeners, as named in `proxy_protocol`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Listener {
-    Pop3,
-    Pop3s,
-    Lmtp,
-}
-
-impl std::str::FromStr for Listener {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> Result<Self, ConfigError> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "pop3" => Ok(Self::Pop3),
-            "pop3s" => Ok(Self::Pop3s),
-            "lmtp" => Ok(Self::Lmtp),
-            other => Err(ConfigError::Invalid(format!("unknown listener {other:?} (pop3, pop3s, lmtp)"))),
-        }
-    }
-}
 
 /// Bearer-token validation settings (OAUTHBEARER, XOAUTH2).
 #[derive(Debug, Clone)]
@@ -221,50 +98,52 @@ impl Config {
         let a = args.clone();
         let admin_token = admin_token(&a, &file)?;
         let config = Config {
-            data_dir: a.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./pop3d-data")),
-            store: a.store.or(file.store).unwrap_or(StoreKind::Embedded),
-            pop3: a.pop3.or(file.pop3).unwrap_or_else(|| "127.0.0.1:1110".parse().unwrap()),
-            lmtp: a.lmtp.or(file.lmtp).unwrap_or_else(|| "127.0.0.1:2424".parse().unwrap()),
-            admin: a.admin.or(file.admin).unwrap_or_else(|| "127.0.0.1:8080".parse().unwrap()),
+            data_dir: a.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR)),
+            store: a.store.or(file.store).unwrap_or(defaults::STORE),
+            pop3: a.pop3.or(file.pop3).unwrap_or(defaults::POP3),
+            lmtp: a.lmtp.or(file.lmtp).unwrap_or(defaults::LMTP),
+            admin: a.admin.or(file.admin).unwrap_or(defaults::ADMIN),
             hostname: a
                 .hostname
                 .or(file.hostname)
                 .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
-            allow_insecure_auth: a.allow_insecure_auth.or(file.allow_insecure_auth).unwrap_or(false),
-            idle_timeout: Duration::from_secs(a.idle_timeout.or(file.idle_timeout).unwrap_or(600)),
-            max_connections: a.max_connections.or(file.max_connections).unwrap_or(1000),
-            max_connections_per_ip: a.max_connections_per_ip.or(file.max_connections_per_ip).unwrap_or(50),
-            max_bad_commands: a.max_bad_commands.or(file.max_bad_commands).unwrap_or(20),
-            max_message_size: a.max_message_size.or(file.max_message_size).unwrap_or(64 * 1024 * 1024),
-            min_free_space: a.min_free_space_mb.or(file.min_free_space_mb).unwrap_or(256) * 1024 * 1024,
-            auth_fail_delay: Duration::from_millis(a.auth_fail_delay_ms.or(file.auth_fail_delay_ms).unwrap_or(1000)),
-            account_cache_ttl: Duration::from_secs(a.account_cache_secs.or(file.account_cache_secs).unwrap_or(2)),
+            allow_insecure_auth: a.allow_insecure_auth.or(file.allow_insecure_auth).unwrap_or(defaults::ALLOW_INSECURE_AUTH),
+            idle_timeout: Duration::from_secs(a.idle_timeout.or(file.idle_timeout).unwrap_or(defaults::IDLE_TIMEOUT_SECS)),
+            max_connections: a.max_connections.or(file.max_connections).unwrap_or(defaults::MAX_CONNECTIONS),
+            max_connections_per_ip: a.max_connections_per_ip.or(file.max_connections_per_ip).unwrap_or(defaults::MAX_CONNECTIONS_PER_IP),
+            max_bad_commands: a.max_bad_commands.or(file.max_bad_commands).unwrap_or(defaults::MAX_BAD_COMMANDS),
+            max_message_size: a.max_message_size.or(file.max_message_size).unwrap_or(defaults::MAX_MESSAGE_SIZE),
+            min_free_space: a.min_free_space_mb.or(file.min_free_space_mb).unwrap_or(defaults::MIN_FREE_SPACE_MB) * 1024 * 1024,
+            auth_fail_delay: Duration::from_millis(a.auth_fail_delay_ms.or(file.auth_fail_delay_ms).unwrap_or(defaults::AUTH_FAIL_DELAY_MS)),
+            account_cache_ttl: Duration::from_secs(a.account_cache_secs.or(file.account_cache_secs).unwrap_or(defaults::ACCOUNT_CACHE_SECS)),
             admin_token,
             ops: a.ops.or(file.ops),
-            scram_iterations: a.scram_iterations.or(file.scram_iterations).unwrap_or(DEFAULT_SCRAM_ITERATIONS),
-            min_password_length: a.min_password_length.or(file.min_password_length).unwrap_or(8),
+            scram_iterations: a.scram_iterations.or(file.scram_iterations).unwrap_or(defaults::SCRAM_ITERATIONS),
+            min_password_length: a.min_password_length.or(file.min_password_length).unwrap_or(defaults::MIN_PASSWORD_LENGTH),
             recipient_delimiter: delimiter(a.recipient_delimiter.clone().or(file.recipient_delimiter.clone()))?,
-            mailbox_quota: Some(a.mailbox_quota_mb.or(file.mailbox_quota_mb).unwrap_or(0) << 20).filter(|q| *q > 0),
-            max_line_length: a.max_line_length.or(file.max_line_length).unwrap_or(998),
+            mailbox_quota: Some(a.mailbox_quota_mb.or(file.mailbox_quota_mb).unwrap_or(defaults::MAILBOX_QUOTA_MB) << 20).filter(|q| *q > 0),
+            max_line_length: a.max_line_length.or(file.max_line_length).unwrap_or(defaults::MAX_LINE_LENGTH),
             lmtp_transaction_timeout: Duration::from_secs(
-                a.lmtp_transaction_timeout.or(file.lmtp_transaction_timeout).unwrap_or(600),
+                a.lmtp_transaction_timeout.or(file.lmtp_transaction_timeout).unwrap_or(defaults::LMTP_TRANSACTION_TIMEOUT_SECS),
             ),
-            min_data_rate: a.min_data_rate.or(file.min_data_rate).unwrap_or(1024),
+            min_data_rate: a.min_data_rate.or(file.min_data_rate).unwrap_or(defaults::MIN_DATA_RATE),
             cassandra: None,
-            watermark_margin: Duration::from_secs(a.watermark_margin.or(file.watermark_margin).unwrap_or(3600)),
+            watermark_margin: Duration::from_secs(a.watermark_margin.or(file.watermark_margin).unwrap_or(defaults::WATERMARK_MARGIN_SECS)),
             pop3s: a.pop3s.or(file.pop3s),
             tls: match (a.tls_cert.clone().or(file.tls_cert.clone()), a.tls_key.clone().or(file.tls_key.clone())) {
                 (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
                 (None, None) => None,
                 _ => return Err(ConfigError::Invalid("tls_cert and tls_key go together".into())),
             },
-            tls_reload_interval: Duration::from_secs(a.tls_reload_interval.or(file.tls_reload_interval).unwrap_or(10)),
-            lmtp_starttls: a.lmtp_starttls.or(file.lmtp_starttls).unwrap_or(false),
-            login_timeout: Duration::from_secs(a.login_timeout.or(file.login_timeout).unwrap_or(60)),
-            max_commands_per_second: a.max_commands_per_second.or(file.max_commands_per_second).unwrap_or(DEFAULT_COMMANDS_PER_SECOND),
-            max_auth_failures: a.max_auth_failures.or(file.max_auth_failures).unwrap_or(3),
+            tls_reload_interval: Duration::from_secs(a.tls_reload_interval.or(file.tls_reload_interval).unwrap_or(defaults::TLS_RELOAD_INTERVAL_SECS)),
+            lmtp_starttls: a.lmtp_starttls.or(file.lmtp_starttls).unwrap_or(defaults::LMTP_STARTTLS),
+            login_timeout: Duration::from_secs(a.login_timeout.or(file.login_timeout).unwrap_or(defaults::LOGIN_TIMEOUT_SECS)),
+            max_commands_per_second: a.max_commands_per_second.or(file.max_commands_per_second).unwrap_or(defaults::MAX_COMMANDS_PER_SECOND),
+            max_auth_failures: a.max_auth_failures.or(file.max_auth_failures).unwrap_or(defaults::MAX_AUTH_FAILURES),
             proxy_protocol: match a.proxy_protocol.as_deref() {
-                Some(list) => split_list(list).map(str::parse).collect::<Result<_, _>>()?,
+                Some(list) => split_list(list)
+                    .map(|l| l.parse().map_err(|e: pop3d_config::UnknownListener| ConfigError::Invalid(e.to_string())))
+                    .collect::<Result<_, _>>()?,
                 None => file.proxy_protocol.clone().unwrap_or_default(),
             },
             proxy_trusted_networks: match a.proxy_trusted_networks.as_deref() {
@@ -275,7 +154,7 @@ impl Config {
                 jwks,
                 issuer: a.oauth_issuer.clone().or(file.oauth_issuer.clone()),
                 audience: a.oauth_audience.clone().or(file.oauth_audience.clone()),
-                user_claim: a.oauth_user_claim.clone().or(file.oauth_user_claim.clone()).unwrap_or_else(|| "email".into()),
+                user_claim: a.oauth_user_claim.clone().or(file.oauth_user_claim.clone()).unwrap_or_else(|| defaults::OAUTH_USER_CLAIM.into()),
             }),
         };
         let cassandra_args = CassandraArgs {
@@ -412,7 +291,7 @@ impl CassandraArgs {
         let local_dc = self.local_dc.filter(|d| !d.is_empty()).ok_or_else(|| {
             invalid("the cassandra store needs --local-dc: requests never leave the local datacenter")
         })?;
-        let keyspace = self.keyspace.unwrap_or_else(|| "popfleet".to_owned());
+        let keyspace = self.keyspace.unwrap_or_else(|| defaults::KEYSPACE.to_owned());
         if !schema::valid_keyspace(&keyspace) {
             return Err(invalid("keyspace must be letters, digits and _ (at most 48), starting with a letter"));
         }
@@ -420,9 +299,9 @@ impl CassandraArgs {
             contact_points,
             local_dc,
             keyspace,
-            read_consistency: self.read_consistency.unwrap_or(ConsistencyLevel::LocalQuorum).into(),
-            write_consistency: self.write_consistency.unwrap_or(ConsistencyLevel::LocalQuorum).into(),
-            request_timeout: Duration::from_millis(self.cassandra_timeout_ms.unwrap_or(5000).max(1)),
+            read_consistency: cassandra::consistency(self.read_consistency.unwrap_or(defaults::READ_CONSISTENCY)),
+            write_consistency: cassandra::consistency(self.write_consistency.unwrap_or(defaults::WRITE_CONSISTENCY)),
+            request_timeout: Duration::from_millis(self.cassandra_timeout_ms.unwrap_or(defaults::CASSANDRA_TIMEOUT_MS).max(1)),
             username: self.cassandra_username,
             password: self.cassandra_password,
             tls: resolve_tls(self.cassandra_tls_ca, self.cassandra_tls_cert, self.cassandra_tls_key, self.cassandra_tls_server_name)?,
@@ -440,13 +319,13 @@ fn admin_token(a: &ServeArgs, file: &FileConfig) -> Result<Option<String>, Confi
         }
         return Ok(Some(token));
     }
-    let from_env = a.admin_token.clone().or_else(|| std::env::var("POP3D_ADMIN_TOKEN").ok());
+    let from_env = a.admin_token.clone().or_else(|| std::env::var(env::ADMIN_TOKEN).ok());
     Ok(from_env.or_else(|| file.admin_token.clone()).map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()))
 }
 
 /// One character that cannot be part of an address's syntax, or none.
 fn delimiter(value: Option<String>) -> Result<Option<char>, ConfigError> {
-    let value = value.unwrap_or_else(|| "+".into());
+    let value = value.unwrap_or_else(|| defaults::RECIPIENT_DELIMITER.into());
     let mut chars = value.chars();
     match (chars.next(), chars.next()) {
         (None, _) => Ok(None),
@@ -473,7 +352,7 @@ fn parse_networks<'a>(items: impl Iterator<Item = &'a str>) -> Result<Vec<ipnet:
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
+    FileConfig::from_toml(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
 }
 
 #[cfg(test)]

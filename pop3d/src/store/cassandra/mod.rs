@@ -39,6 +39,21 @@ pub struct CassandraConfig {
     pub tls: Option<schema::tls::TlsMaterial>,
 }
 
+/// The driver's value of a configured level (the contract crate knows no driver).
+pub fn consistency(level: pop3d_config::ConsistencyLevel) -> Consistency {
+    use pop3d_config::ConsistencyLevel as L;
+    match level {
+        L::LocalQuorum => Consistency::LocalQuorum,
+        L::LocalOne => Consistency::LocalOne,
+        L::Quorum => Consistency::Quorum,
+        L::EachQuorum => Consistency::EachQuorum,
+        L::One => Consistency::One,
+        L::Two => Consistency::Two,
+        L::Three => Consistency::Three,
+        L::All => Consistency::All,
+    }
+}
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
