@@ -132,6 +132,7 @@ class Reader(threading.Thread):
         self.committed: set = set()
         self.maybe: set = set()
         self.sessions = Counter()
+        self.errors = Counter()  # what made the "failed" sessions fail
 
     def run(self):
         if self.netns:
@@ -163,8 +164,9 @@ class Reader(threading.Thread):
                     else:
                         self.maybe.update(marked)  # "-ERR some not removed": either way is right
                         self.sessions["QUIT -ERR"] += 1
-            except (OSError, ConnectionClosed, AssertionError):
+            except (OSError, ConnectionClosed, AssertionError) as e:
                 self.sessions["failed"] += 1  # the server is being killed: retry
+                self.errors[f"{type(e).__name__}: {str(e)[:80]}"] += 1
                 time.sleep(0.2)
 
 

@@ -124,8 +124,10 @@ pub async fn big_retr(t: &Target, size: usize, ex: &mut Extras) -> Result<()> {
         l.deliver("load@popfleet.test", user, &msg).await
     })
     .await?;
-    if let Outcome::Refused(code, text) = outcome {
-        bail!("big message refused: {code} {text}");
+    match outcome {
+        Outcome::Accepted => {}
+        Outcome::Refused(code, text) => bail!("big message refused: {code} {text}"),
+        Outcome::Closed(text) => bail!("big message: connection closed ({text})"),
     }
     ex.big_rss_peak_deliver_mib = peak;
     let start = Instant::now();
@@ -176,8 +178,10 @@ pub async fn stat_after_deletions(t: &Target, count: u64, ex: &mut Extras) -> Re
                     let mut l = LmtpClient::connect(&lmtp).await?;
                     for i in (w..n).step_by(16) {
                         let msg = message::build(&format!("{tag}-{i}"), &user, 1024);
-                        if let Outcome::Refused(code, text) = l.deliver("load@popfleet.test", &user, &msg).await? {
-                            bail!("fill refused: {code} {text}");
+                        match l.deliver("load@popfleet.test", &user, &msg).await? {
+                            Outcome::Accepted => {}
+                            Outcome::Refused(code, text) => bail!("fill refused: {code} {text}"),
+                            Outcome::Closed(text) => bail!("fill: connection closed ({text})"),
                         }
                     }
                     anyhow::Ok(())

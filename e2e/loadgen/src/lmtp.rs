@@ -14,6 +14,9 @@ pub enum Outcome {
     Accepted,
     /// Reply code and text of the first non-2xx/3xx reply.
     Refused(u16, String),
+    /// The server had closed the connection (or said 421 and closed it) before taking MAIL:
+    /// nothing of this transaction reached it.
+    Closed(String),
 }
 
 impl LmtpClient {
@@ -55,11 +58,18 @@ impl LmtpClient {
     /// `dot_stuffed` must already end with CRLF.CRLF.
     pub async fn deliver(&mut self, from: &str, rcpt: &str, dot_stuffed: &[u8]) -> Result<Outcome> {
         let cmds = format!("MAIL FROM:<{from}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n");
-        self.stream.get_mut().write_all(cmds.as_bytes()).await?;
+        if let Err(e) = self.stream.get_mut().write_all(cmds.as_bytes()).await {
+            return Ok(Outcome::Closed(format!("{e}")));
+        }
         let mut refused = None;
         let mut data_code = 0;
         for (expect, what) in [(250, "MAIL"), (250, "RCPT"), (354, "DATA")] {
-            let (code, text) = self.reply().await?;
+            let reply = self.reply().await;
+            let (code, text) = match reply {
+                Err(e) if what == "MAIL" => return Ok(Outcome::Closed(format!("{e:#}"))),
+                Ok((421, text)) if what == "MAIL" => return Ok(Outcome::Closed(format!("421 {text}"))),
+                r => r?,
+            };
             data_code = code;
             if code != expect && refused.is_none() {
                 refused = Some((code, format!("{what}: {text}")));

@@ -51,6 +51,7 @@ struct Tally {
     errors: Errors,
     delivered: u64,
     octets: u64,
+    reconnects: u64,
 }
 
 /// Errors are grouped by the first words of their text, so "451 4.3.0 <x> ..." groups by code.
@@ -61,15 +62,32 @@ fn kind(prefix: &str, text: &str) -> String {
 
 type Pool = Arc<Mutex<Vec<LmtpClient>>>;
 
-async fn deliver_one(addr: &str, pool: &Pool, rcpt: &str, msg: &[u8]) -> Result<Outcome> {
+/// One delivery on a pooled connection; true when it took a second connection. As an MTA with a
+/// connection cache does: a reused connection that the server closed before taking anything
+/// (idle timeout, a pod shutting down) is dropped and the message goes out on a new one at once.
+async fn deliver_one(addr: &str, pool: &Pool, rcpt: &str, msg: &[u8]) -> Result<(Outcome, bool)> {
     let pooled = pool.lock().unwrap().pop();
-    let mut conn = match pooled {
-        Some(c) => c,
-        None => LmtpClient::connect(addr).await?,
+    let mut reconnected = false;
+    let mut outcome = match pooled {
+        Some(mut conn) => match conn.deliver("load@popfleet.test", rcpt, msg).await? {
+            Outcome::Closed(_) => {
+                reconnected = true;
+                None
+            }
+            done => Some((conn, done)),
+        },
+        None => None,
     };
-    let outcome = conn.deliver("load@popfleet.test", rcpt, msg).await?;
-    pool.lock().unwrap().push(conn);
-    Ok(outcome)
+    if outcome.is_none() {
+        let mut conn = LmtpClient::connect(addr).await?;
+        let done = conn.deliver("load@popfleet.test", rcpt, msg).await?;
+        outcome = Some((conn, done));
+    }
+    let (conn, done) = outcome.expect("set above");
+    if !matches!(done, Outcome::Closed(_)) {
+        pool.lock().unwrap().push(conn);
+    }
+    Ok((done, reconnected))
 }
 
 /// Samples the server's process tree every 100 ms for peak RSS; CPU is the difference of totals.
@@ -143,7 +161,10 @@ async fn deliveries(sc: &Scenario) -> Result<(Tally, Duration, u64)> {
             let latency = due.elapsed();
             drop(permit);
             let mut t = tally.lock().unwrap();
-            match result {
+            if let Ok((_, true)) = result {
+                t.reconnects += 1;
+            }
+            match result.map(|(outcome, _)| outcome) {
                 Ok(Outcome::Accepted) => {
                     t.lmtp.record(latency);
                     t.delivered += 1;
@@ -153,6 +174,7 @@ async fn deliveries(sc: &Scenario) -> Result<(Tally, Duration, u64)> {
                     }
                 }
                 Ok(Outcome::Refused(code, text)) => t.errors.add(kind(&format!("lmtp {code}"), &text)),
+                Ok(Outcome::Closed(text)) => t.errors.add(kind("lmtp closed", &text)),
                 Err(e) => t.errors.add(kind("lmtp io", &format!("{e:#}"))),
             }
         }));
@@ -267,6 +289,7 @@ pub async fn run(sc: &Scenario) -> Result<Report> {
         messages_found: r.map_or(0, |r| r.found),
         messages_deleted: r.map_or(0, |r| r.deleted),
         errors,
+        reconnects: tally.reconnects,
         server_peak_rss_mib: peak,
         server_cpu_s: cpu,
     })

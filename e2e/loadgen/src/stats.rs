@@ -81,6 +81,9 @@ pub struct Report {
     pub messages_found: u64,
     pub messages_deleted: u64,
     pub errors: Errors,
+    /// Deliveries sent again on a new connection because the server had closed a pooled one
+    /// before taking them (not errors: nothing had been accepted).
+    pub reconnects: u64,
     pub server_peak_rss_mib: Option<f64>,
     pub server_cpu_s: Option<f64>,
 }
@@ -107,6 +110,7 @@ impl Report {
         row("POP3 whole session", fmt_lat(&self.pop3_session));
         row("found / deleted", format!("{} / {}", self.messages_found, self.messages_deleted));
         row("errors", if self.errors.0.is_empty() { "none".into() } else { format!("{:?}", self.errors.0) });
+        row("reconnects", self.reconnects.to_string());
         row(
             "server",
             match (self.server_peak_rss_mib, self.server_cpu_s) {

@@ -31,6 +31,8 @@ pub const DRAIN_IDLE: Duration = Duration::from_secs(2);
 #[derive(Default)]
 pub struct Drain {
     draining: bool,
+    /// An LMTP transaction ended since shutdown began.
+    transaction_ended: bool,
 }
 
 impl Drain {
@@ -46,6 +48,18 @@ impl Drain {
 
     pub fn is_draining(&self) -> bool {
         self.draining
+    }
+
+    pub fn transaction_ended(&mut self) {
+        self.transaction_ended |= self.draining;
+    }
+
+    /// LMTP: a transaction ended since shutdown began, so the session ends at this boundary
+    /// rather than carry the MTA's next message (which it sends again on a new connection, to a
+    /// server that is not going away: a client's cached connection is closed between
+    /// transactions, never in the middle of one).
+    pub fn at_transaction_boundary(&self) -> bool {
+        self.draining && self.transaction_ended
     }
 }
 

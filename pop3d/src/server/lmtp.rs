@@ -136,6 +136,7 @@ async fn session(
                 let results = finish(ctx, d).await;
                 tracing::info!(%peer, recipients = results.len(), "lmtp delivery");
                 session.data_done(results);
+                drain.transaction_ended();
             }
             Step::DataAbort => {
                 clocks.data = None;
@@ -174,6 +175,11 @@ async fn read_input(
     clocks.idle.commands(session.commands());
     let (deadline, cut) = clocks.next();
     let Waits { stop, may_stop, drain } = waits;
+    if may_stop && drain.at_transaction_boundary() {
+        out.write_all(b"421 4.3.2 Server shutting down\r\n").await?;
+        out.flush().await?;
+        return Ok(false);
+    }
     let read_by = if may_stop { drain.deadline(deadline) } else { deadline };
     let read = tokio::select! {
         r = read_until(read_by, out.get_mut(), buf) => r,
