@@ -310,11 +310,7 @@ pub struct Pop3Spec {
 
 impl Default for Pop3Spec {
     fn default() -> Self {
-        Pop3Spec {
-            port: default_pop3_port(),
-            tls_port: default_pop3s_port(),
-            tls: None,
-        }
+        Pop3Spec { port: default_pop3_port(), tls_port: default_pop3s_port(), tls: None }
     }
 }
 
@@ -336,9 +332,7 @@ pub struct LmtpSpec {
 
 impl Default for LmtpSpec {
     fn default() -> Self {
-        LmtpSpec {
-            port: default_lmtp_port(),
-        }
+        LmtpSpec { port: default_lmtp_port() }
     }
 }
 

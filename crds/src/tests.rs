@@ -19,10 +19,7 @@ fn checked_in_crd_yaml_is_up_to_date() {
 fn the_yaml_parses_back_into_the_same_crd() {
     let parsed: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
         serde_saphyr::from_str(CHECKED_IN).expect("valid YAML");
-    assert_eq!(
-        serde_json::to_value(parsed).unwrap(),
-        serde_json::to_value(Pop3Cluster::crd()).unwrap()
-    );
+    assert_eq!(serde_json::to_value(parsed).unwrap(), serde_json::to_value(Pop3Cluster::crd()).unwrap());
 }
 
 fn schema() -> serde_json::Value {
@@ -39,13 +36,8 @@ fn names_scope_and_subresources() {
     let version = &crd.spec.versions[0];
     assert_eq!(version.name, "v1alpha1");
     assert!(version.subresources.as_ref().unwrap().status.is_some());
-    let columns: Vec<_> = version
-        .additional_printer_columns
-        .as_ref()
-        .unwrap()
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
+    let columns: Vec<_> =
+        version.additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
     assert!(columns.starts_with(&["Ready", "Available", "Keyspace"]), "{columns:?}");
 }
 
@@ -56,10 +48,7 @@ fn validation_rules_are_in_the_schema() {
     let spec = &s["properties"]["spec"];
     assert_eq!(spec["properties"]["datacenters"]["x-kubernetes-list-type"], "map");
     assert_eq!(spec["properties"]["datacenters"]["maxItems"], 16);
-    assert_eq!(
-        spec["properties"]["datacenters"]["items"]["properties"]["replicas"]["maximum"],
-        100.0
-    );
+    assert_eq!(spec["properties"]["datacenters"]["items"]["properties"]["replicas"]["maximum"], 100.0);
     assert!(text.contains("self == oldSelf"), "keyspace immutability");
     assert!(text.contains("datacenter names must be unique"));
     assert!(text.contains("self[dc] >= 1"));
@@ -94,7 +83,9 @@ fn settings_that_open_the_admin_api_or_swap_certificates_cannot_be_overridden() 
         spec["datacenters"]["items"]["properties"]["config"]["x-kubernetes-validations"].to_string(),
     ];
     for rule in rules {
-        for key in pop3d_config::MANAGED_KEYS.iter().chain(&["admin", "ops", "cassandra_tls_ca", "cassandra_tls_server_name"]) {
+        for key in
+            pop3d_config::MANAGED_KEYS.iter().chain(&["admin", "ops", "cassandra_tls_ca", "cassandra_tls_server_name"])
+        {
             assert!(rule.contains(&format!("'{key}'")), "{key} missing from the refused keys: {rule}");
         }
         assert!(rule.contains("cannot be overridden"), "{rule}");
@@ -106,6 +97,9 @@ fn network_policy_peers_have_the_kubernetes_schema() {
     let np = &schema()["properties"]["spec"]["properties"]["networkPolicy"];
     assert_eq!(np["properties"]["enabled"]["default"], true);
     let peer = &np["properties"]["lmtpFrom"]["items"]["properties"];
-    assert!(peer["podSelector"].is_object() && peer["namespaceSelector"].is_object() && peer["ipBlock"].is_object(), "{np}");
+    assert!(
+        peer["podSelector"].is_object() && peer["namespaceSelector"].is_object() && peer["ipBlock"].is_object(),
+        "{np}"
+    );
     assert_eq!(np["properties"]["adminFrom"]["maxItems"], 32);
 }

@@ -25,12 +25,7 @@ pub const MIN_TOKEN_LEN: usize = 16;
 
 /// The Secret the pods mount: the one the spec names, else the generated one.
 pub fn secret_name(cluster: &Pop3Cluster) -> String {
-    cluster
-        .spec
-        .admin
-        .token_secret_name
-        .clone()
-        .unwrap_or_else(|| format!("{}-admin-token", cluster.name_any()))
+    cluster.spec.admin.token_secret_name.clone().unwrap_or_else(|| format!("{}-admin-token", cluster.name_any()))
 }
 
 /// 32 bytes from a CSPRNG, hex: 256 bits, printable, so it fits an `Authorization` header and a
@@ -43,9 +38,8 @@ pub fn new_token() -> String {
 
 /// The generated Secret, owned by the cluster so it goes when the cluster goes.
 pub fn generated_secret(cluster: &Pop3Cluster, token: &str) -> Result<Secret> {
-    let owner = cluster
-        .controller_owner_ref(&())
-        .ok_or_else(|| Error::InvalidSpec("the Pop3Cluster has no uid yet".into()))?;
+    let owner =
+        cluster.controller_owner_ref(&()).ok_or_else(|| Error::InvalidSpec("the Pop3Cluster has no uid yet".into()))?;
     Ok(Secret {
         metadata: ObjectMeta {
             name: Some(secret_name(cluster)),
@@ -156,8 +150,14 @@ mod tests {
         assert_eq!(reason(false, None).as_deref(), Some("admin token Secret t not found"));
         assert_eq!(reason(true, None).as_deref(), Some("admin token Secret t has no key token"));
         assert_eq!(reason(true, Some(b" \n")).as_deref(), Some("admin token Secret t has an empty token"));
-        assert_eq!(reason(true, Some(b" 0123456789abcde\n")).as_deref(), Some("admin token Secret t has a token shorter than 16 characters"));
-        assert_eq!(reason(true, Some(b"\xff0123456789abcdef")).as_deref(), Some("admin token Secret t has a token that is not UTF-8 text"));
+        assert_eq!(
+            reason(true, Some(b" 0123456789abcde\n")).as_deref(),
+            Some("admin token Secret t has a token shorter than 16 characters")
+        );
+        assert_eq!(
+            reason(true, Some(b"\xff0123456789abcdef")).as_deref(),
+            Some("admin token Secret t has a token that is not UTF-8 text")
+        );
         assert_eq!(reason(true, Some(b"0123456789abcdef\n")), None);
         assert_eq!(reason(true, Some(new_token().as_bytes())), None);
         assert_eq!(problem("t", false, None).unwrap().0, "AdminTokenSecretMissing");

@@ -15,11 +15,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Self {
-        Backoff {
-            base,
-            max,
-            failures: Mutex::new(HashMap::new()),
-        }
+        Backoff { base, max, failures: Mutex::new(HashMap::new()) }
     }
 
     /// Records a failure of `key` and returns how long to wait before the next attempt:
@@ -37,12 +33,7 @@ impl Backoff {
     }
 
     pub fn failures(&self, key: &str) -> u32 {
-        self.failures
-            .lock()
-            .expect("backoff lock")
-            .get(key)
-            .copied()
-            .unwrap_or(0)
+        self.failures.lock().expect("backoff lock").get(key).copied().unwrap_or(0)
     }
 }
 

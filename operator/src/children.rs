@@ -29,9 +29,7 @@ where
 {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     let name = obj.meta().name.clone().unwrap_or_default();
-    let applied = api
-        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
-        .await?;
+    let applied = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj)).await?;
     metrics.write("apply");
     Ok(applied)
 }
@@ -100,16 +98,10 @@ where
     let api: Api<K> = Api::namespaced(client.clone(), &ns);
     let uid = cluster.uid().unwrap_or_default();
     let mut removed = BTreeSet::new();
-    for obj in api
-        .list(&ListParams::default().labels(&resources::cluster_selector(cluster)))
-        .await?
-    {
+    for obj in api.list(&ListParams::default().labels(&resources::cluster_selector(cluster))).await? {
         let dc = obj.labels().get(LABEL_DATACENTER).cloned().unwrap_or_default();
         // Only objects this very resource owns: a label can be copied, an owner uid cannot.
-        let owned = obj
-            .owner_references()
-            .iter()
-            .any(|o| o.uid == uid && o.controller == Some(true));
+        let owned = obj.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true));
         if owned && !keep.contains(dc.as_str()) {
             api.delete(&obj.name_any(), &DeleteParams::background()).await?;
             metrics.write("delete");

@@ -27,12 +27,12 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::backoff::Backoff;
 use crate::keyspace::{self, Credentials, Sessions, Target};
-use schema::tls::TlsMaterial;
 use crate::resources::{self, LABEL_MANAGED_BY};
 use crate::status::{self, KeyspaceOutcome, Observation};
 use crate::telemetry::{ErrorLabels, Metrics, ResultLabels};
 use crate::{admin_token, children, Error, Result, FIELD_MANAGER, FINALIZER};
 use crds::{DeletionPolicy, KeyspaceStatus, Pop3Cluster, Pop3ClusterStatus};
+use schema::tls::TlsMaterial;
 
 /// What every reconcile shares.
 pub struct Context {
@@ -46,10 +46,7 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>, instance: String, resync: Duration) -> Self {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: Some(instance),
-        };
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -61,13 +58,8 @@ impl Context {
     }
 
     async fn event(&self, cluster: &Pop3Cluster, type_: EventType, reason: &str, note: String) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
+        let event =
+            Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
         // An Event that cannot be written is not a reason to fail the reconcile.
         if let Err(e) = self.recorder.publish(&event, &cluster.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "cannot publish event");
@@ -99,9 +91,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let client = ctx.client.clone();
     let api = |c: &Client| -> Api<Pop3Cluster> {
-        namespace
-            .as_deref()
-            .map_or_else(|| Api::all(c.clone()), |ns| Api::namespaced(c.clone(), ns))
+        namespace.as_deref().map_or_else(|| Api::all(c.clone()), |ns| Api::namespaced(c.clone(), ns))
     };
     let clusters = api(&client);
     if let Err(e) = clusters.list(&ListParams::default().limit(1)).await {
@@ -112,8 +102,7 @@ pub async fn run(
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
         K::DynamicType: Default,
     {
-        ns.as_deref()
-            .map_or_else(|| Api::all(c.clone()), |n| Api::namespaced(c.clone(), n))
+        ns.as_deref().map_or_else(|| Api::all(c.clone()), |n| Api::namespaced(c.clone(), n))
     }
     let (reader, writer) = reflector::store();
     let trigger = watcher(clusters, watcher::Config::default().any_semantic())
@@ -136,11 +125,7 @@ pub async fn run(
                 admin_token::secret_name(c) == name
                     || c.spec.pop3.tls.as_ref().is_some_and(|t| t.secret_name == name)
                     || c.spec.cassandra.tls.as_ref().is_some_and(|t| t.secret_name == name)
-                    || c.spec
-                        .cassandra
-                        .credentials_secret
-                        .as_ref()
-                        .is_some_and(|s| s.name == name)
+                    || c.spec.cassandra.credentials_secret.as_ref().is_some_and(|s| s.name == name)
             })
             .map(|c| ObjectRef::from_obj(&*c))
             .collect::<Vec<_>>()
@@ -152,11 +137,7 @@ pub async fn run(
         .owns(scoped::<PodDisruptionBudget>(&client, &namespace), owned.clone())
         .owns(scoped::<ServiceAccount>(&client, &namespace), owned.clone())
         .owns(scoped::<NetworkPolicy>(&client, &namespace), owned)
-        .watches(
-            scoped::<Secret>(&client, &namespace),
-            watcher::Config::default(),
-            secret_mapper,
-        )
+        .watches(scoped::<Secret>(&client, &namespace), watcher::Config::default(), secret_mapper)
         // A rollout moves a Deployment's status many times a second; one reconcile per burst is enough.
         .with_config(ControllerConfig::default().debounce(Duration::from_millis(500)))
         .graceful_shutdown_on(shutdown)
@@ -190,10 +171,7 @@ async fn reconcile(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Actio
     .map_err(|e| Error::Finalizer(Box::new(e)));
     ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
     let label = if result.is_ok() { "ok" } else { "error" };
-    ctx.metrics
-        .reconciles
-        .get_or_create(&ResultLabels { result: label })
-        .inc();
+    ctx.metrics.reconciles.get_or_create(&ResultLabels { result: label }).inc();
     if result.is_ok() {
         ctx.backoff.succeeded(&key);
     }
@@ -201,12 +179,7 @@ async fn reconcile(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Actio
 }
 
 fn error_policy(cluster: Arc<Pop3Cluster>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .failures
-        .get_or_create(&ErrorLabels {
-            error: error.metric_label(),
-        })
-        .inc();
+    ctx.metrics.failures.get_or_create(&ErrorLabels { error: error.metric_label() }).inc();
     let delay = ctx.backoff.failed(&key(&cluster));
     tracing::warn!(cluster = %key(&cluster), %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
@@ -253,24 +226,13 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
         };
         write_status(&cluster, &ctx, status::compute(&cluster, &obs, &now())).await?;
         if !was_paused {
-            ctx.event(
-                &cluster,
-                EventType::Normal,
-                "Paused",
-                "spec.paused is true: no changes are written".into(),
-            )
-            .await;
+            ctx.event(&cluster, EventType::Normal, "Paused", "spec.paused is true: no changes are written".into())
+                .await;
         }
         return Ok(Action::await_change());
     }
     if was_paused {
-        ctx.event(
-            &cluster,
-            EventType::Normal,
-            "Resumed",
-            "spec.paused is false: applying the spec".into(),
-        )
-        .await;
+        ctx.event(&cluster, EventType::Normal, "Resumed", "spec.paused is false: applying the spec".into()).await;
     }
     let mut problems = Vec::new();
 
@@ -282,10 +244,7 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
                 &secret_bytes(&s, "tls.key").unwrap_or_default(),
             ]),
             None => {
-                problems.push((
-                    "TlsSecretMissing".to_owned(),
-                    format!("TLS Secret {} not found", t.secret_name),
-                ));
+                problems.push(("TlsSecretMissing".to_owned(), format!("TLS Secret {} not found", t.secret_name)));
                 "missing".to_owned()
             }
         });
@@ -306,11 +265,8 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
             ));
         }
         secrets.cassandra_client_cert = crt.is_some() && key.is_some();
-        secrets.cassandra_tls_hash = Some(resources::sha256_hex(&[
-            &ca.unwrap_or_default(),
-            &crt.unwrap_or_default(),
-            &key.unwrap_or_default(),
-        ]));
+        secrets.cassandra_tls_hash =
+            Some(resources::sha256_hex(&[&ca.unwrap_or_default(), &crt.unwrap_or_default(), &key.unwrap_or_default()]));
     }
 
     let token = admin_token::ensure(&ctx.client, &cluster, &ctx.metrics).await?;
@@ -344,12 +300,7 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
         KeyspaceOutcome::Failed(e) => Some(e.clone()),
         _ => None,
     };
-    let obs = Observation {
-        paused: false,
-        datacenters: observed,
-        keyspace,
-        problems,
-    };
+    let obs = Observation { paused: false, datacenters: observed, keyspace, problems };
     let new_status = status::compute(&cluster, &obs, &now());
     let was_degraded = status::is_true(cluster.status.as_ref(), status::DEGRADED);
     let degraded = status::is_true(Some(&new_status), status::DEGRADED);
@@ -362,13 +313,7 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
     match (was_degraded, degraded, degraded_message) {
         (false, true, Some((reason, message))) => ctx.event(&cluster, EventType::Warning, &reason, message).await,
         (true, false, _) => {
-            ctx.event(
-                &cluster,
-                EventType::Normal,
-                "Recovered",
-                "no problem observed any more".into(),
-            )
-            .await
+            ctx.event(&cluster, EventType::Normal, "Recovered", "no problem observed any more".into()).await
         }
         _ => {}
     }
@@ -397,7 +342,8 @@ async fn target(cluster: &Pop3Cluster, ctx: &Context) -> Result<Target> {
         None => None,
         Some(r) => {
             let s = required_secret(&ctx.client, &ns, &r.name).await?;
-            let value = |key: &str| secret_value(&s, key).ok_or_else(|| secret_problem(&r.name, &format!("no key {key}")));
+            let value =
+                |key: &str| secret_value(&s, key).ok_or_else(|| secret_problem(&r.name, &format!("no key {key}")));
             Some(Credentials { username: value(&r.username_key)?, password: value(&r.password_key)? })
         }
     };
@@ -412,12 +358,7 @@ async fn target(cluster: &Pop3Cluster, ctx: &Context) -> Result<Target> {
             })
         }
     };
-    let preferred_dc = cluster
-        .spec
-        .datacenters
-        .first()
-        .map(|d| d.cassandra_dc().to_owned())
-        .unwrap_or_default();
+    let preferred_dc = cluster.spec.datacenters.first().map(|d| d.cassandra_dc().to_owned()).unwrap_or_default();
     Ok(Target {
         contact_points: spec.contact_points.values().flatten().cloned().collect(),
         preferred_dc,
@@ -450,10 +391,7 @@ async fn keyspace_step_inner(cluster: &Pop3Cluster, ctx: &Context) -> Result<Key
             cluster,
             EventType::Normal,
             "KeyspaceCreated",
-            format!(
-                "created keyspace {} with replication {:?}",
-                spec.keyspace, outcome.replication
-            ),
+            format!("created keyspace {} with replication {:?}", spec.keyspace, outcome.replication),
         )
         .await;
     }
@@ -507,12 +445,7 @@ async fn write_status(cluster: &Pop3Cluster, ctx: &Context, status: Pop3ClusterS
         "kind": Pop3Cluster::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        &cluster.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    api.patch_status(&cluster.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
     ctx.metrics.write("status");
     Ok(())
 }

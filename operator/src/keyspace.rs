@@ -69,10 +69,8 @@ impl Sessions {
 async fn connect(target: &Target) -> Result<Session> {
     // DDL and system_schema reads only: failing over to another DC is fine here (unlike pop3d,
     // which must never leave its own DC), and schema changes want a coordinator that is up.
-    let policy = DefaultPolicy::builder()
-        .prefer_datacenter(target.preferred_dc.clone())
-        .permit_dc_failover(true)
-        .build();
+    let policy =
+        DefaultPolicy::builder().prefer_datacenter(target.preferred_dc.clone()).permit_dc_failover(true).build();
     let profile = ExecutionProfile::builder()
         .consistency(Consistency::LocalQuorum)
         .serial_consistency(None)
@@ -93,14 +91,8 @@ async fn connect(target: &Target) -> Result<Session> {
     }
     match tokio::time::timeout(Duration::from_secs(30), builder.build()).await {
         Ok(Ok(session)) => Ok(session),
-        Ok(Err(e)) => Err(Error::Cassandra(format!(
-            "cannot connect to {:?}: {e}",
-            target.contact_points
-        ))),
-        Err(_) => Err(Error::Cassandra(format!(
-            "connecting to {:?} timed out",
-            target.contact_points
-        ))),
+        Ok(Err(e)) => Err(Error::Cassandra(format!("cannot connect to {:?}: {e}", target.contact_points))),
+        Err(_) => Err(Error::Cassandra(format!("connecting to {:?} timed out", target.contact_points))),
     }
 }
 
@@ -130,11 +122,7 @@ pub async fn ensure(session: &Session, keyspace: &str, replication: &BTreeMap<St
         .await?
         .map(|r| migrate::factors(&r))
         .ok_or_else(|| migrate::MigrateError::MissingKeyspace(keyspace.to_owned()))?;
-    let schema_version = migrate::applied_versions(session, keyspace)
-        .await?
-        .last()
-        .copied()
-        .unwrap_or(0);
+    let schema_version = migrate::applied_versions(session, keyspace).await?.last().copied().unwrap_or(0);
     Ok(Outcome {
         created: report.keyspace_created,
         replication_changed: report.replication_changed,
@@ -151,12 +139,7 @@ pub async fn drop(session: &Session, keyspace: &str) -> Result<()> {
 
 /// `{dc1: 1} -> {dc1: 3, dc2: 1}` for messages and events.
 pub fn describe_change(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> String {
-    let show = |m: &BTreeMap<String, String>| {
-        m.iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let show = |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ");
     format!("{{{}}} -> {{{}}}", show(before), show(after))
 }
 
@@ -169,10 +152,7 @@ mod tests {
         let a: BTreeMap<String, String> = [("dc1".into(), "1".into())].into();
         let b: BTreeMap<String, String> = [("dc1".into(), "3".into()), ("dc2".into(), "1".into())].into();
         assert_eq!(describe_change(&a, &b), "{dc1: 1} -> {dc1: 3, dc2: 1}");
-        let c = Credentials {
-            username: "u".into(),
-            password: "secret".into(),
-        };
+        let c = Credentials { username: "u".into(), password: "secret".into() };
         assert!(!format!("{c:?}").contains("secret"));
     }
 }

@@ -46,19 +46,13 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     schema::tls::install_default_provider();
     let filter = EnvFilter::try_from_env("POPFLEET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if args.log_json {
         fmt.json().init();
     } else {
-        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
+        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -72,10 +66,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
     let http = tokio::spawn(telemetry::serve(args.http, metrics.clone()));
-    let identity = args
-        .identity
-        .clone()
-        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+    let identity = args.identity.clone().unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics.clone(),

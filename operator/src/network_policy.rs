@@ -70,10 +70,7 @@ fn rule(ports: &[i32], from: Option<Vec<NetworkPolicyPeer>>) -> NetworkPolicyIng
         ports: Some(
             ports
                 .iter()
-                .map(|p| NetworkPolicyPort {
-                    port: Some(IntOrString::Int(*p)),
-                    ..Default::default()
-                })
+                .map(|p| NetworkPolicyPort { port: Some(IntOrString::Int(*p)), ..Default::default() })
                 .collect(),
         ),
         from,

@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
-use crds::{DatacenterSpec, Pop3Cluster};
 use ::pop3d_config::{FileConfig, StoreKind, MANAGED_KEYS};
+use crds::{DatacenterSpec, Pop3Cluster};
 
 /// Ports pop3d listens on inside the pod. Unprivileged, so the container runs as non-root
 /// without NET_BIND_SERVICE; the Service maps the well-known ports (110, 995, 24) onto them.
@@ -114,9 +114,7 @@ fn typed(value: &str) -> toml::Value {
 
 /// Parses a rendered file back into key → value (tests and the e2e check use it).
 pub fn parse(text: &str) -> BTreeMap<String, toml::Value> {
-    toml::from_str::<toml::Table>(text)
-        .map(|t| t.into_iter().collect())
-        .unwrap_or_default()
+    toml::from_str::<toml::Table>(text).map(|t| t.into_iter().collect()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -146,11 +144,7 @@ mod tests {
         let text = render(&c, &c.spec.datacenters[0], false);
         let kv = parse(&text);
         assert_eq!(kv["store"].as_str(), Some("cassandra"));
-        assert_eq!(
-            kv["cassandra"].as_str(),
-            Some("10.0.0.1:9042,10.0.0.2:9042"),
-            "only the local DC's contact points"
-        );
+        assert_eq!(kv["cassandra"].as_str(), Some("10.0.0.1:9042,10.0.0.2:9042"), "only the local DC's contact points");
         assert_eq!(kv["local_dc"].as_str(), Some("dc1"));
         assert_eq!(kv["keyspace"].as_str(), Some("mail"));
         assert_eq!(kv["read_consistency"].as_str(), Some("local_one"));
@@ -158,11 +152,7 @@ mod tests {
         assert_eq!(kv["pop3"].as_str(), Some("0.0.0.0:1110"));
         assert_eq!(kv["allow_insecure_auth"].as_bool(), Some(false));
         assert!(!kv.contains_key("tls_cert") && !kv.contains_key("pop3s"));
-        assert_eq!(
-            kv["idle_timeout"].as_integer(),
-            Some(60),
-            "the DC override wins and is an integer"
-        );
+        assert_eq!(kv["idle_timeout"].as_integer(), Some(60), "the DC override wins and is an integer");
         assert_eq!(kv["hostname"].as_str(), Some("pop.example.com"));
         assert_eq!(kv["lmtp_starttls"].as_bool(), Some(true));
         assert!(text.starts_with("# pop3d configuration of ns/mail datacenter east"));
@@ -171,9 +161,7 @@ mod tests {
     #[test]
     fn tls_adds_the_certificate_and_pop3s() {
         let mut c = cluster();
-        c.spec.pop3.tls = Some(crds::SecretRef {
-            secret_name: "pop-tls".into(),
-        });
+        c.spec.pop3.tls = Some(crds::SecretRef { secret_name: "pop-tls".into() });
         let kv = parse(&render(&c, &c.spec.datacenters[0], false));
         assert_eq!(kv["tls_cert"].as_str(), Some("/etc/pop3d/tls/tls.crt"));
         assert_eq!(kv["pop3s"].as_str(), Some("0.0.0.0:1995"));
@@ -242,8 +230,10 @@ mod tests {
         for text in [&plain, &tls] {
             FileConfig::from_toml(text).unwrap_or_else(|e| panic!("pop3d would refuse it: {e}\n{text}"));
         }
-        let header = "# pop3d configuration of ns/mail datacenter east; written by popfleet-operator, edits are overwritten.\n";
-        let common = "admin = \"0.0.0.0:8080\"\nadmin_token_file = \"/etc/pop3d/admin/token\"\nallow_insecure_auth = true\n\
+        let header =
+            "# pop3d configuration of ns/mail datacenter east; written by popfleet-operator, edits are overwritten.\n";
+        let common =
+            "admin = \"0.0.0.0:8080\"\nadmin_token_file = \"/etc/pop3d/admin/token\"\nallow_insecure_auth = true\n\
                       cassandra = \"10.0.0.1:9042,10.0.0.2:9042\"\n";
         let middle = "data_dir = \"/var/lib/pop3d\"\nhostname = \"pop.example.com\"\nidle_timeout = 60\nkeyspace = \"mail\"\n\
                       lmtp = \"0.0.0.0:2424\"\nlmtp_starttls = true\nlocal_dc = \"dc1\"\nops = \"0.0.0.0:9090\"\npop3 = \"0.0.0.0:1110\"\n";

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretKeySelector, SecretVolumeSource, SecurityContext, SleepAction, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    EnvVarSource, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
+    ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -26,8 +26,8 @@ use crate::pop3d_config::{
     LMTP_PORT, OPS_PORT, POP3S_PORT, POP3_PORT, TLS_DIR,
 };
 use crate::{admin_token, network_policy, Error, Result, FIELD_MANAGER};
-use crds::{DatacenterSpec, Pop3Cluster, Pop3ClusterSpec, ServiceType};
 use ::pop3d_config::env as pop3d_env;
+use crds::{DatacenterSpec, Pop3Cluster, Pop3ClusterSpec, ServiceType};
 
 pub const LABEL_CLUSTER: &str = "popfleet.io/cluster";
 pub const LABEL_DATACENTER: &str = "popfleet.io/datacenter";
@@ -74,10 +74,7 @@ pub fn cluster_selector(cluster: &Pop3Cluster) -> String {
 
 pub(crate) fn selector_labels(cluster: &Pop3Cluster, dc: &str) -> BTreeMap<String, String> {
     [
-        (
-            LABEL_CLUSTER.to_owned(),
-            cluster.metadata.name.clone().unwrap_or_default(),
-        ),
+        (LABEL_CLUSTER.to_owned(), cluster.metadata.name.clone().unwrap_or_default()),
         (LABEL_DATACENTER.to_owned(), dc.to_owned()),
     ]
     .into()
@@ -86,18 +83,14 @@ pub(crate) fn selector_labels(cluster: &Pop3Cluster, dc: &str) -> BTreeMap<Strin
 fn labels(cluster: &Pop3Cluster, dc: &str) -> BTreeMap<String, String> {
     let mut l = selector_labels(cluster, dc);
     l.insert("app.kubernetes.io/name".into(), "pop3d".into());
-    l.insert(
-        "app.kubernetes.io/instance".into(),
-        cluster.metadata.name.clone().unwrap_or_default(),
-    );
+    l.insert("app.kubernetes.io/instance".into(), cluster.metadata.name.clone().unwrap_or_default());
     l.insert(LABEL_MANAGED_BY.into(), FIELD_MANAGER.into());
     l
 }
 
 pub(crate) fn meta(cluster: &Pop3Cluster, dc: &str) -> Result<ObjectMeta> {
-    let owner = cluster
-        .controller_owner_ref(&())
-        .ok_or_else(|| Error::InvalidSpec("the Pop3Cluster has no uid yet".into()))?;
+    let owner =
+        cluster.controller_owner_ref(&()).ok_or_else(|| Error::InvalidSpec("the Pop3Cluster has no uid yet".into()))?;
     Ok(ObjectMeta {
         name: Some(object_name(cluster, dc)),
         namespace: cluster.metadata.namespace.clone(),
@@ -205,12 +198,7 @@ fn pdb(cluster: &Pop3Cluster, dc: &DatacenterSpec) -> Result<PodDisruptionBudget
 
 /// The pop3d command line; the e2e test runs exactly this (with the binary's local path).
 pub fn command() -> Vec<String> {
-    vec![
-        "pop3d".into(),
-        "serve".into(),
-        "--config".into(),
-        format!("{CONFIG_DIR}/{CONFIG_FILE}"),
-    ]
+    vec!["pop3d".into(), "serve".into(), "--config".into(), format!("{CONFIG_DIR}/{CONFIG_FILE}")]
 }
 
 fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
@@ -240,11 +228,8 @@ fn pod_annotations(config_hash: &str, secrets: &SecretFacts) -> BTreeMap<String,
 }
 
 fn container_ports(spec: &Pop3ClusterSpec) -> Vec<ContainerPort> {
-    let container_port = |name: &str, port: i32| ContainerPort {
-        name: Some(name.into()),
-        container_port: port,
-        ..Default::default()
-    };
+    let container_port =
+        |name: &str, port: i32| ContainerPort { name: Some(name.into()), container_port: port, ..Default::default() };
     let mut ports = vec![container_port("pop3", POP3_PORT)];
     if spec.pop3.tls.is_some() {
         ports.push(container_port("pop3s", POP3S_PORT));
@@ -256,11 +241,7 @@ fn container_ports(spec: &Pop3ClusterSpec) -> Vec<ContainerPort> {
 }
 
 fn env(spec: &Pop3ClusterSpec) -> Vec<EnvVar> {
-    let mut env = vec![EnvVar {
-        name: pop3d_env::LOG.into(),
-        value: Some("info".into()),
-        ..Default::default()
-    }];
+    let mut env = vec![EnvVar { name: pop3d_env::LOG.into(), value: Some("info".into()), ..Default::default() }];
     if let Some(creds) = &spec.cassandra.credentials_secret {
         let from_secret = |var: &str, key: &str| EnvVar {
             name: var.into(),
@@ -307,11 +288,8 @@ fn volumes(cluster: &Pop3Cluster, config_map: &str) -> (Vec<VolumeMount>, Vec<Vo
     ];
     let mut admin_token = secret_volume("admin-token", &admin_token::secret_name(cluster));
     // Only the token: a Secret the user names may hold other keys pop3d has no business seeing.
-    admin_token.secret.as_mut().expect("a secret volume").items = Some(vec![KeyToPath {
-        key: ADMIN_TOKEN_KEY.into(),
-        path: ADMIN_TOKEN_KEY.into(),
-        ..Default::default()
-    }]);
+    admin_token.secret.as_mut().expect("a secret volume").items =
+        Some(vec![KeyToPath { key: ADMIN_TOKEN_KEY.into(), path: ADMIN_TOKEN_KEY.into(), ..Default::default() }]);
     let mut volumes = vec![
         Volume {
             name: "config".into(),
@@ -361,10 +339,7 @@ fn container(spec: &Pop3ClusterSpec, dc: &DatacenterSpec, mounts: Vec<VolumeMoun
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
             ..Default::default()
         }),
         volume_mounts: Some(mounts),
@@ -388,10 +363,7 @@ fn deployment(
             run_as_user: Some(NONROOT_ID),
             run_as_group: Some(NONROOT_ID),
             fs_group: Some(NONROOT_ID),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
             ..Default::default()
         }),
         containers: vec![container(&cluster.spec, dc, mounts)],
@@ -406,10 +378,7 @@ fn deployment(
         metadata: meta(cluster, &dc.name)?,
         spec: Some(DeploymentSpec {
             replicas: Some(dc.replicas),
-            selector: LabelSelector {
-                match_labels: Some(selector_labels(cluster, &dc.name)),
-                ..Default::default()
-            },
+            selector: LabelSelector { match_labels: Some(selector_labels(cluster, &dc.name)), ..Default::default() },
             // Surge first: a datacenter with one pod keeps serving while the new one starts.
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),

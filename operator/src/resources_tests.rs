@@ -42,10 +42,7 @@ fn names_labels_and_owner() {
     assert_eq!(m.name.as_deref(), Some("mail-west"));
     assert_eq!(m.namespace.as_deref(), Some("ns"));
     let owner = &m.owner_references.as_ref().unwrap()[0];
-    assert_eq!(
-        (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
-        ("Pop3Cluster", "mail", "1234-5678")
-    );
+    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()), ("Pop3Cluster", "mail", "1234-5678"));
     assert_eq!(owner.controller, Some(true));
     let labels = m.labels.as_ref().unwrap();
     assert_eq!(labels[LABEL_DATACENTER], "west");
@@ -76,38 +73,12 @@ fn pod_is_locked_down_and_probed() {
     let sc = ctr.security_context.as_ref().unwrap();
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
-    assert_eq!(
-        ctr.readiness_probe
-            .as_ref()
-            .unwrap()
-            .http_get
-            .as_ref()
-            .unwrap()
-            .path
-            .as_deref(),
-        Some("/readyz")
-    );
-    assert_eq!(
-        ctr.liveness_probe
-            .as_ref()
-            .unwrap()
-            .http_get
-            .as_ref()
-            .unwrap()
-            .path
-            .as_deref(),
-        Some("/healthz")
-    );
+    assert_eq!(ctr.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/readyz"));
+    assert_eq!(ctr.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/healthz"));
     assert_eq!(ctr.command.as_ref().unwrap(), &command());
     let env: Vec<_> = ctr.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
     assert!(env.contains(&"POP3D_CASSANDRA_PASSWORD"), "{env:?}");
-    let mounts: Vec<_> = ctr
-        .volume_mounts
-        .as_ref()
-        .unwrap()
-        .iter()
-        .map(|m| m.mount_path.as_str())
-        .collect();
+    let mounts: Vec<_> = ctr.volume_mounts.as_ref().unwrap().iter().map(|m| m.mount_path.as_str()).collect();
     assert!(mounts.contains(&"/tmp") && mounts.contains(&CONFIG_DIR), "{mounts:?}");
     assert!(pod.volumes.unwrap().iter().any(|v| v.empty_dir.is_some()));
 }
@@ -121,12 +92,7 @@ fn scheduling_and_service_settings_are_per_datacenter() {
     let svc = ch.service.spec.unwrap();
     assert_eq!(svc.type_.as_deref(), Some("LoadBalancer"));
     assert_eq!(ch.service.metadata.annotations.unwrap()["lb"], "nlb");
-    let ports: Vec<_> = svc
-        .ports
-        .unwrap()
-        .iter()
-        .map(|p| (p.name.clone().unwrap(), p.port))
-        .collect();
+    let ports: Vec<_> = svc.ports.unwrap().iter().map(|p| (p.name.clone().unwrap(), p.port)).collect();
     assert_eq!(ports, vec![("pop3".into(), 110), ("lmtp".into(), 24)]);
     let toml = &ch.config_map.data.unwrap()[CONFIG_FILE];
     assert!(toml.contains("local_dc = \"dc2\""), "{toml}");
@@ -151,16 +117,12 @@ fn config_and_tls_changes_roll_the_pods() {
     let base = annotations(&c, None);
     assert!(!base.contains_key(TLS_HASH_ANNOTATION));
     let changed = cluster(serde_json::json!({"config": {"idle_timeout": "30"}}));
-    assert_ne!(
-        base[CONFIG_HASH_ANNOTATION],
-        annotations(&changed, None)[CONFIG_HASH_ANNOTATION]
-    );
+    assert_ne!(base[CONFIG_HASH_ANNOTATION], annotations(&changed, None)[CONFIG_HASH_ANNOTATION]);
     let tls = cluster(serde_json::json!({"pop3": {"tls": {"secretName": "t"}}}));
-    assert_ne!(
-        annotations(&tls, Some("a"))[TLS_HASH_ANNOTATION],
-        annotations(&tls, Some("b"))[TLS_HASH_ANNOTATION]
-    );
-    let ch = build(&tls, &tls.spec.datacenters[0], &SecretFacts { pop3_tls_hash: Some("a".into()), ..Default::default() }).unwrap();
+    assert_ne!(annotations(&tls, Some("a"))[TLS_HASH_ANNOTATION], annotations(&tls, Some("b"))[TLS_HASH_ANNOTATION]);
+    let ch =
+        build(&tls, &tls.spec.datacenters[0], &SecretFacts { pop3_tls_hash: Some("a".into()), ..Default::default() })
+            .unwrap();
     let ports: Vec<_> = ch.service.spec.unwrap().ports.unwrap().iter().map(|p| p.port).collect();
     assert_eq!(ports, vec![110, 995, 24]);
 }
@@ -187,11 +149,20 @@ fn cassandra_tls_mounts_the_secret_and_configures_pop3d() {
     let pod = template.spec.unwrap();
     let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == "cassandra-tls").expect("volume");
     assert_eq!(volume.secret.unwrap().secret_name.as_deref(), Some("cass-tls"));
-    let mount = pod.containers[0].volume_mounts.clone().unwrap().into_iter().find(|m| m.name == "cassandra-tls").unwrap();
+    let mount =
+        pod.containers[0].volume_mounts.clone().unwrap().into_iter().find(|m| m.name == "cassandra-tls").unwrap();
     assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/etc/pop3d/cassandra-tls", Some(true)));
     let rolled = |hash: &str| {
-        build(&c, &c.spec.datacenters[0], &facts(hash, true)).unwrap().deployment.spec.unwrap().template.metadata.unwrap().annotations.unwrap()
-            [CASSANDRA_TLS_HASH_ANNOTATION]
+        build(&c, &c.spec.datacenters[0], &facts(hash, true))
+            .unwrap()
+            .deployment
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[CASSANDRA_TLS_HASH_ANNOTATION]
             .clone()
     };
     assert_ne!(rolled("a"), rolled("b"));
@@ -205,13 +176,21 @@ fn cassandra_tls_mounts_the_secret_and_configures_pop3d() {
 #[test]
 fn probes_use_the_ops_port() {
     let c = cluster(serde_json::json!({}));
-    let pod = build(&c, &c.spec.datacenters[0], &SecretFacts::default()).unwrap().deployment.spec.unwrap().template.spec.unwrap();
+    let pod = build(&c, &c.spec.datacenters[0], &SecretFacts::default())
+        .unwrap()
+        .deployment
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
     let ctr = &pod.containers[0];
     for probe in [&ctr.startup_probe, &ctr.liveness_probe, &ctr.readiness_probe] {
         let port = &probe.as_ref().unwrap().http_get.as_ref().unwrap().port;
         assert_eq!(port, &IntOrString::String("ops".into()));
     }
-    let ports: Vec<_> = ctr.ports.as_ref().unwrap().iter().map(|p| (p.name.clone().unwrap(), p.container_port)).collect();
+    let ports: Vec<_> =
+        ctr.ports.as_ref().unwrap().iter().map(|p| (p.name.clone().unwrap(), p.container_port)).collect();
     assert!(ports.contains(&("ops".into(), 9090)) && ports.contains(&("admin".into(), 8080)), "{ports:?}");
 }
 
@@ -220,7 +199,14 @@ fn probes_use_the_ops_port() {
 #[test]
 fn pods_pause_before_sigterm_within_the_grace_period() {
     let c = cluster(serde_json::json!({}));
-    let pod = build(&c, &c.spec.datacenters[0], &SecretFacts::default()).unwrap().deployment.spec.unwrap().template.spec.unwrap();
+    let pod = build(&c, &c.spec.datacenters[0], &SecretFacts::default())
+        .unwrap()
+        .deployment
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
     let pre_stop = pod.containers[0].lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
     let pause = pre_stop.sleep.as_ref().unwrap().seconds;
     assert!(pre_stop.exec.is_none(), "the image has no shell");
@@ -246,14 +232,29 @@ fn admin_token_is_mounted_and_rolls_the_pods() {
     let mount = pod.containers[0].volume_mounts.clone().unwrap().into_iter().find(|m| m.name == "admin-token").unwrap();
     assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/etc/pop3d/admin", Some(true)));
     let hash = |h: &str| {
-        build(&c, &c.spec.datacenters[0], &facts(h)).unwrap().deployment.spec.unwrap().template.metadata.unwrap().annotations.unwrap()
-            [ADMIN_TOKEN_HASH_ANNOTATION]
+        build(&c, &c.spec.datacenters[0], &facts(h))
+            .unwrap()
+            .deployment
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[ADMIN_TOKEN_HASH_ANNOTATION]
             .clone()
     };
     assert_eq!(hash("a"), "a");
     assert_ne!(hash("a"), hash("b"));
     let generated = cluster(serde_json::json!({}));
-    let pod = build(&generated, &generated.spec.datacenters[0], &facts("a")).unwrap().deployment.spec.unwrap().template.spec.unwrap();
+    let pod = build(&generated, &generated.spec.datacenters[0], &facts("a"))
+        .unwrap()
+        .deployment
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
     let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == "admin-token").unwrap();
     assert_eq!(volume.secret.unwrap().secret_name.as_deref(), Some("mail-admin-token"));
 }
@@ -261,9 +262,5 @@ fn admin_token_is_mounted_and_rolls_the_pods() {
 #[test]
 fn hashes_are_stable() {
     assert_eq!(sha256_hex(&[b"a", b"bc"]), sha256_hex(&[b"a", b"bc"]));
-    assert_ne!(
-        sha256_hex(&[b"a", b"bc"]),
-        sha256_hex(&[b"ab", b"c"]),
-        "length-prefixed: no ambiguity"
-    );
+    assert_ne!(sha256_hex(&[b"a", b"bc"]), sha256_hex(&[b"ab", b"c"]), "length-prefixed: no ambiguity");
 }

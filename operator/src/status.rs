@@ -71,11 +71,8 @@ pub fn compute(cluster: &Pop3Cluster, obs: &Observation, now: &Time) -> Pop3Clus
     let dcs: Vec<DatacenterStatus> = obs.datacenters.iter().map(|d| d.status.clone()).collect();
     let replicas: i32 = dcs.iter().map(|d| d.replicas).sum();
     let ready_replicas: i32 = dcs.iter().map(|d| d.ready_replicas.min(d.replicas)).sum();
-    let summary = dcs
-        .iter()
-        .map(|d| format!("{} {}/{}", d.name, d.ready_replicas, d.replicas))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let summary =
+        dcs.iter().map(|d| format!("{} {}/{}", d.name, d.ready_replicas, d.replicas)).collect::<Vec<_>>().join(", ");
 
     let keyspace = match &obs.keyspace {
         KeyspaceOutcome::Ready(k) => Some(k.clone()),
@@ -116,25 +113,12 @@ pub fn compute(cluster: &Pop3Cluster, obs: &Observation, now: &Time) -> Pop3Clus
     };
     let keyspace_ok = keyspace_cond.status == "True";
 
-    let not_serving: Vec<&str> = dcs
-        .iter()
-        .filter(|d| d.replicas > 0 && d.ready_replicas == 0)
-        .map(|d| d.name.as_str())
-        .collect();
+    let not_serving: Vec<&str> =
+        dcs.iter().filter(|d| d.replicas > 0 && d.ready_replicas == 0).map(|d| d.name.as_str()).collect();
     let available = if !keyspace_ok {
-        c(
-            AVAILABLE,
-            false,
-            "KeyspaceNotReady",
-            "pop3d cannot serve before the keyspace is ready".into(),
-        )
+        c(AVAILABLE, false, "KeyspaceNotReady", "pop3d cannot serve before the keyspace is ready".into())
     } else if !not_serving.is_empty() {
-        c(
-            AVAILABLE,
-            false,
-            "NoReadyPods",
-            format!("no ready pop3d pod in {}", not_serving.join(", ")),
-        )
+        c(AVAILABLE, false, "NoReadyPods", format!("no ready pop3d pod in {}", not_serving.join(", ")))
     } else {
         c(AVAILABLE, true, "Serving", format!("ready pods: {summary}"))
     };
@@ -155,12 +139,7 @@ pub fn compute(cluster: &Pop3Cluster, obs: &Observation, now: &Time) -> Pop3Clus
     } else if !rolling.is_empty() {
         c(PROGRESSING, true, "RollingOut", rolling.join("; "))
     } else {
-        c(
-            PROGRESSING,
-            false,
-            "RolloutComplete",
-            "every datacenter runs the latest spec".into(),
-        )
+        c(PROGRESSING, false, "RolloutComplete", "every datacenter runs the latest spec".into())
     };
 
     let mut problems = obs.problems.clone();
@@ -176,12 +155,7 @@ pub fn compute(cluster: &Pop3Cluster, obs: &Observation, now: &Time) -> Pop3Clus
     };
 
     let paused = if obs.paused {
-        c(
-            PAUSED,
-            true,
-            "Paused",
-            "spec.paused is true: the operator writes nothing until it is false".into(),
-        )
+        c(PAUSED, true, "Paused", "spec.paused is true: the operator writes nothing until it is false".into())
     } else {
         c(PAUSED, false, "Reconciling", "changes are applied".into())
     };
@@ -238,11 +212,7 @@ mod tests {
     }
 
     fn ks() -> KeyspaceOutcome {
-        KeyspaceOutcome::Ready(KeyspaceStatus {
-            name: "popfleet".into(),
-            schema_version: 1,
-            ..Default::default()
-        })
+        KeyspaceOutcome::Ready(KeyspaceStatus { name: "popfleet".into(), schema_version: 1, ..Default::default() })
     }
 
     fn get<'a>(s: &'a Pop3ClusterStatus, t: &str) -> &'a Condition {
@@ -265,11 +235,7 @@ mod tests {
         assert_eq!(get(&s2, AVAILABLE).status, "True");
         assert_eq!(get(&s2, PROGRESSING).status, "False");
         assert_eq!(get(&s2, AVAILABLE).last_transition_time, t("2026-01-01T00:01:00Z"));
-        assert_eq!(
-            get(&s2, KEYSPACE_READY).last_transition_time,
-            t("2026-01-01T00:00:00Z"),
-            "unchanged: time kept"
-        );
+        assert_eq!(get(&s2, KEYSPACE_READY).last_transition_time, t("2026-01-01T00:00:00Z"), "unchanged: time kept");
         assert_eq!(s2.datacenter_summary, "dc1 2/2");
     }
 
@@ -283,11 +249,8 @@ mod tests {
     #[test]
     fn cassandra_failure_degrades_and_keeps_the_last_keyspace() {
         let s = compute(&cluster(None), &obs(2, ks()), &t("2026-01-01T00:00:00Z"));
-        let f = compute(
-            &cluster(Some(s)),
-            &obs(2, KeyspaceOutcome::Failed("no host".into())),
-            &t("2026-01-01T00:01:00Z"),
-        );
+        let f =
+            compute(&cluster(Some(s)), &obs(2, KeyspaceOutcome::Failed("no host".into())), &t("2026-01-01T00:01:00Z"));
         assert_eq!(get(&f, DEGRADED).status, "True");
         assert_eq!(get(&f, DEGRADED).reason, "CassandraError");
         assert_eq!(get(&f, AVAILABLE).status, "False");

@@ -52,38 +52,14 @@ impl Default for Metrics {
         let reconciles = Family::<ResultLabels, Counter>::default();
         registry.register("reconciles", "Reconciles of Pop3Clusters by result", reconciles.clone());
         let failures = Family::<ErrorLabels, Counter>::default();
-        registry.register(
-            "reconcile_failures",
-            "Failed reconciles by kind of error",
-            failures.clone(),
-        );
+        registry.register("reconcile_failures", "Failed reconciles by kind of error", failures.clone());
         let duration = Histogram::new(exponential_buckets(0.01, 2.0, 12));
-        registry.register(
-            "reconcile_duration_seconds",
-            "Duration of one reconcile",
-            duration.clone(),
-        );
+        registry.register("reconcile_duration_seconds", "Duration of one reconcile", duration.clone());
         let writes = Family::<ActionLabels, Counter>::default();
-        registry.register(
-            "writes",
-            "Writes to the API server and Cassandra by action",
-            writes.clone(),
-        );
+        registry.register("writes", "Writes to the API server and Cassandra by action", writes.clone());
         let leader = Gauge::default();
-        registry.register(
-            "leader",
-            "1 while this instance holds the lease (or runs without election)",
-            leader.clone(),
-        );
-        Metrics {
-            registry,
-            reconciles,
-            failures,
-            duration,
-            writes,
-            leader,
-            ready: AtomicBool::new(false),
-        }
+        registry.register("leader", "1 while this instance holds the lease (or runs without election)", leader.clone());
+        Metrics { registry, reconciles, failures, duration, writes, leader, ready: AtomicBool::new(false) }
     }
 }
 
@@ -100,14 +76,7 @@ impl Metrics {
 }
 
 async fn metrics(State(m): State<Arc<Metrics>>) -> (StatusCode, [(&'static str, &'static str); 1], String) {
-    (
-        StatusCode::OK,
-        [(
-            "content-type",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        m.encode(),
-    )
+    (StatusCode::OK, [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode())
 }
 
 async fn readyz(State(m): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
@@ -141,10 +110,7 @@ mod tests {
         m.failures.get_or_create(&ErrorLabels { error: "cassandra" }).inc();
         m.write("apply");
         let text = m.encode();
-        assert!(
-            text.contains("popfleet_operator_reconciles_total{result=\"ok\"} 1"),
-            "{text}"
-        );
+        assert!(text.contains("popfleet_operator_reconciles_total{result=\"ok\"} 1"), "{text}");
         assert!(text.contains("popfleet_operator_reconcile_failures_total{error=\"cassandra\"} 1"));
         assert!(text.contains("popfleet_operator_writes_total{action=\"apply\"} 1"));
     }

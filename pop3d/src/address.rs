@@ -77,7 +77,8 @@ mod tests {
     fn look_alikes_and_case_folding_tricks_are_refused() {
         // Cyrillic о (U+043E), the Kelvin sign (U+212A, lower-cases to an ASCII k), a
         // full-width letter, a zero-width joiner.
-        for bad in ["b\u{43e}b@example.com", "\u{212a}im@example.com", "\u{ff41}@example.com", "a\u{200d}b@example.com"] {
+        for bad in ["b\u{43e}b@example.com", "\u{212a}im@example.com", "\u{ff41}@example.com", "a\u{200d}b@example.com"]
+        {
             assert_eq!(normalise(bad), Err(AddressError::NotAscii), "{bad:?}");
         }
         assert_eq!(normalise("bob@xn--bcher-kva.example").unwrap(), "bob@xn--bcher-kva.example");

@@ -49,7 +49,10 @@ pub fn run(args: UserArgs) -> anyhow::Result<()> {
         UserCommand::Quota { address, quota_mb } => {
             let quota: Value = match quota_mb.as_str() {
                 "none" => Value::Null,
-                mb => mb.parse::<u64>().map(Value::from).with_context(|| format!("quota must be MiB or none, not {mb:?}"))?,
+                mb => mb
+                    .parse::<u64>()
+                    .map(Value::from)
+                    .with_context(|| format!("quota must be MiB or none, not {mb:?}"))?,
             };
             agent
                 .put(&format!("{}/quota", user_url(address)))
@@ -59,7 +62,8 @@ pub fn run(args: UserArgs) -> anyhow::Result<()> {
     };
     let mut response = response.with_context(|| format!("cannot reach the admin API at {base}"))?;
     let status = response.status();
-    let body: Value = if status.as_u16() == 204 { Value::Null } else { response.body_mut().read_json().unwrap_or(Value::Null) };
+    let body: Value =
+        if status.as_u16() == 204 { Value::Null } else { response.body_mut().read_json().unwrap_or(Value::Null) };
     if !status.is_success() {
         let message = body.get("error").and_then(Value::as_str).unwrap_or("request failed");
         bail!("{message} (HTTP {status})");
@@ -85,7 +89,8 @@ pub fn run(args: UserArgs) -> anyhow::Result<()> {
 
 fn admin_token(args: &UserArgs) -> anyhow::Result<Option<String>> {
     if let Some(path) = &args.admin_token_file {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading the admin token file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the admin token file {}", path.display()))?;
         return Ok(Some(text.trim().to_owned()));
     }
     Ok(std::env::var("POP3D_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()))

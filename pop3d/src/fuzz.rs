@@ -244,7 +244,13 @@ pub fn lmtp_session(data: &[u8]) -> Reached {
                     }
                 }
                 let results = (0..recipients)
-                    .map(|i| if (answers >> (i % 8)) & 1 == 1 { DeliveryResult::TempFail } else { DeliveryResult::Delivered { id: "x".into() } })
+                    .map(|i| {
+                        if (answers >> (i % 8)) & 1 == 1 {
+                            DeliveryResult::TempFail
+                        } else {
+                            DeliveryResult::Delivered { id: "x".into() }
+                        }
+                    })
                     .collect();
                 reached.deliveries += 1;
                 session.data_done(results);
@@ -330,8 +336,11 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     }
 }
 
+/// A harness: one input in, what it reached out.
+pub type Target = fn(&[u8]) -> Reached;
+
 /// The targets by name, for the runners.
-pub const TARGETS: &[(&str, fn(&[u8]) -> Reached)] =
+pub const TARGETS: &[(&str, Target)] =
     &[("pop3_session", pop3_session), ("lmtp_session", lmtp_session), ("proxy_header", proxy_header)];
 
 #[cfg(test)]

@@ -58,8 +58,8 @@ impl MessageId {
     /// A key that sorts ids by creation time (the raw UUID bytes do not: time_low comes first).
     pub fn sort_key(&self) -> u128 {
         let b = self.0.as_bytes();
-        let clock_and_node = u64::from_be_bytes([0, 0, b[8] & 0x3f, b[9], b[10], b[11], b[12], b[13]]) << 8
-            | b[14] as u64;
+        let clock_and_node =
+            u64::from_be_bytes([0, 0, b[8] & 0x3f, b[9], b[10], b[11], b[12], b[13]]) << 8 | b[14] as u64;
         let clock_and_node = clock_and_node << 8 | b[15] as u64;
         (self.ticks() as u128) << 64 | clock_and_node as u128
     }

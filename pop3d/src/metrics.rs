@@ -44,7 +44,11 @@ impl Metrics {
         r.register("expunged_messages", "Messages removed at QUIT", self.expunged_messages.clone());
         r.register("deliveries", "LMTP per-recipient delivery outcomes", self.deliveries.clone());
         r.register("delivered_octets", "Octets stored by LMTP deliveries", self.delivered_octets.clone());
-        r.register("tls_handshakes", "TLS handshakes (implicit, STLS, STARTTLS) by result", self.tls_handshakes.clone());
+        r.register(
+            "tls_handshakes",
+            "TLS handshakes (implicit, STLS, STARTTLS) by result",
+            self.tls_handshakes.clone(),
+        );
     }
 
     pub fn protocol(&self, protocol: &'static str) -> ProtocolLabel {

@@ -48,7 +48,10 @@ pub enum Parse {
     /// Read until the buffer holds this many octets in total, then parse again.
     Need(usize),
     /// A complete header of `len` octets.
-    Done { header: ProxyHeader, len: usize },
+    Done {
+        header: ProxyHeader,
+        len: usize,
+    },
     Invalid(&'static str),
 }
 

@@ -69,7 +69,11 @@ fn older_than(id: MessageId, grace: Duration) -> bool {
 }
 
 /// Runs (or resumes) a repair; `report` sees the progress after every page.
-pub async fn run(store: &dyn MailStore, options: RepairOptions, mut report: impl FnMut(&RepairProgress)) -> Result<RepairProgress> {
+pub async fn run(
+    store: &dyn MailStore,
+    options: RepairOptions,
+    mut report: impl FnMut(&RepairProgress),
+) -> Result<RepairProgress> {
     let mut p = match store.load_progress(TASK).await? {
         Some(p) if !options.reset && p.phase != "done" => p,
         _ => RepairProgress { phase: "content".into(), ..Default::default() },
@@ -105,7 +109,9 @@ pub async fn run(store: &dyn MailStore, options: RepairOptions, mut report: impl
                 throttle.tick().await;
                 p.checked += 1;
                 if let Some(late) = store.live_row_below_watermark(&mailbox).await? {
-                    store.set_low_watermark(&mailbox, MessageId::floor_at_ticks(late.ticks().saturating_sub(1))).await?;
+                    store
+                        .set_low_watermark(&mailbox, MessageId::floor_at_ticks(late.ticks().saturating_sub(1)))
+                        .await?;
                     tracing::info!(%mailbox, id = %late, "repair: lowered the read watermark for a late row");
                     p.fixed += 1;
                 }
@@ -175,7 +181,10 @@ mod tests {
         assert_eq!(store.listing(mb).await.unwrap(), vec![healthy], "dangling row dropped, healthy kept");
 
         // A finished run starts over; a half-done one resumes from its saved phase.
-        store.save_progress(TASK, &RepairProgress { phase: "listing".into(), cursor: None, checked: 5, fixed: 1 }).await.unwrap();
+        store
+            .save_progress(TASK, &RepairProgress { phase: "listing".into(), cursor: None, checked: 5, fixed: 1 })
+            .await
+            .unwrap();
         let p = run(&store, options, |_| {}).await.unwrap();
         assert_eq!((p.phase.as_str(), p.checked >= 5, p.fixed), ("done", true, 1));
     }

@@ -18,11 +18,7 @@ use scylla::statement::Consistency;
 const KEYSPACE: &str = "popfleet_test";
 
 fn config(dc: &str) -> CassandraConfig {
-    let host = if dc == "dc1" {
-        "127.0.0.1:9042"
-    } else {
-        "127.0.0.2:9042"
-    };
+    let host = if dc == "dc1" { "127.0.0.1:9042" } else { "127.0.0.2:9042" };
     CassandraConfig {
         contact_points: vec![host.to_owned()],
         local_dc: dc.to_owned(),
@@ -37,15 +33,10 @@ fn config(dc: &str) -> CassandraConfig {
 }
 
 async fn store(dc: &str) -> CassandraStore {
-    assert!(
-        std::env::var("POPFLEET_CASSANDRA").is_ok(),
-        "run `e2e/cassandra up` and set POPFLEET_CASSANDRA=1"
-    );
+    assert!(std::env::var("POPFLEET_CASSANDRA").is_ok(), "run `e2e/cassandra up` and set POPFLEET_CASSANDRA=1");
     let session = connect(&config("dc1")).await.expect("Cassandra reachable");
     let replication: BTreeMap<String, u32> = [("dc1".to_owned(), 1), ("dc2".to_owned(), 1)].into();
-    migrate::migrate(&session, KEYSPACE, &replication)
-        .await
-        .expect("migrate");
+    migrate::migrate(&session, KEYSPACE, &replication).await.expect("migrate");
     CassandraStore::open(&config(dc)).await.expect("open store")
 }
 
@@ -57,10 +48,7 @@ where
 {
     let start = Instant::now();
     while !check().await {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{what} did not happen within 30 s"
-        );
+        assert!(start.elapsed() < Duration::from_secs(30), "{what} did not happen within 30 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -77,36 +65,20 @@ async fn cassandra_store_passes_the_contract() {
 async fn migrate_is_idempotent_and_never_touches_unlisted_dcs() {
     let session = connect(&config("dc1")).await.unwrap();
     let ks = "popfleet_migrate_test";
-    let _ = session
-        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ())
-        .await;
+    let _ = session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ()).await;
     session.await_schema_agreement().await.unwrap();
     let dc1: BTreeMap<String, u32> = [("dc1".to_owned(), 1)].into();
     let first = migrate::migrate(&session, ks, &dc1).await.unwrap();
     assert!(first.keyspace_created);
-    assert_eq!(
-        first.applied,
-        schema::MIGRATIONS
-            .iter()
-            .map(|m| m.version)
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(first.applied, schema::MIGRATIONS.iter().map(|m| m.version).collect::<Vec<_>>());
     let again = migrate::migrate(&session, ks, &dc1).await.unwrap();
-    assert_eq!(
-        again,
-        migrate::MigrationReport::default(),
-        "a second run changes nothing"
-    );
+    assert_eq!(again, migrate::MigrationReport::default(), "a second run changes nothing");
     // Naming only dc2 adds dc2 and leaves dc1 as it was.
     let dc2: BTreeMap<String, u32> = [("dc2".to_owned(), 1)].into();
     let changed = migrate::migrate(&session, ks, &dc2).await.unwrap();
     let (before, after) = changed.replication_changed.expect("replication changed");
     assert_eq!(before.get("dc2"), None);
-    assert_eq!(
-        after.get("dc1").map(String::as_str),
-        Some("1"),
-        "dc1 untouched"
-    );
+    assert_eq!(after.get("dc1").map(String::as_str), Some("1"), "dc1 untouched");
     assert_eq!(after.get("dc2").map(String::as_str), Some("1"));
     // schema_migrations is read at ONE on purpose (it must work while a new DC has no nodes yet,
     // see schema::cassandra), and dc2's fresh replica holds nothing until a repair, so this run
@@ -115,9 +87,7 @@ async fn migrate_is_idempotent_and_never_touches_unlisted_dcs() {
     let known: Vec<u32> = schema::MIGRATIONS.iter().map(|m| m.version).collect();
     assert!(changed.applied.iter().all(|v| known.contains(v)), "{:?}", changed.applied);
     migrate::migrate(&session, ks, &dc2).await.expect("a run after a replay still succeeds");
-    let _ = session
-        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ())
-        .await;
+    let _ = session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,15 +95,8 @@ async fn migrate_is_idempotent_and_never_touches_unlisted_dcs() {
 async fn missing_keyspace_is_a_clear_error() {
     let mut cfg = config("dc1");
     cfg.keyspace = "popfleet_does_not_exist".into();
-    let err = CassandraStore::open(&cfg)
-        .await
-        .err()
-        .expect("must fail")
-        .to_string();
-    assert!(
-        err.contains("does not exist") && err.contains("pop3d migrate"),
-        "{err}"
-    );
+    let err = CassandraStore::open(&cfg).await.err().expect("must fail").to_string();
+    assert!(err.contains("does not exist") && err.contains("pop3d migrate"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,31 +104,16 @@ async fn missing_keyspace_is_a_clear_error() {
 async fn mail_delivered_in_dc1_is_read_and_deleted_from_dc2() {
     let (dc1, dc2) = (store("dc1").await, store("dc2").await);
     let mailbox = format!("xdc-{}@example.com", MessageId::generate().uuid().simple());
-    let body: Vec<u8> = b"Subject: across\r\n\r\n"
-        .iter()
-        .copied()
-        .chain(std::iter::repeat_n(b'z', 200_000))
-        .collect();
-    let entry = deliver(&dc1, &mailbox, MessageId::generate(), &body)
-        .await
-        .unwrap();
-    eventually("dc2 sees the listing row", || async {
-        dc2.listing(&mailbox).await.unwrap() == vec![entry]
-    })
-    .await;
+    let body: Vec<u8> = b"Subject: across\r\n\r\n".iter().copied().chain(std::iter::repeat_n(b'z', 200_000)).collect();
+    let entry = deliver(&dc1, &mailbox, MessageId::generate(), &body).await.unwrap();
+    eventually("dc2 sees the listing row", || async { dc2.listing(&mailbox).await.unwrap() == vec![entry] }).await;
     eventually("dc2 has the content", || async {
         read_message(&dc2, &entry).await.unwrap().as_deref() == Some(&body[..])
     })
     .await;
     expunge(&dc2, &mailbox, &[entry.id]).await.unwrap();
-    eventually("dc1 sees the deletion", || async {
-        dc1.listing(&mailbox).await.unwrap().is_empty()
-    })
-    .await;
-    eventually("dc1 sees the content gone", || async {
-        dc1.get_chunk(entry.id, 0).await.unwrap().is_none()
-    })
-    .await;
+    eventually("dc1 sees the deletion", || async { dc1.listing(&mailbox).await.unwrap().is_empty() }).await;
+    eventually("dc1 sees the content gone", || async { dc1.get_chunk(entry.id, 0).await.unwrap().is_none() }).await;
 }
 
 /// Links `count` new listing rows of `size` octets into `mailbox`, 500 at a time; their ids, oldest first.
@@ -185,10 +133,7 @@ async fn link_new_rows(store: &CassandraStore, mailbox: &str, count: usize, size
 #[ignore = "needs the two-DC Cassandra of e2e/cassandra"]
 async fn stat_after_many_deletions_reads_past_the_tombstones() {
     let store = std::sync::Arc::new(store("dc1").await);
-    let count: usize = std::env::var("POPFLEET_TOMBSTONE_COUNT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+    let count: usize = std::env::var("POPFLEET_TOMBSTONE_COUNT").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
     let mailbox = format!("tomb-{}@example.com", MessageId::generate().uuid().simple());
     let ids = link_new_rows(store.as_ref(), &mailbox, count, 100).await;
     let time_stat = |label: &'static str| {
@@ -203,10 +148,7 @@ async fn stat_after_many_deletions_reads_past_the_tombstones() {
                 samples.push(start.elapsed());
             }
             samples.sort();
-            println!(
-                "TOMBSTONES {label}: {n} live rows, STAT median {:?}",
-                samples[2]
-            );
+            println!("TOMBSTONES {label}: {n} live rows, STAT median {:?}", samples[2]);
             n
         }
     };
@@ -217,35 +159,14 @@ async fn stat_after_many_deletions_reads_past_the_tombstones() {
         expunge(store.as_ref(), &mailbox, slice).await.unwrap();
     }
     assert_eq!(time_stat("after deleting, no watermark").await, 10);
-    store
-        .set_low_watermark(&mailbox, MessageId::floor_at_ticks(kept[0].ticks() - 1))
-        .await
-        .unwrap();
+    store.set_low_watermark(&mailbox, MessageId::floor_at_ticks(kept[0].ticks() - 1)).await.unwrap();
     assert_eq!(time_stat("after deleting, watermark").await, 10);
-    assert_eq!(
-        store
-            .listing(&mailbox)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.id)
-            .collect::<Vec<_>>(),
-        kept
-    );
-    assert_eq!(
-        store.live_row_below_watermark(&mailbox).await.unwrap(),
-        None
-    );
+    assert_eq!(store.listing(&mailbox).await.unwrap().iter().map(|e| e.id).collect::<Vec<_>>(), kept);
+    assert_eq!(store.live_row_below_watermark(&mailbox).await.unwrap(), None);
     // A late row below the watermark (a long partition) is found by repair's check.
     let late = ids[0];
-    store
-        .link(&mailbox, ListingEntry { id: late, size: 1 })
-        .await
-        .unwrap();
-    assert_eq!(
-        store.live_row_below_watermark(&mailbox).await.unwrap(),
-        Some(late)
-    );
+    store.link(&mailbox, ListingEntry { id: late, size: 1 }).await.unwrap();
+    assert_eq!(store.live_row_below_watermark(&mailbox).await.unwrap(), Some(late));
     expunge(store.as_ref(), &mailbox, &ids).await.unwrap();
     let _ = Bytes::new();
 }
@@ -262,26 +183,14 @@ async fn reads_and_scans_get_past_more_tombstones_than_one_read_may_scan() {
     // for gc_grace_seconds.
     let ks = "popfleet_flood_test";
     let session = connect(&config("dc1")).await.expect("Cassandra reachable");
-    let _ = session
-        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ())
-        .await;
+    let _ = session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ()).await;
     let replication: BTreeMap<String, u32> = [("dc1".to_owned(), 1), ("dc2".to_owned(), 1)].into();
-    migrate::migrate(&session, ks, &replication)
-        .await
-        .expect("migrate");
+    migrate::migrate(&session, ks, &replication).await.expect("migrate");
     let store = std::sync::Arc::new(
-        CassandraStore::open(&CassandraConfig {
-            keyspace: ks.to_owned(),
-            ..config("dc1")
-        })
-        .await
-        .expect("open store"),
+        CassandraStore::open(&CassandraConfig { keyspace: ks.to_owned(), ..config("dc1") }).await.expect("open store"),
     );
     let count = 100_500;
-    let mailbox = format!(
-        "flood-{}@example.com",
-        MessageId::generate().uuid().simple()
-    );
+    let mailbox = format!("flood-{}@example.com", MessageId::generate().uuid().simple());
     // Mail is only delivered to accounts; the scan names a mailbox it cannot read from there.
     store
         .put_account(&pop3d::store::Account {
@@ -297,9 +206,7 @@ async fn reads_and_scans_get_past_more_tombstones_than_one_read_may_scan() {
     // The deleted messages had content too: as many content partition tombstones.
     for slice in gone.chunks(500) {
         futures::future::try_join_all(
-            slice
-                .iter()
-                .map(|id| store.put_chunk(&mailbox, *id, 0, Bytes::from_static(b"x"))),
+            slice.iter().map(|id| store.put_chunk(&mailbox, *id, 0, Bytes::from_static(b"x"))),
         )
         .await
         .unwrap();
@@ -309,35 +216,15 @@ async fn reads_and_scans_get_past_more_tombstones_than_one_read_may_scan() {
     }
     let listed = |store: std::sync::Arc<CassandraStore>, mailbox: String| async move {
         let start = Instant::now();
-        let ids: Vec<MessageId> = store
-            .listing(&mailbox)
-            .await
-            .expect("listing past 100,490 tombstones")
-            .iter()
-            .map(|e| e.id)
-            .collect();
-        println!(
-            "TOMBSTONES listing past {} tombstones: {:?}",
-            count - 10,
-            start.elapsed()
-        );
+        let ids: Vec<MessageId> =
+            store.listing(&mailbox).await.expect("listing past 100,490 tombstones").iter().map(|e| e.id).collect();
+        println!("TOMBSTONES listing past {} tombstones: {:?}", count - 10, start.elapsed());
         ids
     };
-    assert_eq!(
-        listed(store.clone(), mailbox.clone()).await,
-        kept,
-        "no watermark"
-    );
+    assert_eq!(listed(store.clone(), mailbox.clone()).await, kept, "no watermark");
     // A watermark from an old session (below all of them) changes nothing.
-    store
-        .set_low_watermark(&mailbox, MessageId::floor_at_ticks(ids[0].ticks() - 1))
-        .await
-        .unwrap();
-    assert_eq!(
-        listed(store.clone(), mailbox.clone()).await,
-        kept,
-        "watermark below the tombstones"
-    );
+    store.set_low_watermark(&mailbox, MessageId::floor_at_ticks(ids[0].ticks() - 1)).await.unwrap();
+    assert_eq!(listed(store.clone(), mailbox.clone()).await, kept, "watermark below the tombstones");
 
     // Other mailboxes around the ring (no accounts: the scan must read them from the listing),
     // each with one live message.
@@ -346,11 +233,15 @@ async fn reads_and_scans_get_past_more_tombstones_than_one_read_may_scan() {
     for other in &others {
         live.push(deliver(store.as_ref(), other, MessageId::generate(), b"hi\r\n").await.unwrap().id);
     }
-    let old_scan = session
-        .query_iter(format!("SELECT DISTINCT mailbox FROM {ks}.listing"), ())
-        .await;
+    let old_scan = session.query_iter(format!("SELECT DISTINCT mailbox FROM {ks}.listing"), ()).await;
     let old_scan = match old_scan {
-        Ok(pager) => pager.rows_stream::<(String,)>().unwrap().try_collect::<Vec<_>>().await.map(|_| ()).map_err(|e| e.to_string()),
+        Ok(pager) => pager
+            .rows_stream::<(String,)>()
+            .unwrap()
+            .try_collect::<Vec<_>>()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     println!("TOMBSTONES one driver-paged DISTINCT scan of the listing: {old_scan:?}");
@@ -386,19 +277,14 @@ async fn reads_and_scans_get_past_more_tombstones_than_one_read_may_scan() {
     content.sort_by_key(|id| id.sort_key());
     live.sort_by_key(|id| id.sort_key());
     assert_eq!(content, live, "the content scan finds exactly the live content");
-    let _ = session
-        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ())
-        .await;
+    let _ = session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ()).await;
 }
 
 /// The test CA and certificates `e2e/cassandra up` made for TLS on the native port.
 fn tls_dir() -> std::path::PathBuf {
-    std::env::var_os("POPFLEET_CASSANDRA_TLS_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".local/state/popfleet/cassandra-tls")
-        })
+    std::env::var_os("POPFLEET_CASSANDRA_TLS_DIR").map(Into::into).unwrap_or_else(|| {
+        std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".local/state/popfleet/cassandra-tls")
+    })
 }
 
 fn tls(ca: &str, client_cert: bool, server_name: Option<&str>) -> schema::tls::TlsMaterial {

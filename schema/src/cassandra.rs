@@ -55,16 +55,10 @@ pub struct MigrationReport {
 pub fn parse_replication(text: &str) -> Result<BTreeMap<String, u32>, MigrateError> {
     let mut out = BTreeMap::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (dc, rf) = part
-            .split_once(':')
-            .ok_or_else(|| MigrateError::Invalid(format!("{part}: expected DC:RF")))?;
-        let rf: u32 = rf
-            .parse()
-            .map_err(|_| MigrateError::Invalid(format!("{part}: RF must be a number")))?;
+        let (dc, rf) = part.split_once(':').ok_or_else(|| MigrateError::Invalid(format!("{part}: expected DC:RF")))?;
+        let rf: u32 = rf.parse().map_err(|_| MigrateError::Invalid(format!("{part}: RF must be a number")))?;
         if !valid_dc(dc) || rf == 0 || rf > 9 {
-            return Err(MigrateError::Invalid(format!(
-                "{part}: DC name and an RF of 1 to 9 expected"
-            )));
+            return Err(MigrateError::Invalid(format!("{part}: DC name and an RF of 1 to 9 expected")));
         }
         out.insert(dc.to_owned(), rf);
     }
@@ -85,17 +79,11 @@ pub async fn current_replication(
     ks: &str,
 ) -> Result<Option<BTreeMap<String, String>>, MigrateError> {
     let result = session
-        .query_unpaged(
-            "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?",
-            (ks,),
-        )
+        .query_unpaged("SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?", (ks,))
         .await
         .map_err(cass)?;
     let rows = result.into_rows_result().map_err(cass)?;
-    Ok(rows
-        .maybe_first_row::<(BTreeMap<String, String>,)>()
-        .map_err(cass)?
-        .map(|(r,)| r))
+    Ok(rows.maybe_first_row::<(BTreeMap<String, String>,)>().map_err(cass)?.map(|(r,)| r))
 }
 
 async fn migrations_table_exists(session: &Session, ks: &str) -> Result<bool, MigrateError> {
@@ -120,10 +108,8 @@ pub async fn applied_versions(session: &Session, ks: &str) -> Result<Vec<u32>, M
     if !migrations_table_exists(session, ks).await? {
         return Ok(Vec::new());
     }
-    let result = session
-        .query_unpaged(at_one(format!("SELECT version FROM {ks}.schema_migrations")), ())
-        .await
-        .map_err(cass)?;
+    let result =
+        session.query_unpaged(at_one(format!("SELECT version FROM {ks}.schema_migrations")), ()).await.map_err(cass)?;
     let rows = result.into_rows_result().map_err(cass)?;
     let mut versions = Vec::new();
     for row in rows.rows::<(i32,)>().map_err(cass)? {
@@ -135,20 +121,12 @@ pub async fn applied_versions(session: &Session, ks: &str) -> Result<Vec<u32>, M
 
 /// The per-DC factors of a replication map (the `class` entry removed).
 pub fn factors(replication: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    replication
-        .iter()
-        .filter(|(k, _)| k.as_str() != "class")
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+    replication.iter().filter(|(k, _)| k.as_str() != "class").map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 fn replication_literal(map: &BTreeMap<String, String>) -> String {
     let mut parts = vec!["'class': 'NetworkTopologyStrategy'".to_owned()];
-    parts.extend(
-        map.iter()
-            .filter(|(k, _)| k.as_str() != "class")
-            .map(|(dc, rf)| format!("'{dc}': '{rf}'")),
-    );
+    parts.extend(map.iter().filter(|(k, _)| k.as_str() != "class").map(|(dc, rf)| format!("'{dc}': '{rf}'")));
     format!("{{{}}}", parts.join(", "))
 }
 
@@ -172,43 +150,26 @@ pub async fn ensure_keyspace(
         return Err(MigrateError::Invalid(format!("{dc:?} is not a valid datacenter name")));
     }
     let mut report = MigrationReport::default();
-    let wanted: BTreeMap<String, String> = replication
-        .iter()
-        .map(|(dc, rf)| (dc.clone(), rf.to_string()))
-        .collect();
+    let wanted: BTreeMap<String, String> = replication.iter().map(|(dc, rf)| (dc.clone(), rf.to_string())).collect();
     match current_replication(session, ks).await? {
         None => {
             ddl(
                 session,
-                format!(
-                    "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {}",
-                    replication_literal(&wanted)
-                ),
+                format!("CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {}", replication_literal(&wanted)),
             )
             .await?;
             report.keyspace_created = true;
         }
         Some(current) => {
-            if !current
-                .get("class")
-                .is_some_and(|c| c.ends_with("NetworkTopologyStrategy"))
-            {
-                return Err(MigrateError::Invalid(format!(
-                    "keyspace {ks} does not use NetworkTopologyStrategy"
-                )));
+            if !current.get("class").is_some_and(|c| c.ends_with("NetworkTopologyStrategy")) {
+                return Err(MigrateError::Invalid(format!("keyspace {ks} does not use NetworkTopologyStrategy")));
             }
             let before = factors(&current);
             let mut merged = before.clone();
             merged.extend(wanted);
             if merged != before {
-                ddl(
-                    session,
-                    format!(
-                        "ALTER KEYSPACE {ks} WITH replication = {}",
-                        replication_literal(&merged)
-                    ),
-                )
-                .await?;
+                ddl(session, format!("ALTER KEYSPACE {ks} WITH replication = {}", replication_literal(&merged)))
+                    .await?;
                 report.replication_changed = Some((before, merged));
             }
         }
@@ -223,19 +184,13 @@ pub async fn apply_migrations(session: &Session, ks: &str) -> Result<Vec<u32>, M
         return Err(MigrateError::Invalid(format!("{ks} is not a valid keyspace name")));
     }
     let applied = applied_versions(session, ks).await?;
-    let pending: Vec<_> = crate::MIGRATIONS
-        .iter()
-        .filter(|m| !applied.contains(&m.version))
-        .collect();
+    let pending: Vec<_> = crate::MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)).collect();
     if pending.is_empty() {
         return Ok(Vec::new());
     }
     if !migrations_table_exists(session, ks).await? {
-        ddl(
-            session,
-            crate::MIGRATIONS_TABLE.replacen("schema_migrations", &format!("{ks}.schema_migrations"), 1),
-        )
-        .await?;
+        ddl(session, crate::MIGRATIONS_TABLE.replacen("schema_migrations", &format!("{ks}.schema_migrations"), 1))
+            .await?;
     }
     let mut done = Vec::new();
     for migration in pending {
@@ -263,11 +218,7 @@ fn qualify(statement: &str, ks: &str) -> String {
     for prefix in ["CREATE TABLE IF NOT EXISTS ", "ALTER TABLE "] {
         if statement.len() > prefix.len() && statement[..prefix.len()].eq_ignore_ascii_case(prefix) {
             let rest = statement[prefix.len()..].trim_start();
-            if rest
-                .split(|c: char| c.is_whitespace() || c == '(')
-                .next()
-                .is_some_and(|t| !t.contains('.'))
-            {
+            if rest.split(|c: char| c.is_whitespace() || c == '(').next().is_some_and(|t| !t.contains('.')) {
                 return format!("{}{ks}.{rest}", &statement[..prefix.len()]);
             }
         }
@@ -312,10 +263,7 @@ mod tests {
     #[test]
     fn replication_literal_is_nts() {
         let m: BTreeMap<String, String> = [("dc1".into(), "3".into())].into();
-        assert_eq!(
-            replication_literal(&m),
-            "{'class': 'NetworkTopologyStrategy', 'dc1': '3'}"
-        );
+        assert_eq!(replication_literal(&m), "{'class': 'NetworkTopologyStrategy', 'dc1': '3'}");
     }
 
     #[test]
@@ -324,15 +272,9 @@ mod tests {
             qualify("CREATE TABLE IF NOT EXISTS t (a int PRIMARY KEY)", "ks"),
             "CREATE TABLE IF NOT EXISTS ks.t (a int PRIMARY KEY)"
         );
-        assert_eq!(
-            qualify("create table if not exists t(a int)", "ks"),
-            "create table if not exists ks.t(a int)"
-        );
+        assert_eq!(qualify("create table if not exists t(a int)", "ks"), "create table if not exists ks.t(a int)");
         assert_eq!(qualify("ALTER TABLE t ADD b int", "ks"), "ALTER TABLE ks.t ADD b int");
-        assert_eq!(
-            qualify("ALTER TABLE other.t ADD b int", "ks"),
-            "ALTER TABLE other.t ADD b int"
-        );
+        assert_eq!(qualify("ALTER TABLE other.t ADD b int", "ks"), "ALTER TABLE other.t ADD b int");
         for m in crate::MIGRATIONS {
             for s in m.statements() {
                 assert_ne!(qualify(&s, "ks"), s, "every migration statement must be qualified: {s}");

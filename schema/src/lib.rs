@@ -29,7 +29,8 @@ pub fn latest_version() -> u32 {
 }
 
 /// The table that records applied migrations (created before any migration runs).
-pub const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text, applied_at timestamp)";
+pub const MIGRATIONS_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text, applied_at timestamp)";
 
 impl Migration {
     /// The migration's statements: `;`-separated, with `--` comments removed.

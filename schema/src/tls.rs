@@ -76,8 +76,7 @@ pub fn client_config(m: &TlsMaterial) -> Result<Arc<ClientConfig>, TlsSetupError
     let verifier: Arc<dyn ServerCertVerifier> = match &m.server_name {
         None => verifier,
         Some(name) => {
-            let name = ServerName::try_from(name.clone())
-                .map_err(|_| TlsSetupError::ServerName(name.clone()))?;
+            let name = ServerName::try_from(name.clone()).map_err(|_| TlsSetupError::ServerName(name.clone()))?;
             Arc::new(FixedName { inner: verifier, name })
         }
     };
@@ -94,11 +93,8 @@ pub fn client_config(m: &TlsMaterial) -> Result<Arc<ClientConfig>, TlsSetupError
             if chain.is_empty() {
                 return Err(TlsSetupError::Identity("no PEM certificate found".into()));
             }
-            let key = PrivateKeyDer::from_pem_slice(key)
-                .map_err(|e| TlsSetupError::Identity(format!("key: {e}")))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| TlsSetupError::Identity(e.to_string()))?
+            let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| TlsSetupError::Identity(format!("key: {e}")))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| TlsSetupError::Identity(e.to_string()))?
         }
     };
     Ok(Arc::new(config))

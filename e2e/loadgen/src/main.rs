@@ -120,7 +120,9 @@ struct Common {
 
 impl Common {
     fn scenario(&self, rate: f64, skip_pop3: bool) -> Result<Scenario> {
-        if !(rate > 0.0) || !(self.duration > 0.0) || self.users == 0 || self.concurrency == 0 {
+        // Written so that NaN is refused too.
+        let positive = |x: f64| x > 0.0;
+        if !positive(rate) || !positive(self.duration) || self.users == 0 || self.concurrency == 0 {
             bail!("rate, duration, users and concurrency must be positive");
         }
         if !skip_pop3 && self.pop3.is_empty() {

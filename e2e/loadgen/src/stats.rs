@@ -90,7 +90,9 @@ pub struct Report {
 
 fn fmt_lat(l: &Option<LatencySummary>) -> String {
     match l {
-        Some(l) => format!("p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms  (n={})", l.p50_ms, l.p99_ms, l.max_ms, l.count),
+        Some(l) => {
+            format!("p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms  (n={})", l.p50_ms, l.p99_ms, l.max_ms, l.count)
+        }
         None => "-".into(),
     }
 }
@@ -100,8 +102,20 @@ impl Report {
         let mut t = String::new();
         let mut row = |k: &str, v: String| t.push_str(&format!("  {k:<22} {v}\n"));
         row("run", self.label.clone());
-        row("target", format!("{:.0} mail/s for {:.0} s to {} users, sizes {}", self.target_rate, self.duration_s, self.users, self.size_mix));
-        row("delivered", format!("{} of {} ({:.1} mail/s, {:.2} MiB/s)", self.delivered, self.attempted, self.delivered_per_s, self.delivered_mib_per_s));
+        row(
+            "target",
+            format!(
+                "{:.0} mail/s for {:.0} s to {} users, sizes {}",
+                self.target_rate, self.duration_s, self.users, self.size_mix
+            ),
+        );
+        row(
+            "delivered",
+            format!(
+                "{} of {} ({:.1} mail/s, {:.2} MiB/s)",
+                self.delivered, self.attempted, self.delivered_per_s, self.delivered_mib_per_s
+            ),
+        );
         row("LMTP latency", fmt_lat(&self.lmtp));
         row("POP3 login", fmt_lat(&self.pop3_login));
         row("POP3 STAT", fmt_lat(&self.pop3_stat));

@@ -147,16 +147,14 @@ async fn admin_token_secret_and_network_policy_follow_the_spec() {
     assert_eq!(condition(&c, "Degraded").unwrap().1, "AdminTokenSecretMissing");
     let message = degraded_message(&client, &ns).await.unwrap();
     assert!(message.contains("admin token Secret ops-token not found"), "{message}");
-    let keyless: Secret = serde_json::from_value(json!({"metadata": {"name": "ops-token"}, "stringData": {"other": "x"}})).unwrap();
+    let keyless: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "ops-token"}, "stringData": {"other": "x"}})).unwrap();
     secrets.create(&PostParams::default(), &keyless).await.unwrap();
     eventually("Degraded names the missing key", Duration::from_secs(30), || async {
         degraded_message(&client, &ns).await.filter(|m| m.contains("ops-token has no key token"))
     })
     .await;
-    secrets
-        .patch("ops-token", &PatchParams::default(), &Patch::Merge(&rotate("short")))
-        .await
-        .unwrap();
+    secrets.patch("ops-token", &PatchParams::default(), &Patch::Merge(&rotate("short"))).await.unwrap();
     eventually("Degraded says the token is too short", Duration::from_secs(30), || async {
         degraded_message(&client, &ns).await.filter(|m| m.contains("ops-token has a token shorter than 16 characters"))
     })

@@ -37,9 +37,7 @@ pub async fn client() -> Client {
     require_env();
     schema::tls::install_default_provider();
     let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("kubeconfig of e2e/kube");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("kube config");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kube config");
     let client = Client::try_from(config).expect("kube client");
     install_crd(&client).await;
     client
@@ -50,20 +48,12 @@ async fn install_crd(client: &Client) {
     let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/pop3cluster.yaml")).unwrap();
     let crd: CustomResourceDefinition = serde_saphyr::from_str(&yaml).unwrap();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        &crd.name_any(),
-        &PatchParams::apply(TEST_MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("install the CRD");
+    api.patch(&crd.name_any(), &PatchParams::apply(TEST_MANAGER).force(), &Patch::Apply(&crd))
+        .await
+        .expect("install the CRD");
     eventually("the CRD is established", Duration::from_secs(30), || async {
         let crd = api.get(&crd.name_any()).await.ok()?;
-        crd.status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-            .then_some(())
+        crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
     })
     .await;
 }
@@ -72,22 +62,13 @@ async fn install_crd(client: &Client) {
 pub async fn namespace(client: &Client, prefix: &str) -> String {
     let name = format!("t-{prefix}-{}", &uuid_hex()[..8]);
     let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("create namespace");
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
     name
 }
 
 pub fn uuid_hex() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{:032x}", t ^ ((std::process::id() as u128) << 64))
-        .chars()
-        .rev()
-        .collect()
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{:032x}", t ^ ((std::process::id() as u128) << 64)).chars().rev().collect()
 }
 
 /// Polls `f` until it returns Some, or panics after `timeout` saying what did not happen.
@@ -107,11 +88,7 @@ where
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// GET over plain HTTP/1.0 (no client library needed for the operator's and pop3d's endpoints).
@@ -123,17 +100,12 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 pub async fn http_get_with(port: u16, path: &str, headers: &[&str]) -> Option<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n{extra}\r\n").as_bytes())
-        .await
-        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n{extra}\r\n").as_bytes()).await.ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     Some((status, body))
 }
 
@@ -161,18 +133,9 @@ impl Operator {
 
     async fn spawn(&mut self) {
         self.port = free_port();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_popfleet-operator"))
-            .args([
-                "--namespace",
-                &self.namespace,
-                "--http",
-                &format!("127.0.0.1:{}", self.port),
-            ])
+            .args(["--namespace", &self.namespace, "--http", &format!("127.0.0.1:{}", self.port)])
             .args(&self.extra)
             .env("KUBECONFIG", kubeconfig_path())
             .env("POPFLEET_LOG", "info,operator=debug")
@@ -183,11 +146,9 @@ impl Operator {
             .expect("start popfleet-operator");
         self.child = Some(child);
         let port = self.port;
-        eventually(
-            "the operator answers /healthz",
-            Duration::from_secs(30),
-            || async move { http_get(port, "/healthz").await.filter(|(s, _)| *s == 200) },
-        )
+        eventually("the operator answers /healthz", Duration::from_secs(30), || async move {
+            http_get(port, "/healthz").await.filter(|(s, _)| *s == 200)
+        })
         .await;
     }
 
@@ -218,10 +179,7 @@ impl Operator {
     }
 
     pub async fn metrics(&self) -> String {
-        http_get(self.port, "/metrics")
-            .await
-            .map(|(_, b)| b)
-            .unwrap_or_default()
+        http_get(self.port, "/metrics").await.map(|(_, b)| b).unwrap_or_default()
     }
 
     /// Sum of a metric's series whose line contains `filter` (e.g. `action="apply"`).
@@ -301,19 +259,14 @@ async fn fake_kubelet_round(client: &Client, namespace: &str) -> kube::Result<()
         "type": "Ready", "status": "True", "reason": "FakeKubelet", "message": "e2e fake kubelet",
         "lastHeartbeatTime": now.to_string(), "lastTransitionTime": now.to_string()
     }]}});
-    nodes
-        .patch_status(FAKE_NODE, &PatchParams::default(), &Patch::Merge(&heartbeat))
-        .await?;
+    nodes.patch_status(FAKE_NODE, &PatchParams::default(), &Patch::Merge(&heartbeat)).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     for pod in pods.list(&Default::default()).await? {
         if pod.metadata.deletion_timestamp.is_some() {
             // Without a kubelet nothing would ever confirm the termination.
             pods.delete(
                 &pod.name_any(),
-                &kube::api::DeleteParams {
-                    grace_period_seconds: Some(0),
-                    ..Default::default()
-                },
+                &kube::api::DeleteParams { grace_period_seconds: Some(0), ..Default::default() },
             )
             .await?;
             continue;
@@ -325,9 +278,8 @@ async fn fake_kubelet_round(client: &Client, namespace: &str) -> kube::Result<()
                 "metadata": {"name": pod.name_any()},
                 "target": {"apiVersion": "v1", "kind": "Node", "name": FAKE_NODE}
             });
-            let _: serde_json::Value = pods
-                .create_subresource("binding", &pod.name_any(), &PostParams::default(), &binding)
-                .await?;
+            let _: serde_json::Value =
+                pods.create_subresource("binding", &pod.name_any(), &PostParams::default(), &binding).await?;
         }
         let ready = pod
             .status
@@ -341,8 +293,7 @@ async fn fake_kubelet_round(client: &Client, namespace: &str) -> kube::Result<()
                 "phase": "Running", "podIP": "10.244.0.1", "startTime": now.to_string(),
                 "conditions": [cond("PodScheduled"), cond("Initialized"), cond("ContainersReady"), cond("Ready")]
             }});
-            pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&status))
-                .await?;
+            pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await?;
         }
     }
     Ok(())
@@ -364,16 +315,8 @@ pub async fn event_reasons(client: &Client, namespace: &str, name: &str) -> Vec<
 
 /// Waits until the operator published an Event with `reason` about `name`.
 pub async fn wait_event(client: &Client, namespace: &str, name: &str, reason: &str) {
-    eventually(
-        &format!("Event {reason} about {name}"),
-        Duration::from_secs(30),
-        || async {
-            event_reasons(client, namespace, name)
-                .await
-                .iter()
-                .any(|r| r == reason)
-                .then_some(())
-        },
-    )
+    eventually(&format!("Event {reason} about {name}"), Duration::from_secs(30), || async {
+        event_reasons(client, namespace, name).await.iter().any(|r| r == reason).then_some(())
+    })
     .await;
 }

@@ -29,36 +29,12 @@ async fn replicas(api: &Api<Deployment>, name: &str) -> Option<i32> {
 /// Every kind of child object of `name` is gone.
 async fn all_gone(client: &kube::Client, ns: &str, name: &str) -> Option<()> {
     let c = client.clone();
-    let none = Api::<Deployment>::namespaced(c.clone(), ns)
-        .get_opt(name)
-        .await
-        .ok()?
-        .is_none()
-        && Api::<Service>::namespaced(c.clone(), ns)
-            .get_opt(name)
-            .await
-            .ok()?
-            .is_none()
-        && Api::<ConfigMap>::namespaced(c.clone(), ns)
-            .get_opt(name)
-            .await
-            .ok()?
-            .is_none()
-        && Api::<PodDisruptionBudget>::namespaced(c.clone(), ns)
-            .get_opt(name)
-            .await
-            .ok()?
-            .is_none()
-        && Api::<ServiceAccount>::namespaced(c.clone(), ns)
-            .get_opt(name)
-            .await
-            .ok()?
-            .is_none()
-        && Api::<NetworkPolicy>::namespaced(c, ns)
-            .get_opt(name)
-            .await
-            .ok()?
-            .is_none();
+    let none = Api::<Deployment>::namespaced(c.clone(), ns).get_opt(name).await.ok()?.is_none()
+        && Api::<Service>::namespaced(c.clone(), ns).get_opt(name).await.ok()?.is_none()
+        && Api::<ConfigMap>::namespaced(c.clone(), ns).get_opt(name).await.ok()?.is_none()
+        && Api::<PodDisruptionBudget>::namespaced(c.clone(), ns).get_opt(name).await.ok()?.is_none()
+        && Api::<ServiceAccount>::namespaced(c.clone(), ns).get_opt(name).await.ok()?.is_none()
+        && Api::<NetworkPolicy>::namespaced(c, ns).get_opt(name).await.ok()?.is_none();
     none.then_some(())
 }
 
@@ -81,14 +57,8 @@ async fn scale_add_remove_datacenters_and_change_replication() {
 
     apply(&client, &ns, &cluster("mail", &ks, &[("dc1", 1)], &[("dc1", 1)])).await;
     let c = wait_condition(&client, &ns, "mail", "KeyspaceReady", "True", Duration::from_secs(60)).await;
-    assert!(
-        !c.status.unwrap().keyspace.unwrap().repair_needed,
-        "nothing changed: no repair"
-    );
-    assert_eq!(
-        replication(&session, &ks).await.unwrap(),
-        factors(&[("dc1", "1"), ("dc2", "1")])
-    );
+    assert!(!c.status.unwrap().keyspace.unwrap().repair_needed, "nothing changed: no repair");
+    assert_eq!(replication(&session, &ks).await.unwrap(), factors(&[("dc1", "1"), ("dc2", "1")]));
 
     // Change replication: only dc1 moves; a repair is asked for.
     apply(&client, &ns, &cluster("mail", &ks, &[("dc1", 1)], &[("dc1", 2)])).await;
@@ -100,12 +70,7 @@ async fn scale_add_remove_datacenters_and_change_replication() {
     let k = c.status.unwrap().keyspace.unwrap();
     assert!(k.repair_needed, "a replication change must surface as repairNeeded");
     wait_event(&client, &ns, "mail", "RepairNeeded").await;
-    assert_eq!(
-        crate::condition(&get(&client, &ns, "mail").await.unwrap(), "KeyspaceReady")
-            .unwrap()
-            .1,
-        "RepairNeeded"
-    );
+    assert_eq!(crate::condition(&get(&client, &ns, "mail").await.unwrap(), "KeyspaceReady").unwrap().1, "RepairNeeded");
 
     // Scale a DC.
     apply(&client, &ns, &cluster("mail", &ks, &[("dc1", 3)], &[("dc1", 2)])).await;
@@ -115,12 +80,7 @@ async fn scale_add_remove_datacenters_and_change_replication() {
     .await;
 
     // Add a DC (pods and replication).
-    apply(
-        &client,
-        &ns,
-        &cluster("mail", &ks, &[("dc1", 3), ("dc2", 1)], &[("dc1", 2), ("dc2", 2)]),
-    )
-    .await;
+    apply(&client, &ns, &cluster("mail", &ks, &[("dc1", 3), ("dc2", 1)], &[("dc1", 2), ("dc2", 2)])).await;
     eventually("mail-dc2 appears", Duration::from_secs(30), || async {
         (replicas(&deployments, "mail-dc2").await? == 1).then_some(())
     })
@@ -134,26 +94,18 @@ async fn scale_add_remove_datacenters_and_change_replication() {
 
     // Remove a DC: its objects go; its replication stays (the operator never removes replicas).
     apply(&client, &ns, &cluster("mail", &ks, &[("dc1", 3)], &[("dc1", 2)])).await;
-    eventually("mail-dc2 objects are deleted", Duration::from_secs(60), || {
-        all_gone(&client, &ns, "mail-dc2")
-    })
-    .await;
+    eventually("mail-dc2 objects are deleted", Duration::from_secs(60), || all_gone(&client, &ns, "mail-dc2")).await;
     assert!(replicas(&deployments, "mail-dc1").await == Some(3));
     wait_event(&client, &ns, "mail", "DatacenterRemoved").await;
     let c = wait_condition(&client, &ns, "mail", "KeyspaceReady", "True", Duration::from_secs(30)).await;
     assert_eq!(c.status.as_ref().unwrap().datacenters.len(), 1);
-    assert_eq!(
-        replication(&session, &ks).await.unwrap(),
-        factors(&[("dc1", "2"), ("dc2", "2")])
-    );
+    assert_eq!(replication(&session, &ks).await.unwrap(), factors(&[("dc1", "2"), ("dc2", "2")]));
 
     // The repair is acknowledged with the annotation the status names.
     let at = c.status.unwrap().keyspace.unwrap().replication_changed_at.unwrap();
     let api: Api<Pop3Cluster> = Api::namespaced(client.clone(), &ns);
     let patch = json!({"metadata": {"annotations": {crds::REPAIRED_ANNOTATION: at}}});
-    api.patch("mail", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    api.patch("mail", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     eventually("repairNeeded cleared", Duration::from_secs(30), || async {
         let k = get(&client, &ns, "mail").await?.status?.keyspace?;
         (!k.repair_needed).then_some(())
@@ -173,31 +125,16 @@ async fn hand_edits_are_corrected_and_pause_stops_all_writes() {
     let mut op = Operator::start(&ns, &[]).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    apply(
-        &client,
-        &ns,
-        &cluster("mail", &ks, &[("dc1", 1)], &[("dc1", 1), ("dc2", 1)]),
-    )
-    .await;
+    apply(&client, &ns, &cluster("mail", &ks, &[("dc1", 1)], &[("dc1", 1), ("dc2", 1)])).await;
     wait_condition(&client, &ns, "mail", "KeyspaceReady", "True", Duration::from_secs(60)).await;
 
     // Someone edits the owned Deployment and ConfigMap by hand (an update, as `kubectl edit`).
-    let edit = PatchParams {
-        field_manager: Some("kubectl-edit".into()),
-        ..Default::default()
-    };
+    let edit = PatchParams { field_manager: Some("kubectl-edit".into()), ..Default::default() };
     let hand =
         json!({"spec": {"replicas": 5, "template": {"spec": {"containers": [{"name": "pop3d", "image": "evil:1"}]}}}});
-    deployments
-        .patch("mail-dc1", &edit, &Patch::Strategic(&hand))
-        .await
-        .unwrap();
+    deployments.patch("mail-dc1", &edit, &Patch::Strategic(&hand)).await.unwrap();
     configmaps
-        .patch(
-            "mail-dc1",
-            &edit,
-            &Patch::Merge(&json!({"data": {"pop3d.toml": "store = \"embedded\"\n"}})),
-        )
+        .patch("mail-dc1", &edit, &Patch::Merge(&json!({"data": {"pop3d.toml": "store = \"embedded\"\n"}})))
         .await
         .unwrap();
     eventually("the Deployment edit is reverted", Duration::from_secs(30), || async {
@@ -207,9 +144,7 @@ async fn hand_edits_are_corrected_and_pause_stops_all_writes() {
     })
     .await;
     eventually("the ConfigMap edit is reverted", Duration::from_secs(30), || async {
-        configmaps.get("mail-dc1").await.ok()?.data?["pop3d.toml"]
-            .contains("store = \"cassandra\"")
-            .then_some(())
+        configmaps.get("mail-dc1").await.ok()?.data?["pop3d.toml"].contains("store = \"cassandra\"").then_some(())
     })
     .await;
 
@@ -217,35 +152,16 @@ async fn hand_edits_are_corrected_and_pause_stops_all_writes() {
     let mut paused = cluster("mail", &ks, &[("dc1", 1)], &[("dc1", 1), ("dc2", 1)]);
     paused["spec"]["paused"] = json!(true);
     apply(&client, &ns, &paused).await;
-    wait_condition(
-        &client,
-        &ns,
-        "mail",
-        "ReconciliationPaused",
-        "True",
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_condition(&client, &ns, "mail", "ReconciliationPaused", "True", Duration::from_secs(30)).await;
     wait_event(&client, &ns, "mail", "Paused").await;
     let writes_before = writes(&op).await;
     let mut changed = cluster("mail", &ks, &[("dc1", 4)], &[("dc1", 2), ("dc2", 1)]);
     changed["spec"]["paused"] = json!(true);
     changed["spec"]["config"] = json!({"idle_timeout": "123"});
     apply(&client, &ns, &changed).await;
-    deployments
-        .patch("mail-dc1", &edit, &Patch::Merge(&json!({"spec": {"replicas": 7}})))
-        .await
-        .unwrap();
+    deployments.patch("mail-dc1", &edit, &Patch::Merge(&json!({"spec": {"replicas": 7}}))).await.unwrap();
     let before = spec_snapshot(&client, &ns).await;
-    let c = wait_condition(
-        &client,
-        &ns,
-        "mail",
-        "ReconciliationPaused",
-        "True",
-        Duration::from_secs(30),
-    )
-    .await;
+    let c = wait_condition(&client, &ns, "mail", "ReconciliationPaused", "True", Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let mut after = spec_snapshot(&client, &ns).await;
     // The resource's own status may be refreshed (observedGeneration); nothing else.
@@ -253,11 +169,7 @@ async fn hand_edits_are_corrected_and_pause_stops_all_writes() {
     let mut before = before;
     before.remove("pop3cluster/mail");
     assert_eq!(after, before, "objects changed while paused");
-    assert_eq!(
-        replicas(&deployments, "mail-dc1").await,
-        Some(7),
-        "a hand edit is not corrected while paused"
-    );
+    assert_eq!(replicas(&deployments, "mail-dc1").await, Some(7), "a hand edit is not corrected while paused");
     assert_eq!(
         replication(&session, &ks).await.unwrap(),
         factors(&[("dc1", "1"), ("dc2", "1")]),
@@ -278,24 +190,14 @@ async fn hand_edits_are_corrected_and_pause_stops_all_writes() {
     })
     .await;
     eventually("config override applied", Duration::from_secs(30), || async {
-        configmaps.get("mail-dc1").await.ok()?.data?["pop3d.toml"]
-            .contains("idle_timeout = 123")
-            .then_some(())
+        configmaps.get("mail-dc1").await.ok()?.data?["pop3d.toml"].contains("idle_timeout = 123").then_some(())
     })
     .await;
     eventually("dc1 replication 2 after unpause", Duration::from_secs(60), || async {
         (replication(&session, &ks).await? == factors(&[("dc1", "2"), ("dc2", "1")])).then_some(())
     })
     .await;
-    wait_condition(
-        &client,
-        &ns,
-        "mail",
-        "ReconciliationPaused",
-        "False",
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_condition(&client, &ns, "mail", "ReconciliationPaused", "False", Duration::from_secs(30)).await;
 
     teardown(&client, &ns, &mut op, &[&ks]).await;
 }
@@ -312,14 +214,7 @@ async fn a_renewed_tls_secret_rolls_the_pods() {
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pop-tls"},
         "type": "kubernetes.io/tls", "stringData": {"tls.crt": crt, "tls.key": "key"}})
     };
-    secrets
-        .patch(
-            "pop-tls",
-            &PatchParams::apply(TEST_MANAGER),
-            &Patch::Apply(&secret("first")),
-        )
-        .await
-        .unwrap();
+    secrets.patch("pop-tls", &PatchParams::apply(TEST_MANAGER), &Patch::Apply(&secret("first"))).await.unwrap();
     let mut obj = cluster("mail", &ks, &[("dc1", 1)], &[("dc1", 1)]);
     obj["spec"]["pop3"] = json!({"tls": {"secretName": "pop-tls"}});
     apply(&client, &ns, &obj).await;
@@ -330,21 +225,11 @@ async fn a_renewed_tls_secret_rolls_the_pods() {
         a.get(operator::resources::TLS_HASH_ANNOTATION).cloned()
     };
     let first = eventually("the pod template carries the TLS hash", Duration::from_secs(60), hash).await;
-    let svc = Api::<Service>::namespaced(client.clone(), &ns)
-        .get("mail-dc1")
-        .await
-        .unwrap();
+    let svc = Api::<Service>::namespaced(client.clone(), &ns).get("mail-dc1").await.unwrap();
     let ports: Vec<i32> = svc.spec.unwrap().ports.unwrap().iter().map(|p| p.port).collect();
     assert_eq!(ports, vec![110, 995, 24], "POP3S on the Service");
     // cert-manager renews the certificate: the Secret changes, the pods roll.
-    secrets
-        .patch(
-            "pop-tls",
-            &PatchParams::apply(TEST_MANAGER),
-            &Patch::Apply(&secret("renewed")),
-        )
-        .await
-        .unwrap();
+    secrets.patch("pop-tls", &PatchParams::apply(TEST_MANAGER), &Patch::Apply(&secret("renewed"))).await.unwrap();
     let second = eventually("the TLS hash follows the Secret", Duration::from_secs(30), || async {
         hash().await.filter(|h| *h != first)
     })
@@ -367,10 +252,7 @@ async fn delete_removes_owned_objects_and_keeps_the_keyspace_by_default() {
     apply(&client, &ns, &delete).await;
     for name in ["keep", "drop"] {
         let c = wait_condition(&client, &ns, name, "KeyspaceReady", "True", Duration::from_secs(60)).await;
-        assert_eq!(
-            c.metadata.finalizers.as_deref(),
-            Some(&[operator::FINALIZER.to_owned()][..])
-        );
+        assert_eq!(c.metadata.finalizers.as_deref(), Some(&[operator::FINALIZER.to_owned()][..]));
     }
     let api: Api<Pop3Cluster> = Api::namespaced(client.clone(), &ns);
 
@@ -380,38 +262,25 @@ async fn delete_removes_owned_objects_and_keeps_the_keyspace_by_default() {
     })
     .await;
     // The garbage collector (kube-controller-manager) deletes what the resource owned.
-    eventually("keep's objects are garbage-collected", Duration::from_secs(90), || {
-        all_gone(&client, &ns, "keep-dc1")
-    })
-    .await;
+    eventually("keep's objects are garbage-collected", Duration::from_secs(90), || all_gone(&client, &ns, "keep-dc1"))
+        .await;
     eventually("keep's admin token Secret is garbage-collected", Duration::from_secs(90), || async {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
         secrets.get_opt("keep-admin-token").await.ok()?.is_none().then_some(())
     })
     .await;
-    assert!(
-        replication(&session, &kept).await.is_some(),
-        "deletionPolicy Retain keeps the keyspace"
-    );
+    assert!(replication(&session, &kept).await.is_some(), "deletionPolicy Retain keeps the keyspace");
     wait_event(&client, &ns, "keep", "KeyspaceRetained").await;
-    assert!(
-        schema::cassandra::applied_versions(&session, &kept).await.is_ok(),
-        "and its tables"
-    );
+    assert!(schema::cassandra::applied_versions(&session, &kept).await.is_ok(), "and its tables");
 
     api.delete("drop", &DeleteParams::default()).await.unwrap();
     eventually("Pop3Cluster drop is gone", Duration::from_secs(60), || async {
         get(&client, &ns, "drop").await.is_none().then_some(())
     })
     .await;
-    assert!(
-        replication(&session, &dropped).await.is_none(),
-        "deletionPolicy Delete drops the keyspace"
-    );
-    eventually("drop's objects are garbage-collected", Duration::from_secs(90), || {
-        all_gone(&client, &ns, "drop-dc1")
-    })
-    .await;
+    assert!(replication(&session, &dropped).await.is_none(), "deletionPolicy Delete drops the keyspace");
+    eventually("drop's objects are garbage-collected", Duration::from_secs(90), || all_gone(&client, &ns, "drop-dc1"))
+        .await;
 
     teardown(&client, &ns, &mut op, &[&kept, &dropped]).await;
 }
@@ -426,21 +295,9 @@ async fn with_two_replicas_one_leads_and_the_other_takes_over() {
     let mut op_a = Operator::start(&ns, &args("op-a")).await;
     let mut op_b = Operator::start(&ns, &args("op-b")).await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
-    let holder = || async {
-        leases
-            .get_opt("popfleet-operator")
-            .await
-            .ok()
-            .flatten()?
-            .spec?
-            .holder_identity
-    };
+    let holder = || async { leases.get_opt("popfleet-operator").await.ok().flatten()?.spec?.holder_identity };
     let first = eventually("a replica holds the lease", Duration::from_secs(30), holder).await;
-    let (leader, standby) = if first == "op-a" {
-        (&mut op_a, &mut op_b)
-    } else {
-        (&mut op_b, &mut op_a)
-    };
+    let (leader, standby) = if first == "op-a" { (&mut op_a, &mut op_b) } else { (&mut op_b, &mut op_a) };
     assert_eq!(leader.metric("popfleet_operator_leader", "").await, 1.0);
     assert_eq!(standby.metric("popfleet_operator_leader", "").await, 0.0);
 
@@ -450,11 +307,7 @@ async fn with_two_replicas_one_leads_and_the_other_takes_over() {
         (replicas(&deployments, "mail-dc1").await? == 1).then_some(())
     })
     .await;
-    assert_eq!(
-        standby.metric("popfleet_operator_reconciles_total", "").await,
-        0.0,
-        "the standby does not reconcile"
-    );
+    assert_eq!(standby.metric("popfleet_operator_reconciles_total", "").await, 0.0, "the standby does not reconcile");
 
     // The leader crashes; after the lease expires the standby takes over and reconciles.
     leader.kill();

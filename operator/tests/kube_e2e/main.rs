@@ -56,26 +56,16 @@ pub fn cluster(name: &str, keyspace: &str, dcs: &[(&str, i32)], replication: &[(
 pub async fn apply(client: &Client, ns: &str, obj: &Value) -> Pop3Cluster {
     let api: Api<Pop3Cluster> = Api::namespaced(client.clone(), ns);
     let name = obj["metadata"]["name"].as_str().unwrap();
-    api.patch(name, &PatchParams::apply(TEST_MANAGER).force(), &Patch::Apply(obj))
-        .await
-        .expect("apply Pop3Cluster")
+    api.patch(name, &PatchParams::apply(TEST_MANAGER).force(), &Patch::Apply(obj)).await.expect("apply Pop3Cluster")
 }
 
 pub async fn get(client: &Client, ns: &str, name: &str) -> Option<Pop3Cluster> {
-    Api::<Pop3Cluster>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .unwrap()
+    Api::<Pop3Cluster>::namespaced(client.clone(), ns).get_opt(name).await.unwrap()
 }
 
 /// (status, reason) of a condition.
 pub fn condition(c: &Pop3Cluster, type_: &str) -> Option<(String, String)> {
-    c.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|x| x.type_ == type_)
-        .map(|x| (x.status.clone(), x.reason.clone()))
+    c.status.as_ref()?.conditions.iter().find(|x| x.type_ == type_).map(|x| (x.status.clone(), x.reason.clone()))
 }
 
 pub async fn wait_condition(
@@ -151,18 +141,12 @@ pub async fn teardown(client: &Client, ns: &str, op: &mut Operator, keyspaces: &
         let _ = api.delete(&c.name_any(), &DeleteParams::default()).await;
     }
     eventually("the test's Pop3Clusters are gone", Duration::from_secs(60), || async {
-        api.list(&ListParams::default())
-            .await
-            .ok()?
-            .items
-            .is_empty()
-            .then_some(())
+        api.list(&ListParams::default()).await.ok()?.items.is_empty().then_some(())
     })
     .await;
     op.stop();
-    let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-        .delete(ns, &DeleteParams::default())
-        .await;
+    let _ =
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).delete(ns, &DeleteParams::default()).await;
     let session = cassandra().await;
     for ks in keyspaces {
         let _ = schema::cassandra::drop_keyspace(&session, ks).await;
@@ -185,12 +169,8 @@ async fn two_dc_cluster_is_created_reports_status_and_stays_quiet() {
     let ks = keyspace("create");
     let mut op = Operator::start(&ns, &[]).await;
     let _kubelet = AbortOnDrop(fake_kubelet(client.clone(), ns.clone()));
-    let created = apply(
-        &client,
-        &ns,
-        &cluster("mail", &ks, &[("dc1", 2), ("dc2", 1)], &[("dc1", 1), ("dc2", 1)]),
-    )
-    .await;
+    let created =
+        apply(&client, &ns, &cluster("mail", &ks, &[("dc1", 2), ("dc2", 1)], &[("dc1", 1), ("dc2", 1)])).await;
 
     // 1. The per-DC objects, with the right spec.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
@@ -214,22 +194,9 @@ async fn two_dc_cluster_is_created_reports_status_and_stays_quiet() {
     let pod = spec.template.spec.as_ref().unwrap();
     let ctr = &pod.containers[0];
     assert_eq!(ctr.image.as_deref(), Some(IMAGE));
-    assert_eq!(
-        ctr.security_context.as_ref().unwrap().read_only_root_filesystem,
-        Some(true)
-    );
+    assert_eq!(ctr.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
     assert_eq!(pod.security_context.as_ref().unwrap().run_as_non_root, Some(true));
-    assert_eq!(
-        ctr.readiness_probe
-            .as_ref()
-            .unwrap()
-            .http_get
-            .as_ref()
-            .unwrap()
-            .path
-            .as_deref(),
-        Some("/readyz")
-    );
+    assert_eq!(ctr.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/readyz"));
     for (dc, replicas, local_contact) in [("dc1", 2, "127.0.0.1:9042"), ("dc2", 1, "127.0.0.2:9042")] {
         let name = format!("mail-{dc}");
         let d = eventually(&format!("Deployment {name}"), Duration::from_secs(30), || async {
@@ -237,29 +204,17 @@ async fn two_dc_cluster_is_created_reports_status_and_stays_quiet() {
         })
         .await;
         assert_eq!(d.spec.unwrap().replicas, Some(replicas));
-        let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
-            .get(&name)
-            .await
-            .unwrap();
+        let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns).get(&name).await.unwrap();
         let toml = operator::pop3d_config::parse(&cm.data.unwrap()["pop3d.toml"]);
         assert_eq!(toml["local_dc"].as_str(), Some(dc));
         assert_eq!(toml["cassandra"].as_str(), Some(local_contact));
         assert_eq!(toml["keyspace"].as_str(), Some(ks.as_str()));
-        let svc = Api::<Service>::namespaced(client.clone(), &ns)
-            .get(&name)
-            .await
-            .unwrap();
+        let svc = Api::<Service>::namespaced(client.clone(), &ns).get(&name).await.unwrap();
         let ports: Vec<i32> = svc.spec.unwrap().ports.unwrap().iter().map(|p| p.port).collect();
         assert_eq!(ports, vec![110, 24]);
-        let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns)
-            .get(&name)
-            .await
-            .unwrap();
+        let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns).get(&name).await.unwrap();
         assert!(pdb.spec.unwrap().max_unavailable.is_some());
-        let sa = Api::<ServiceAccount>::namespaced(client.clone(), &ns)
-            .get(&name)
-            .await
-            .unwrap();
+        let sa = Api::<ServiceAccount>::namespaced(client.clone(), &ns).get(&name).await.unwrap();
         assert_eq!(sa.automount_service_account_token, Some(false));
         let np = Api::<NetworkPolicy>::namespaced(client.clone(), &ns).get(&name).await.unwrap();
         admin_access::assert_default_policy(&np, dc);
@@ -268,10 +223,7 @@ async fn two_dc_cluster_is_created_reports_status_and_stays_quiet() {
 
     // 2. The keyspace, with the replication asked for and the schema applied.
     let session = cassandra().await;
-    let repl = eventually("the keyspace exists", Duration::from_secs(60), || {
-        replication(&session, &ks)
-    })
-    .await;
+    let repl = eventually("the keyspace exists", Duration::from_secs(60), || replication(&session, &ks)).await;
     assert_eq!(repl, factors(&[("dc1", "1"), ("dc2", "1")]));
     let versions = schema::cassandra::applied_versions(&session, &ks).await.unwrap();
     assert_eq!(versions.last().copied(), Some(schema::latest_version()));
@@ -286,10 +238,7 @@ async fn two_dc_cluster_is_created_reports_status_and_stays_quiet() {
     assert_eq!(condition(&c, "Degraded").unwrap().0, "False");
     assert_eq!(condition(&c, "ReconciliationPaused").unwrap().0, "False");
     let c = wait_condition(&client, &ns, "mail", "Progressing", "False", Duration::from_secs(60)).await;
-    assert_eq!(
-        c.status.as_ref().unwrap().keyspace.as_ref().unwrap().schema_version as u32,
-        schema::latest_version()
-    );
+    assert_eq!(c.status.as_ref().unwrap().keyspace.as_ref().unwrap().schema_version as u32, schema::latest_version());
     println!("{}", kubectl(&["get", "pop3clusters", "-n", &ns]));
     println!("{}", kubectl(&["get", "pop3clusters", "-n", &ns, "-o", "wide"]));
 
@@ -298,11 +247,7 @@ async fn two_dc_cluster_is_created_reports_status_and_stays_quiet() {
     let before = snapshot(&client, &ns).await;
     let reconciles = op.metric("popfleet_operator_reconciles_total", "").await;
     tokio::time::sleep(Duration::from_secs(8)).await;
-    assert_eq!(
-        snapshot(&client, &ns).await,
-        before,
-        "resourceVersions moved while nothing changed"
-    );
+    assert_eq!(snapshot(&client, &ns).await, before, "resourceVersions moved while nothing changed");
     assert_eq!(
         op.metric("popfleet_operator_reconciles_total", "").await,
         reconciles,
@@ -314,11 +259,7 @@ async fn two_dc_cluster_is_created_reports_status_and_stays_quiet() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        snapshot(&client, &ns).await,
-        before,
-        "an operator restart changed objects"
-    );
+    assert_eq!(snapshot(&client, &ns).await, before, "an operator restart changed objects");
     assert_eq!(
         op.metric("popfleet_operator_writes_total", "action=\"status\"").await,
         0.0,

@@ -49,20 +49,14 @@ impl Drop for Pop3d {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!(
-                "--- pop3d log:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
+            eprintln!("--- pop3d log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
         }
     }
 }
 
 /// Starts pop3d from the Deployment and ConfigMap of `name`, with volumes under `root`.
 async fn start_like_the_pod(client: &Client, ns: &str, name: &str, root: &Path) -> Pop3d {
-    let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .unwrap();
+    let deployment = Api::<Deployment>::namespaced(client.clone(), ns).get(name).await.unwrap();
     let pod = deployment.spec.unwrap().template.spec.unwrap();
     let container = &pod.containers[0];
     let volumes = pod.volumes.unwrap_or_default();
@@ -72,17 +66,9 @@ async fn start_like_the_pod(client: &Client, ns: &str, name: &str, root: &Path) 
     for m in container.volume_mounts.as_deref().unwrap_or_default() {
         let host = root.join(m.mount_path.trim_start_matches('/'));
         std::fs::create_dir_all(&host).unwrap();
-        let volume = volumes
-            .iter()
-            .find(|v| v.name == m.name)
-            .expect("mounted volume exists");
+        let volume = volumes.iter().find(|v| v.name == m.name).expect("mounted volume exists");
         if let Some(cm) = &volume.config_map {
-            let data = Api::<ConfigMap>::namespaced(client.clone(), ns)
-                .get(&cm.name)
-                .await
-                .unwrap()
-                .data
-                .unwrap();
+            let data = Api::<ConfigMap>::namespaced(client.clone(), ns).get(&cm.name).await.unwrap().data.unwrap();
             for (file, text) in data {
                 config_files.push(host.join(&file));
                 std::fs::write(host.join(file), text).unwrap();
@@ -90,12 +76,7 @@ async fn start_like_the_pod(client: &Client, ns: &str, name: &str, root: &Path) 
         }
         if let Some(sv) = &volume.secret {
             let name = sv.secret_name.as_deref().unwrap();
-            let data = Api::<Secret>::namespaced(client.clone(), ns)
-                .get(name)
-                .await
-                .unwrap()
-                .data
-                .unwrap();
+            let data = Api::<Secret>::namespaced(client.clone(), ns).get(name).await.unwrap().data.unwrap();
             for (file, bytes) in data {
                 std::fs::write(host.join(file), bytes.0).unwrap();
             }
@@ -115,45 +96,27 @@ async fn start_like_the_pod(client: &Client, ns: &str, name: &str, root: &Path) 
         mounts
             .iter()
             .find(|(path, _)| arg.starts_with(path.as_str()))
-            .map_or_else(
-                || arg.to_owned(),
-                |(path, host)| format!("{}{}", host.display(), &arg[path.len()..]),
-            )
+            .map_or_else(|| arg.to_owned(), |(path, host)| format!("{}{}", host.display(), &arg[path.len()..]))
     };
-    let argv: Vec<String> = container
-        .command
-        .iter()
-        .flatten()
-        .chain(container.args.iter().flatten())
-        .map(|a| in_pod(a))
-        .collect();
+    let argv: Vec<String> =
+        container.command.iter().flatten().chain(container.args.iter().flatten()).map(|a| in_pod(a)).collect();
     assert_eq!(argv[0], "pop3d", "the image's binary is on PATH");
     let (pop3, pop3s, lmtp, admin, ops) = (free_port(), free_port(), free_port(), free_port(), free_port());
     let log = root.join("pop3d.log");
     let mut cmd = Command::new(pop3d_binary());
-    cmd.args(&argv[1..])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.args(&argv[1..]).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     for e in container.env.as_deref().unwrap_or_default() {
         let value = match (&e.value, e.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref())) {
             (Some(v), _) => v.clone(),
             (None, Some(r)) => {
-                let s = Api::<Secret>::namespaced(client.clone(), ns)
-                    .get(&r.name)
-                    .await
-                    .unwrap();
+                let s = Api::<Secret>::namespaced(client.clone(), ns).get(&r.name).await.unwrap();
                 String::from_utf8(s.data.unwrap()[&r.key].0.clone()).unwrap()
             }
             (None, None) => panic!("env {} has a source this test does not resolve", e.name),
         };
         cmd.env(&e.name, value);
     }
-    if container
-        .ports
-        .iter()
-        .flatten()
-        .any(|p| p.name.as_deref() == Some("pop3s"))
-    {
+    if container.ports.iter().flatten().any(|p| p.name.as_deref() == Some("pop3s")) {
         cmd.env("POP3D_POP3S", format!("127.0.0.1:{pop3s}"));
     }
     cmd.env("POP3D_POP3", format!("127.0.0.1:{pop3}"))
@@ -164,29 +127,16 @@ async fn start_like_the_pod(client: &Client, ns: &str, name: &str, root: &Path) 
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
     let child = cmd.spawn().unwrap_or_else(|e| {
-        panic!(
-            "start {}: {e} (build it: cargo build --release -p pop3d)",
-            pop3d_binary().display()
-        )
+        panic!("start {}: {e} (build it: cargo build --release -p pop3d)", pop3d_binary().display())
     });
-    let server = Pop3d {
-        child,
-        pop3,
-        pop3s,
-        lmtp,
-        admin,
-        ops,
-        log,
-    };
+    let server = Pop3d { child, pop3, pop3s, lmtp, admin, ops, log };
     // The Deployment's readiness probe, done by hand.
     let probe = container.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
     assert_eq!(probe.port, IntOrString::String("ops".into()), "probes go to the ops listener");
     let path = probe.path.clone().unwrap();
-    eventually(
-        &format!("pop3d from {name} is ready ({path})"),
-        Duration::from_secs(60),
-        || async { http_get(ops, &path).await.filter(|(s, _)| *s == 200) },
-    )
+    eventually(&format!("pop3d from {name} is ready ({path})"), Duration::from_secs(60), || async {
+        http_get(ops, &path).await.filter(|(s, _)| *s == 200)
+    })
     .await;
     server
 }
@@ -283,25 +233,12 @@ async fn generated_config_and_command_line_serve_a_pop3_session() {
         "stringData": {"username": "cassandra", "password": "cassandra"}
     }))
     .unwrap();
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await.unwrap();
     // A certificate for the POP3S listener, as cert-manager would leave it in a kubernetes.io/tls Secret.
     let root = tempfile::tempdir().unwrap();
     let (cert, key) = (root.path().join("ca.crt"), root.path().join("tls.key"));
     let openssl = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-        ])
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
         .args(["-addext", "subjectAltName=DNS:localhost", "-keyout"])
         .arg(&key)
         .arg("-out")
@@ -314,23 +251,19 @@ async fn generated_config_and_command_line_serve_a_pop3_session() {
         "stringData": {"tls.crt": std::fs::read_to_string(&cert).unwrap(), "tls.key": std::fs::read_to_string(&key).unwrap()}
     }))
     .unwrap();
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &tls)
-        .await
-        .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &tls).await.unwrap();
     // TLS to Cassandra with the CA and client certificate of the test cluster (e2e/cassandra
     // requires a client certificate of TLS clients), as a cert-manager Secret would hold them.
     let cassandra_tls = cassandra_tls_dir();
-    let file = |f: &str| std::fs::read_to_string(cassandra_tls.join(f)).unwrap_or_else(|e| panic!("{f}: {e} (e2e/cassandra up)"));
+    let file = |f: &str| {
+        std::fs::read_to_string(cassandra_tls.join(f)).unwrap_or_else(|e| panic!("{f}: {e} (e2e/cassandra up)"))
+    };
     let tls_secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "cassandra-tls"}, "type": "kubernetes.io/tls",
         "stringData": {"ca.crt": file("ca.crt"), "tls.crt": file("client.crt"), "tls.key": file("client.key")}
     }))
     .unwrap();
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &tls_secret)
-        .await
-        .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &tls_secret).await.unwrap();
     let mut obj = cluster("mail", &ks, &[("dc1", 1), ("dc2", 1)], &[("dc1", 1), ("dc2", 1)]);
     obj["spec"]["pop3"]["tls"] = json!({"secretName": "pop-tls"});
     obj["spec"]["cassandra"]["credentialsSecret"] = json!({"name": "cassandra-login"});
@@ -350,7 +283,10 @@ async fn generated_config_and_command_line_serve_a_pop3_session() {
 
     let dc1 = start_like_the_pod(&client, &ns, "mail-dc1", &root.path().join("dc1")).await;
     let dc2 = start_like_the_pod(&client, &ns, "mail-dc2", &root.path().join("dc2")).await;
-    let token = Api::<Secret>::namespaced(client.clone(), &ns).get("mail-admin-token").await.unwrap().data.unwrap()["token"].0.clone();
+    let token = Api::<Secret>::namespaced(client.clone(), &ns).get("mail-admin-token").await.unwrap().data.unwrap()
+        ["token"]
+        .0
+        .clone();
     let token = String::from_utf8(token).unwrap();
     check_admin_access(&dc1, &token).await;
     let address = format!("op-{}@example.com", &uuid_hex()[..10]);
@@ -368,16 +304,9 @@ async fn generated_config_and_command_line_serve_a_pop3_session() {
     .unwrap()
     .expect("python3");
     let (out, dc1, dc2) = out;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     println!("{text}");
-    assert!(
-        out.status.success() && text.contains("POP3 session complete"),
-        "the POP3 session failed:\n{text}"
-    );
+    assert!(out.status.success() && text.contains("POP3 session complete"), "the POP3 session failed:\n{text}");
     assert!(
         text.contains("by pop.dc1.e2e.example (popfleet)"),
         "dc1's Received header shows its per-DC hostname override"

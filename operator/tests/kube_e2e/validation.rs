@@ -36,21 +36,9 @@ async fn invalid_resources_are_refused_with_a_clear_message() {
             |v| v["spec"]["datacenters"] = json!([{"name": "dc1", "replicas": 1}, {"name": "dc1", "replicas": 2}]),
             "Duplicate value",
         ),
-        (
-            "negative replicas",
-            |v| v["spec"]["datacenters"][0]["replicas"] = json!(-1),
-            "greater than or equal to 0",
-        ),
-        (
-            "too many replicas",
-            |v| v["spec"]["datacenters"][0]["replicas"] = json!(1000),
-            "less than or equal to 100",
-        ),
-        (
-            "no datacenter",
-            |v| v["spec"]["datacenters"] = json!([]),
-            "should have at least 1 items",
-        ),
+        ("negative replicas", |v| v["spec"]["datacenters"][0]["replicas"] = json!(-1), "greater than or equal to 0"),
+        ("too many replicas", |v| v["spec"]["datacenters"][0]["replicas"] = json!(1000), "less than or equal to 100"),
+        ("no datacenter", |v| v["spec"]["datacenters"] = json!([]), "should have at least 1 items"),
         (
             "replication factor 0",
             |v| v["spec"]["cassandra"]["replication"]["dc1"] = json!(0),
@@ -61,21 +49,13 @@ async fn invalid_resources_are_refused_with_a_clear_message() {
             |v| v["spec"]["datacenters"][0]["cassandraDatacenter"] = json!("dc3"),
             "needs contact points",
         ),
-        (
-            "DC without replication",
-            |v| v["spec"]["cassandra"]["contactPoints"]["dc3"] = json!(["10.0.0.3:9042"]),
-            "",
-        ),
+        ("DC without replication", |v| v["spec"]["cassandra"]["contactPoints"]["dc3"] = json!(["10.0.0.3:9042"]), ""),
         (
             "contact point without port",
             |v| v["spec"]["cassandra"]["contactPoints"]["dc1"] = json!(["cassandra"]),
             "contact points are host:port",
         ),
-        (
-            "operator-managed config key",
-            |v| v["spec"]["config"] = json!({"keyspace": "other"}),
-            "cannot be overridden",
-        ),
+        ("operator-managed config key", |v| v["spec"]["config"] = json!({"keyspace": "other"}), "cannot be overridden"),
         (
             "the admin token file in config",
             |v| v["spec"]["config"] = json!({"admin_token_file": "/tmp/mine"}),
@@ -96,31 +76,11 @@ async fn invalid_resources_are_refused_with_a_clear_message() {
             |v| v["spec"]["networkPolicy"] = json!({"adminFrom": vec![json!({"podSelector": {}}); 33]}),
             "must have at most 32 items",
         ),
-        (
-            "config key not snake_case",
-            |v| v["spec"]["config"] = json!({"Idle-Timeout": "1"}),
-            "snake_case",
-        ),
-        (
-            "bad datacenter name",
-            |v| v["spec"]["datacenters"][0]["name"] = json!("DC_1"),
-            "should match",
-        ),
-        (
-            "bad keyspace name",
-            |v| v["spec"]["cassandra"]["keyspace"] = json!("pop-fleet"),
-            "should match",
-        ),
-        (
-            "bad resource name",
-            |v| v["metadata"]["name"] = json!("1-mail"),
-            "metadata.name must be a DNS label",
-        ),
-        (
-            "unknown consistency",
-            |v| v["spec"]["cassandra"]["readConsistency"] = json!("serial"),
-            "Unsupported value",
-        ),
+        ("config key not snake_case", |v| v["spec"]["config"] = json!({"Idle-Timeout": "1"}), "snake_case"),
+        ("bad datacenter name", |v| v["spec"]["datacenters"][0]["name"] = json!("DC_1"), "should match"),
+        ("bad keyspace name", |v| v["spec"]["cassandra"]["keyspace"] = json!("pop-fleet"), "should match"),
+        ("bad resource name", |v| v["metadata"]["name"] = json!("1-mail"), "metadata.name must be a DNS label"),
+        ("unknown consistency", |v| v["spec"]["cassandra"]["readConsistency"] = json!("serial"), "Unsupported value"),
         (
             "unknown service type",
             |v| v["spec"]["datacenters"][0]["service"] = json!({"type": "ExternalName"}),
@@ -135,18 +95,11 @@ async fn invalid_resources_are_refused_with_a_clear_message() {
             obj["spec"]["datacenters"][0]["cassandraDatacenter"] = json!("dc3");
         }
         let message = refused(&raw, &obj).await;
-        let expected = if expected.is_empty() {
-            "must be in spec.cassandra.replication"
-        } else {
-            expected
-        };
+        let expected = if expected.is_empty() { "must be in spec.cassandra.replication" } else { expected };
         assert!(message.contains(expected), "{what}: {message}");
         println!("refused ({what}): {message}");
     }
-    assert!(
-        api.list(&ListParams::default()).await.unwrap().items.is_empty(),
-        "nothing was created"
-    );
+    assert!(api.list(&ListParams::default()).await.unwrap().items.is_empty(), "nothing was created");
 
     // Updates are validated too: the keyspace is immutable.
     apply(&client, &ns, &base).await;
@@ -161,7 +114,5 @@ async fn invalid_resources_are_refused_with_a_clear_message() {
     }
     // No operator runs here: remove the resource directly (it never got a finalizer).
     api.delete("bad", &Default::default()).await.unwrap();
-    let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
-        .delete(&ns, &Default::default())
-        .await;
+    let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client).delete(&ns, &Default::default()).await;
 }

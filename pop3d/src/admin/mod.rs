@@ -66,9 +66,9 @@ fn operations() -> Router<Arc<ServerContext>> {
 }
 
 fn json_errors(router: Router<Arc<ServerContext>>) -> Router<Arc<ServerContext>> {
-    router
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
-        .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here") })
+    router.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") }).method_not_allowed_fallback(
+        || async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here") },
+    )
 }
 
 /// The admin listener's routes.

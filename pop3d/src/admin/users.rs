@@ -113,7 +113,10 @@ async fn put_user(
 
 async fn existing(ctx: &ServerContext, raw: &str) -> Result<Account, ApiError> {
     let address = normalise(raw).map_err(|e| bad_request(e.to_string()))?;
-    ctx.store.get_account(&address).await?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no account {address}")))
+    ctx.store
+        .get_account(&address)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no account {address}")))
 }
 
 async fn put_quota(

@@ -152,7 +152,9 @@ impl Authenticator {
     pub async fn scram_keys(&self, user: &str) -> Result<ScramKeys, ()> {
         let real = match normalise(user) {
             Ok(address) => match self.store.get_account(&address).await {
-                Ok(account) => account.and_then(|a| a.scram_sha256).and_then(|text| ScramKeys::parse(&text)).ok_or(address),
+                Ok(account) => {
+                    account.and_then(|a| a.scram_sha256).and_then(|text| ScramKeys::parse(&text)).ok_or(address)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "account lookup failed");
                     return Err(());
@@ -345,7 +347,11 @@ mod tests {
         assert_eq!(decoy.iterations, real.iterations);
         // Another server on the same store (a replica, or this one restarted) offers the same salt.
         let other = Authenticator::new(auth.store.clone(), Duration::from_millis(1), 4096);
-        assert_eq!(other.scram_keys("bob@example.com").await.unwrap().salt, decoy.salt, "decoy salts come from the store");
+        assert_eq!(
+            other.scram_keys("bob@example.com").await.unwrap().salt,
+            decoy.salt,
+            "decoy salts come from the store"
+        );
         let ip = IpAddr::from([127, 0, 0, 1]);
         assert_eq!(auth.finish_scram(ip, "Alice@Example.com", true).await, AuthOutcome::Ok("alice@example.com".into()));
         assert_eq!(auth.finish_scram(ip, "alice@example.com", false).await, AuthOutcome::BadCredentials);

@@ -188,7 +188,6 @@ pub struct CassandraArgs {
     pub cassandra_tls_server_name: Option<String>,
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -107,38 +107,69 @@ impl Config {
                 .hostname
                 .or(file.hostname)
                 .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
-            allow_insecure_auth: a.allow_insecure_auth.or(file.allow_insecure_auth).unwrap_or(defaults::ALLOW_INSECURE_AUTH),
-            idle_timeout: Duration::from_secs(a.idle_timeout.or(file.idle_timeout).unwrap_or(defaults::IDLE_TIMEOUT_SECS)),
+            allow_insecure_auth: a
+                .allow_insecure_auth
+                .or(file.allow_insecure_auth)
+                .unwrap_or(defaults::ALLOW_INSECURE_AUTH),
+            idle_timeout: Duration::from_secs(
+                a.idle_timeout.or(file.idle_timeout).unwrap_or(defaults::IDLE_TIMEOUT_SECS),
+            ),
             max_connections: a.max_connections.or(file.max_connections).unwrap_or(defaults::MAX_CONNECTIONS),
-            max_connections_per_ip: a.max_connections_per_ip.or(file.max_connections_per_ip).unwrap_or(defaults::MAX_CONNECTIONS_PER_IP),
+            max_connections_per_ip: a
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(defaults::MAX_CONNECTIONS_PER_IP),
             max_bad_commands: a.max_bad_commands.or(file.max_bad_commands).unwrap_or(defaults::MAX_BAD_COMMANDS),
             max_message_size: a.max_message_size.or(file.max_message_size).unwrap_or(defaults::MAX_MESSAGE_SIZE),
-            min_free_space: a.min_free_space_mb.or(file.min_free_space_mb).unwrap_or(defaults::MIN_FREE_SPACE_MB) * 1024 * 1024,
-            auth_fail_delay: Duration::from_millis(a.auth_fail_delay_ms.or(file.auth_fail_delay_ms).unwrap_or(defaults::AUTH_FAIL_DELAY_MS)),
-            account_cache_ttl: Duration::from_secs(a.account_cache_secs.or(file.account_cache_secs).unwrap_or(defaults::ACCOUNT_CACHE_SECS)),
+            min_free_space: a.min_free_space_mb.or(file.min_free_space_mb).unwrap_or(defaults::MIN_FREE_SPACE_MB)
+                * 1024
+                * 1024,
+            auth_fail_delay: Duration::from_millis(
+                a.auth_fail_delay_ms.or(file.auth_fail_delay_ms).unwrap_or(defaults::AUTH_FAIL_DELAY_MS),
+            ),
+            account_cache_ttl: Duration::from_secs(
+                a.account_cache_secs.or(file.account_cache_secs).unwrap_or(defaults::ACCOUNT_CACHE_SECS),
+            ),
             admin_token,
             ops: a.ops.or(file.ops),
             scram_iterations: a.scram_iterations.or(file.scram_iterations).unwrap_or(defaults::SCRAM_ITERATIONS),
-            min_password_length: a.min_password_length.or(file.min_password_length).unwrap_or(defaults::MIN_PASSWORD_LENGTH),
+            min_password_length: a
+                .min_password_length
+                .or(file.min_password_length)
+                .unwrap_or(defaults::MIN_PASSWORD_LENGTH),
             recipient_delimiter: delimiter(a.recipient_delimiter.clone().or(file.recipient_delimiter.clone()))?,
-            mailbox_quota: Some(a.mailbox_quota_mb.or(file.mailbox_quota_mb).unwrap_or(defaults::MAILBOX_QUOTA_MB) << 20).filter(|q| *q > 0),
+            mailbox_quota: Some(
+                a.mailbox_quota_mb.or(file.mailbox_quota_mb).unwrap_or(defaults::MAILBOX_QUOTA_MB) << 20,
+            )
+            .filter(|q| *q > 0),
             max_line_length: a.max_line_length.or(file.max_line_length).unwrap_or(defaults::MAX_LINE_LENGTH),
             lmtp_transaction_timeout: Duration::from_secs(
-                a.lmtp_transaction_timeout.or(file.lmtp_transaction_timeout).unwrap_or(defaults::LMTP_TRANSACTION_TIMEOUT_SECS),
+                a.lmtp_transaction_timeout
+                    .or(file.lmtp_transaction_timeout)
+                    .unwrap_or(defaults::LMTP_TRANSACTION_TIMEOUT_SECS),
             ),
             min_data_rate: a.min_data_rate.or(file.min_data_rate).unwrap_or(defaults::MIN_DATA_RATE),
             cassandra: None,
-            watermark_margin: Duration::from_secs(a.watermark_margin.or(file.watermark_margin).unwrap_or(defaults::WATERMARK_MARGIN_SECS)),
+            watermark_margin: Duration::from_secs(
+                a.watermark_margin.or(file.watermark_margin).unwrap_or(defaults::WATERMARK_MARGIN_SECS),
+            ),
             pop3s: a.pop3s.or(file.pop3s),
             tls: match (a.tls_cert.clone().or(file.tls_cert.clone()), a.tls_key.clone().or(file.tls_key.clone())) {
                 (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
                 (None, None) => None,
                 _ => return Err(ConfigError::Invalid("tls_cert and tls_key go together".into())),
             },
-            tls_reload_interval: Duration::from_secs(a.tls_reload_interval.or(file.tls_reload_interval).unwrap_or(defaults::TLS_RELOAD_INTERVAL_SECS)),
+            tls_reload_interval: Duration::from_secs(
+                a.tls_reload_interval.or(file.tls_reload_interval).unwrap_or(defaults::TLS_RELOAD_INTERVAL_SECS),
+            ),
             lmtp_starttls: a.lmtp_starttls.or(file.lmtp_starttls).unwrap_or(defaults::LMTP_STARTTLS),
-            login_timeout: Duration::from_secs(a.login_timeout.or(file.login_timeout).unwrap_or(defaults::LOGIN_TIMEOUT_SECS)),
-            max_commands_per_second: a.max_commands_per_second.or(file.max_commands_per_second).unwrap_or(defaults::MAX_COMMANDS_PER_SECOND),
+            login_timeout: Duration::from_secs(
+                a.login_timeout.or(file.login_timeout).unwrap_or(defaults::LOGIN_TIMEOUT_SECS),
+            ),
+            max_commands_per_second: a
+                .max_commands_per_second
+                .or(file.max_commands_per_second)
+                .unwrap_or(defaults::MAX_COMMANDS_PER_SECOND),
             max_auth_failures: a.max_auth_failures.or(file.max_auth_failures).unwrap_or(defaults::MAX_AUTH_FAILURES),
             proxy_protocol: match a.proxy_protocol.as_deref() {
                 Some(list) => split_list(list)
@@ -154,7 +185,11 @@ impl Config {
                 jwks,
                 issuer: a.oauth_issuer.clone().or(file.oauth_issuer.clone()),
                 audience: a.oauth_audience.clone().or(file.oauth_audience.clone()),
-                user_claim: a.oauth_user_claim.clone().or(file.oauth_user_claim.clone()).unwrap_or_else(|| defaults::OAUTH_USER_CLAIM.into()),
+                user_claim: a
+                    .oauth_user_claim
+                    .clone()
+                    .or(file.oauth_user_claim.clone())
+                    .unwrap_or_else(|| defaults::OAUTH_USER_CLAIM.into()),
             }),
         };
         let cassandra_args = CassandraArgs {
@@ -233,7 +268,9 @@ impl Config {
         }
         use crate::sasl::scram::{MAX_ITERATIONS, MIN_ITERATIONS};
         if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&self.scram_iterations) {
-            return invalid(format!("scram_iterations must be {MIN_ITERATIONS} (RFC 7677's minimum) to {MAX_ITERATIONS}"));
+            return invalid(format!(
+                "scram_iterations must be {MIN_ITERATIONS} (RFC 7677's minimum) to {MAX_ITERATIONS}"
+            ));
         }
         if self.min_password_length == 0 || self.min_password_length > crate::auth::MAX_PASSWORD_LEN {
             return invalid(format!("min_password_length must be 1 to {}", crate::auth::MAX_PASSWORD_LEN));
@@ -301,10 +338,17 @@ impl CassandraArgs {
             keyspace,
             read_consistency: cassandra::consistency(self.read_consistency.unwrap_or(defaults::READ_CONSISTENCY)),
             write_consistency: cassandra::consistency(self.write_consistency.unwrap_or(defaults::WRITE_CONSISTENCY)),
-            request_timeout: Duration::from_millis(self.cassandra_timeout_ms.unwrap_or(defaults::CASSANDRA_TIMEOUT_MS).max(1)),
+            request_timeout: Duration::from_millis(
+                self.cassandra_timeout_ms.unwrap_or(defaults::CASSANDRA_TIMEOUT_MS).max(1),
+            ),
             username: self.cassandra_username,
             password: self.cassandra_password,
-            tls: resolve_tls(self.cassandra_tls_ca, self.cassandra_tls_cert, self.cassandra_tls_key, self.cassandra_tls_server_name)?,
+            tls: resolve_tls(
+                self.cassandra_tls_ca,
+                self.cassandra_tls_cert,
+                self.cassandra_tls_key,
+                self.cassandra_tls_server_name,
+            )?,
         })
     }
 }
@@ -330,7 +374,9 @@ fn delimiter(value: Option<String>) -> Result<Option<char>, ConfigError> {
     match (chars.next(), chars.next()) {
         (None, _) => Ok(None),
         (Some(c), None) if c.is_ascii_graphic() && !matches!(c, '@' | '<' | '>' | '"' | '\\' | '/') => Ok(Some(c)),
-        _ => Err(ConfigError::Invalid(format!("recipient_delimiter must be one ASCII character other than @<>\"\\/, or empty; got {value:?}"))),
+        _ => Err(ConfigError::Invalid(format!(
+            "recipient_delimiter must be one ASCII character other than @<>\"\\/, or empty; got {value:?}"
+        ))),
     }
 }
 
@@ -364,7 +410,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pop3d.toml");
         std::fs::write(&path, "pop3 = \"127.0.0.1:1999\"\nlmtp = \"127.0.0.1:2999\"\nidle_timeout = 30\n").unwrap();
-        let args = ServeArgs { config: Some(path), pop3: Some("127.0.0.1:1777".parse().unwrap()), ..Default::default() };
+        let args =
+            ServeArgs { config: Some(path), pop3: Some("127.0.0.1:1777".parse().unwrap()), ..Default::default() };
         let c = Config::load(&args).unwrap();
         assert_eq!(c.pop3.port(), 1777);
         assert_eq!(c.lmtp.port(), 2999);
@@ -378,7 +425,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "pop4 = 1\n").unwrap();
-        assert!(matches!(Config::load(&ServeArgs { config: Some(path), ..Default::default() }), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            Config::load(&ServeArgs { config: Some(path), ..Default::default() }),
+            Err(ConfigError::Parse { .. })
+        ));
         let args = ServeArgs { idle_timeout: Some(0), ..Default::default() };
         assert!(matches!(Config::load(&args), Err(ConfigError::Invalid(_))));
     }

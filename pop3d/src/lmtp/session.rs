@@ -27,7 +27,9 @@ pub struct LmtpConfig {
 pub enum Step {
     Write(Vec<u8>),
     /// Does this mailbox exist? Answer with [`Session::rcpt_done`].
-    CheckRecipient { mailbox: String },
+    CheckRecipient {
+        mailbox: String,
+    },
     /// DATA accepted: a delivery for this envelope begins.
     DataStart(Envelope),
     /// Next piece of content (unstuffed, CRLF), at most [`CHUNK_SIZE`] octets.
@@ -56,7 +58,9 @@ pub enum RcptCheck {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryResult {
-    Delivered { id: String },
+    Delivered {
+        id: String,
+    },
     /// The account was deleted while the message was on its way.
     UnknownUser,
     /// The message would take the mailbox over its quota.
@@ -70,9 +74,17 @@ pub enum DeliveryResult {
 enum State {
     /// Before LHLO.
     Start,
-    Ready { lhlo: String },
-    Mail { envelope: Envelope },
-    Data { envelope: Envelope, receiver: DataReceiver, ended: bool },
+    Ready {
+        lhlo: String,
+    },
+    Mail {
+        envelope: Envelope,
+    },
+    Data {
+        envelope: Envelope,
+        receiver: DataReceiver,
+        ended: bool,
+    },
     Done,
 }
 
@@ -218,7 +230,9 @@ impl Session {
         debug_assert_eq!(results.len(), envelope.recipients.len());
         for (i, recipient) in envelope.recipients.iter().enumerate() {
             let line = match results.get(i) {
-                Some(DeliveryResult::Delivered { id }) => format!("250 2.0.0 <{}> Delivered as {id}", recipient.address),
+                Some(DeliveryResult::Delivered { id }) => {
+                    format!("250 2.0.0 <{}> Delivered as {id}", recipient.address)
+                }
                 Some(DeliveryResult::UnknownUser) => format!("550 5.1.1 <{}> User unknown", recipient.address),
                 Some(DeliveryResult::OverQuota) => format!("552 5.2.2 <{}> Mailbox full", recipient.address),
                 Some(DeliveryResult::NoSpace) => {
@@ -315,10 +329,14 @@ impl Session {
         };
         match parse_mail_from(args) {
             Ok(from) if from.size.is_some_and(|s| s > self.config.max_message_size) => {
-                self.reply(&format!("552 5.3.4 Message size exceeds the limit of {} octets", self.config.max_message_size));
+                self.reply(&format!(
+                    "552 5.3.4 Message size exceeds the limit of {} octets",
+                    self.config.max_message_size
+                ));
             }
             Ok(from) => {
-                self.state = State::Mail { envelope: Envelope { lhlo, mail_from: from.address, recipients: Vec::new() } };
+                self.state =
+                    State::Mail { envelope: Envelope { lhlo, mail_from: from.address, recipients: Vec::new() } };
                 self.reply("250 2.1.0 Sender OK");
             }
             Err(reply) => self.bad_command(reply),

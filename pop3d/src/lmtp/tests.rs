@@ -4,7 +4,8 @@ use super::*;
 use crate::store::CHUNK_SIZE;
 
 /// Known mailboxes; `fail@example.com` exists but its storage fails at commit.
-const KNOWN: [&str; 5] = ["alice@example.com", "bob@example.com", "fail@example.com", "carol@example.com", "dave@example.com"];
+const KNOWN: [&str; 5] =
+    ["alice@example.com", "bob@example.com", "fail@example.com", "carol@example.com", "dave@example.com"];
 
 #[derive(Default)]
 struct Harness {
@@ -181,7 +182,10 @@ fn sequence_errors_and_bad_syntax() {
     let mut h = Harness::new(100_000);
     h.text("LHLO mx\r\nMAIL FROM:<a@b>\r\n");
     assert_eq!(h.text("DATA\r\n"), "503 5.5.1 No valid recipients\r\n");
-    assert_eq!(h.text("RCPT TO:<temp@example.com>\r\n"), "451 4.3.0 Temporary failure looking up recipient, try again later\r\n");
+    assert_eq!(
+        h.text("RCPT TO:<temp@example.com>\r\n"),
+        "451 4.3.0 Temporary failure looking up recipient, try again later\r\n"
+    );
     assert_eq!(h.text("RCPT TO:<not an address>\r\n"), "550 5.1.1 <not an address> User unknown\r\n");
     assert_eq!(h.text("EHLO x\r\n"), "500 5.5.1 This is an LMTP server: use LHLO\r\n");
     assert_eq!(h.text("RSET\r\n"), "250 2.0.0 OK\r\n");
@@ -310,6 +314,9 @@ fn non_ascii_recipients_are_refused_and_the_delimiter_is_stripped() {
     let mut h = Harness::new(100_000);
     h.text("LHLO mx\r\nMAIL FROM:<a@b>\r\n");
     // Cyrillic о: a look-alike of bob@example.com.
-    assert_eq!(h.text("RCPT TO:<b\u{43e}b@example.com>\r\n"), "553 5.1.3 Address must be ASCII (SMTPUTF8 is not offered)\r\n");
+    assert_eq!(
+        h.text("RCPT TO:<b\u{43e}b@example.com>\r\n"),
+        "553 5.1.3 Address must be ASCII (SMTPUTF8 is not offered)\r\n"
+    );
     assert_eq!(h.text("RCPT TO:<bob+news@example.com>\r\n"), "250 2.1.5 Recipient OK\r\n");
 }

@@ -51,7 +51,8 @@ mod tests {
             now: Utc.with_ymd_and_hms(2026, 11, 28, 17, 0, 0).unwrap(),
         });
         let text = String::from_utf8(h).unwrap();
-        assert!(text.starts_with("Return-Path: <a@b.c>\r\nDelivered-To: bob@d.e\r\nReceived: from mx.test ([127.0.0.1])\r\n"));
+        assert!(text
+            .starts_with("Return-Path: <a@b.c>\r\nDelivered-To: bob@d.e\r\nReceived: from mx.test ([127.0.0.1])\r\n"));
         assert!(text.ends_with("for <bob@d.e>; Sat, 28 Nov 2026 17:00:00 +0000\r\n"));
         assert!(!text.replace("\r\n", "").contains(['\r', '\n']));
     }

@@ -56,7 +56,10 @@ fn valid_tokens_give_the_user_claim() {
     let (k2, j2) = ed25519("k2");
     let s = setup(&[j1, j2], Some("https://idp.test"), Some("pop3"));
     let claims = json!({"email": "alice@example.com", "exp": now() + 300, "iss": "https://idp.test", "aud": "pop3"});
-    assert_eq!(s.validator.validate(&token(&k1, Algorithm::ES256, Some("k1"), claims.clone())).unwrap(), "alice@example.com");
+    assert_eq!(
+        s.validator.validate(&token(&k1, Algorithm::ES256, Some("k1"), claims.clone())).unwrap(),
+        "alice@example.com"
+    );
     assert_eq!(s.validator.validate(&token(&k2, Algorithm::EdDSA, Some("k2"), claims)).unwrap(), "alice@example.com");
 }
 
@@ -78,12 +81,29 @@ fn each_failure_is_refused() {
         c
     };
     let refused = |t: String| s.validator.validate(&t).unwrap_err();
-    assert!(matches!(refused(token(&k1, Algorithm::ES256, Some("k1"), with(json!({"exp": now() - 3600})))), TokenError::Invalid(e) if e.contains("Expired")));
-    assert!(matches!(refused(token(&k1, Algorithm::ES256, Some("k1"), with(json!({"exp": null})))), TokenError::Invalid(_)));
-    assert!(matches!(refused(token(&k1, Algorithm::ES256, Some("k1"), with(json!({"iss": "https://evil.test"})))), TokenError::Invalid(_)));
-    assert!(matches!(refused(token(&k1, Algorithm::ES256, Some("k1"), with(json!({"aud": "imap"})))), TokenError::Invalid(_)));
-    assert!(matches!(refused(token(&k1, Algorithm::ES256, Some("k1"), with(json!({"email": null})))), TokenError::NoUser(_)));
-    assert!(matches!(refused(token(&other, Algorithm::ES256, Some("k1"), good.clone())), TokenError::Invalid(_)), "wrong signer");
+    assert!(
+        matches!(refused(token(&k1, Algorithm::ES256, Some("k1"), with(json!({"exp": now() - 3600})))), TokenError::Invalid(e) if e.contains("Expired"))
+    );
+    assert!(matches!(
+        refused(token(&k1, Algorithm::ES256, Some("k1"), with(json!({"exp": null})))),
+        TokenError::Invalid(_)
+    ));
+    assert!(matches!(
+        refused(token(&k1, Algorithm::ES256, Some("k1"), with(json!({"iss": "https://evil.test"})))),
+        TokenError::Invalid(_)
+    ));
+    assert!(matches!(
+        refused(token(&k1, Algorithm::ES256, Some("k1"), with(json!({"aud": "imap"})))),
+        TokenError::Invalid(_)
+    ));
+    assert!(matches!(
+        refused(token(&k1, Algorithm::ES256, Some("k1"), with(json!({"email": null})))),
+        TokenError::NoUser(_)
+    ));
+    assert!(
+        matches!(refused(token(&other, Algorithm::ES256, Some("k1"), good.clone())), TokenError::Invalid(_)),
+        "wrong signer"
+    );
     assert!(matches!(refused(token(&k1, Algorithm::ES256, Some("nope"), good.clone())), TokenError::UnknownKey(_)));
     // alg confusion: an HMAC token "signed" with the public key material
     let hs = token(&EncodingKey::from_secret(b"public"), Algorithm::HS256, Some("k1"), good.clone());
@@ -104,7 +124,7 @@ fn hmac_keys_in_the_jwks_are_ignored_and_an_empty_set_is_refused() {
 fn jwks_rotation_is_picked_up_and_a_broken_file_keeps_the_old_keys() {
     let (k1, j1) = es256("k1");
     let (k2, j2) = es256("k2");
-    let s = setup(&[j1.clone()], None, None);
+    let s = setup(std::slice::from_ref(&j1), None, None);
     let claims = json!({"email": "a@x.test", "exp": now() + 300});
     let t1 = token(&k1, Algorithm::ES256, Some("k1"), claims.clone());
     let t2 = token(&k2, Algorithm::ES256, Some("k2"), claims);

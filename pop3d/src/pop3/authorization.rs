@@ -38,7 +38,9 @@ impl Session {
     }
 
     pub(super) fn capabilities(&mut self) {
-        let mut caps = String::from("+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
+        let mut caps = String::from(
+            "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n",
+        );
         if matches!(self.state, State::Authorization { .. }) {
             if self.stls_offered() {
                 caps.push_str("STLS\r\n");

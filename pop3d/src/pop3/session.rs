@@ -107,7 +107,10 @@ pub enum LoginOutcome {
 pub enum ScramKeysOutcome {
     /// Real keys, or decoy keys for an unknown user (the exchange then fails at the proof, like
     /// a wrong password, so the salt does not reveal which accounts exist).
-    Keys { keys: crate::sasl::scram::ScramKeys, server_nonce: String },
+    Keys {
+        keys: crate::sasl::scram::ScramKeys,
+        server_nonce: String,
+    },
     TempFail,
 }
 
@@ -129,13 +132,17 @@ pub enum CommitOutcome {
 
 #[derive(Debug)]
 pub(super) enum State {
-    Authorization { user: Option<String> },
+    Authorization {
+        user: Option<String>,
+    },
     /// `AUTH mech` without initial response: the next line is the client's first response.
     SaslInitial(Mechanism),
     /// SCRAM server-first sent; the next line is the client-final message.
     ScramFinal(Box<ScramServer>),
     /// SCRAM server-final sent as a challenge; the client answers with an empty line.
-    ScramAck { user: String },
+    ScramAck {
+        user: String,
+    },
     /// An OAuth error challenge was sent; whatever the client answers, the exchange fails.
     OAuthFailed,
     Transaction(Maildrop),

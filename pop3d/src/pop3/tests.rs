@@ -44,7 +44,8 @@ impl Harness {
     }
 
     fn with(cleartext: bool, messages: Vec<(ListingEntry, Vec<u8>)>) -> Self {
-        let config = SessionConfig { cleartext_auth_allowed: cleartext, max_bad_commands: 5, ..SessionConfig::default() };
+        let config =
+            SessionConfig { cleartext_auth_allowed: cleartext, max_bad_commands: 5, ..SessionConfig::default() };
         Self::configured(config, messages)
     }
 
@@ -72,7 +73,8 @@ impl Harness {
                 Step::Login(LoginRequest::Password(c)) => {
                     let outcome = if c.user == "temp@example.com" {
                         LoginOutcome::TempFail
-                    } else if c.user == USER && c.password == PASSWORD && c.authzid.as_deref().is_none_or(|z| z == USER) {
+                    } else if c.user == USER && c.password == PASSWORD && c.authzid.as_deref().is_none_or(|z| z == USER)
+                    {
                         self.login_ok()
                     } else {
                         LoginOutcome::BadCredentials
@@ -181,11 +183,13 @@ fn retr_is_dot_stuffed_and_list_size_matches_unstuffed_octets() {
     let mut h = Harness::logged_in();
     let reply = h.cmd("RETR 2");
     let size = h.messages[1].0.size;
-    let expected = format!("+OK {size} octets\r\nSubject: two\r\n\r\n..starts with dot\r\n...two dots\r\n..\r\nend\r\n.\r\n");
+    let expected =
+        format!("+OK {size} octets\r\nSubject: two\r\n\r\n..starts with dot\r\n...two dots\r\n..\r\nend\r\n.\r\n");
     assert_eq!(reply, expected);
     // What a client gets after un-stuffing, minus the CRLF added before the terminator.
     let body = reply.split_once("\r\n").unwrap().1.strip_suffix(".\r\n").unwrap();
-    let unstuffed: String = body.split("\r\n").map(|l| l.strip_prefix('.').unwrap_or(l)).collect::<Vec<_>>().join("\r\n");
+    let unstuffed: String =
+        body.split("\r\n").map(|l| l.strip_prefix('.').unwrap_or(l)).collect::<Vec<_>>().join("\r\n");
     assert_eq!(unstuffed.trim_end_matches("\r\n").len() as u64, size);
 }
 
@@ -263,7 +267,10 @@ fn auth_plain_initial_response_continuation_and_cancel() {
     assert_eq!(h.cmd("*"), "-ERR Authentication cancelled.\r\n");
     assert_eq!(h.cmd("AUTH PLAIN"), "+ \r\n");
     assert_eq!(h.cmd("not base64!"), "-ERR Invalid base64 data.\r\n");
-    assert_eq!(h.cmd(&format!("AUTH PLAIN {}", b64(&format!("\0{USER}\0wrong")))), "-ERR [AUTH] Authentication failed.\r\n");
+    assert_eq!(
+        h.cmd(&format!("AUTH PLAIN {}", b64(&format!("\0{USER}\0wrong")))),
+        "-ERR [AUTH] Authentication failed.\r\n"
+    );
     assert_eq!(h.cmd("auth plain"), "+ \r\n");
     assert_eq!(h.cmd(&b64(&format!("{USER}\0{USER}\0{PASSWORD}"))), "+OK Logged in.\r\n");
     assert_eq!(h.cmd("AUTH PLAIN x"), "-ERR Already logged in.\r\n");
@@ -312,7 +319,16 @@ fn capabilities_depend_on_state_and_on_cleartext_policy() {
     let mut h = Harness::new(true);
     h.run(b"");
     let before = h.cmd("CAPA");
-    for cap in ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "USER", "SASL SCRAM-SHA-256 PLAIN\r\n", "IMPLEMENTATION popfleet"] {
+    for cap in [
+        "TOP",
+        "UIDL",
+        "RESP-CODES",
+        "AUTH-RESP-CODE",
+        "PIPELINING",
+        "USER",
+        "SASL SCRAM-SHA-256 PLAIN\r\n",
+        "IMPLEMENTATION popfleet",
+    ] {
         assert!(before.contains(&format!("\r\n{cap}")), "{cap} missing from {before}");
     }
     h.cmd(&format!("USER {USER}"));

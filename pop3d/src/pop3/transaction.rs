@@ -49,7 +49,7 @@ impl Session {
                 None => self.bad_command("-ERR Invalid line count."),
             },
             ("DELE", [n]) => {
-                let Some(number) = self.message_number(n) else { return None };
+                let number = self.message_number(n)?;
                 let State::Transaction(drop) = &mut self.state else { return None };
                 match drop.delete(number) {
                     Lookup::Found(_) => self.reply("+OK Marked to be deleted."),

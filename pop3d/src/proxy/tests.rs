@@ -115,12 +115,12 @@ fn v2_rejects_malformed() {
     bad_version[12] = 0x11;
     let cases = [
         bad_version,
-        v2(2, 0x11, &ok_addr),                                 // unknown command
-        v2(1, 0x41, &ok_addr),                                 // unknown family
-        v2(1, 0x12, &ok_addr),                                 // DGRAM
-        v2(1, 0x11, &ok_addr[..8]),                            // truncated addresses
-        v2(1, 0x11, &[&ok_addr[..], &[0x01, 0, 9, 1]].concat()), // TLV past the end
-        v2(1, 0x11, &[&ok_addr[..], &[0x01, 0]].concat()),     // TLV header truncated
+        v2(2, 0x11, &ok_addr),                                      // unknown command
+        v2(1, 0x41, &ok_addr),                                      // unknown family
+        v2(1, 0x12, &ok_addr),                                      // DGRAM
+        v2(1, 0x11, &ok_addr[..8]),                                 // truncated addresses
+        v2(1, 0x11, &[&ok_addr[..], &[0x01, 0, 9, 1]].concat()),    // TLV past the end
+        v2(1, 0x11, &[&ok_addr[..], &[0x01, 0]].concat()),          // TLV header truncated
         v2(1, 0x11, &[&ok_addr[..], &[0x20, 0, 2, 1, 0]].concat()), // SSL TLV too short
         v2(1, 0x11, &[&ok_addr[..], &[0x20, 0, 7, 1, 0, 0, 0, 0, 0x21, 0]].concat()),
     ];

@@ -68,7 +68,9 @@ pub fn parse(kind: OAuthMechanism, raw: &[u8]) -> Result<Bearer, OAuthError> {
             }
             let user = match authzid {
                 "" => None,
-                a => Some(a.strip_prefix("a=").ok_or(OAuthError::Malformed(what))?.replace("=2C", ",").replace("=3D", "=")),
+                a => Some(
+                    a.strip_prefix("a=").ok_or(OAuthError::Malformed(what))?.replace("=2C", ",").replace("=3D", "="),
+                ),
             };
             let pairs = rest
                 .strip_prefix('\x01')
@@ -143,7 +145,8 @@ mod tests {
     #[test]
     fn error_challenges_are_the_documented_json() {
         use base64::Engine as _;
-        let decode = |s: String| String::from_utf8(base64::engine::general_purpose::STANDARD.decode(s).unwrap()).unwrap();
+        let decode =
+            |s: String| String::from_utf8(base64::engine::general_purpose::STANDARD.decode(s).unwrap()).unwrap();
         assert_eq!(decode(error_challenge(OAuthMechanism::OAuthBearer)), r#"{"status":"invalid_token"}"#);
         assert!(decode(error_challenge(OAuthMechanism::XOAuth2)).contains("\"401\""));
     }

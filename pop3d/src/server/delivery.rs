@@ -114,7 +114,10 @@ impl Delivery {
     /// Stops storing: the store is low on room. The message still has to be read to its end.
     pub fn out_of_room(&mut self) {
         if !self.out_of_room {
-            tracing::warn!(recipients = self.targets.len(), "refusing a delivery: the store ran low on room while writing it");
+            tracing::warn!(
+                recipients = self.targets.len(),
+                "refusing a delivery: the store ran low on room while writing it"
+            );
         }
         self.out_of_room = true;
     }
@@ -172,7 +175,8 @@ impl Delivery {
             self.push(Vec::new()).await;
         }
         while self.settle_one().await {}
-        let (store, accounts, max_age_ticks, out_of_room) = (&self.store, &self.accounts, self.max_age_ticks, self.out_of_room);
+        let (store, accounts, max_age_ticks, out_of_room) =
+            (&self.store, &self.accounts, self.max_age_ticks, self.out_of_room);
         let now = MessageId::now_ticks();
         let links = self.targets.iter().map(|t| async move {
             if out_of_room {

@@ -13,6 +13,8 @@ fn available(path: &std::path::Path) -> std::io::Result<u64> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    // The field types differ between targets (u32 on some); u64::from is a no-op on this one.
+    #[allow(clippy::useless_conversion)]
     Ok(u64::from(st.f_bavail) * u64::from(st.f_frsize))
 }
 

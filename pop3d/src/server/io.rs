@@ -38,7 +38,11 @@ pub struct Drain {
 impl Drain {
     /// The read deadline: `deadline`, or sooner while draining.
     pub fn deadline(&self, deadline: Instant) -> Instant {
-        if self.draining { deadline.min(Instant::now() + DRAIN_IDLE) } else { deadline }
+        if self.draining {
+            deadline.min(Instant::now() + DRAIN_IDLE)
+        } else {
+            deadline
+        }
     }
 
     /// Shutdown began: from now on a quiet client is closed (true the first time only).
@@ -64,7 +68,11 @@ impl Drain {
 }
 
 /// Reads what is there, or `None` once `deadline` passes.
-pub async fn read_until<R: AsyncRead + Unpin>(deadline: Instant, reader: &mut R, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
+pub async fn read_until<R: AsyncRead + Unpin>(
+    deadline: Instant,
+    reader: &mut R,
+    buf: &mut [u8],
+) -> Option<std::io::Result<usize>> {
     tokio::time::timeout_at(deadline.into(), reader.read(buf)).await.ok()
 }
 
@@ -142,7 +150,8 @@ impl DataPace {
 
     /// When the content received so far stops being enough.
     pub fn deadline(&self) -> Option<Instant> {
-        (self.rate > 0).then(|| self.started + Self::GRACE + Duration::from_secs_f64(self.received as f64 / self.rate as f64))
+        (self.rate > 0)
+            .then(|| self.started + Self::GRACE + Duration::from_secs_f64(self.received as f64 / self.rate as f64))
     }
 }
 

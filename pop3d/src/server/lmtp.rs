@@ -118,7 +118,9 @@ async fn session(
             Step::DataStart(envelope) => {
                 let max_age = (config.watermark_margin / 2).min(std::time::Duration::from_secs(600));
                 let (store, accounts) = (ctx.store.clone(), ctx.accounts.clone());
-                *delivery = Some(Delivery::start(store, accounts, &envelope, peer.ip(), &config.hostname, max_age, &quotas).await);
+                *delivery = Some(
+                    Delivery::start(store, accounts, &envelope, peer.ip(), &config.hostname, max_age, &quotas).await,
+                );
                 clocks.data = Some(DataPace::new(config.min_data_rate));
             }
             Step::DataChunk(chunk) => {

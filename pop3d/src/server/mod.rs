@@ -72,7 +72,19 @@ impl ServerContext {
             auth = auth.with_bearer(validator);
         }
         let accounts = Arc::new(recipients::KnownAccounts::new(config.account_cache_ttl));
-        Arc::new(Self { config, store, auth, accounts, reaper: Default::default(), metrics, registry, repair: Default::default(), tls, oauth, draining: Default::default() })
+        Arc::new(Self {
+            config,
+            store,
+            auth,
+            accounts,
+            reaper: Default::default(),
+            metrics,
+            registry,
+            repair: Default::default(),
+            tls,
+            oauth,
+            draining: Default::default(),
+        })
     }
 }
 
@@ -153,7 +165,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // The ops listener outlives the drain: its /readyz says "draining" (so no new traffic comes) and
     // /healthz stays fine (so the drain is not taken for a hung process) until the process exits.
     let (_ops_stop, ops_stop_rx) = watch::channel(false);
-    let ops_task = ops.map(|ops| tokio::spawn(crate::admin::serve(ops, crate::admin::ops_router(ctx.clone()), ops_stop_rx)));
+    let ops_task =
+        ops.map(|ops| tokio::spawn(crate::admin::serve(ops, crate::admin::ops_router(ctx.clone()), ops_stop_rx)));
     tracing::info!(
         store = ctx.store.backend(),
         pop3 = %config.pop3,

@@ -104,7 +104,9 @@ async fn session(client: Client, ctx: &ServerContext, mut stop: watch::Receiver<
             }
             Step::ScramKeys { user } => {
                 let outcome = match ctx.auth.scram_keys(&user).await {
-                    Ok(keys) => ScramKeysOutcome::Keys { keys, server_nonce: encode_base64(&rand::random::<[u8; 18]>()) },
+                    Ok(keys) => {
+                        ScramKeysOutcome::Keys { keys, server_nonce: encode_base64(&rand::random::<[u8; 18]>()) }
+                    }
                     Err(()) => ScramKeysOutcome::TempFail,
                 };
                 session.scram_keys_done(outcome);
@@ -139,8 +141,6 @@ async fn session(client: Client, ctx: &ServerContext, mut stop: watch::Receiver<
         }
     }
 }
-
-/// Reads until `deadline`; `None` on timeout.
 
 /// After an expunge, lets later reads of the mailbox start past the deleted rows. Every message
 /// this session did not see was linked after login, and its id is younger than the login time

@@ -4,9 +4,7 @@
 
 use bytes::Bytes;
 
-use super::{
-    delete_account_and_mail, deliver, expunge, read_message, Account, ListingEntry, MailStore, CHUNK_SIZE,
-};
+use super::{delete_account_and_mail, deliver, expunge, read_message, Account, ListingEntry, MailStore, CHUNK_SIZE};
 use crate::message_id::MessageId;
 
 fn fresh_mailbox(tag: &str) -> String {
@@ -42,8 +40,12 @@ pub async fn accounts_are_upserts(store: &dyn MailStore) {
     let first = Account { address: address.clone(), password_hash: "hash-1".into(), scram_sha256: None, quota: None };
     store.put_account(&first).await.unwrap();
     assert_eq!(store.get_account(&address).await.unwrap(), Some(first.clone()));
-    let second =
-        Account { address: address.clone(), password_hash: "hash-2".into(), scram_sha256: Some("SCRAM-SHA-256$4096:c2FsdA==$a:b".into()), quota: Some(5 << 20) };
+    let second = Account {
+        address: address.clone(),
+        password_hash: "hash-2".into(),
+        scram_sha256: Some("SCRAM-SHA-256$4096:c2FsdA==$a:b".into()),
+        quota: Some(5 << 20),
+    };
     store.put_account(&second).await.unwrap();
     store.put_account(&second).await.unwrap();
     assert_eq!(store.get_account(&address).await.unwrap(), Some(second), "a second put must replace the first");
@@ -119,7 +121,10 @@ pub async fn mailboxes_are_isolated(store: &dyn MailStore) {
 
 pub async fn account_deletion_removes_mail(store: &dyn MailStore) {
     let address = fresh_mailbox("delacct");
-    store.put_account(&Account { address: address.clone(), password_hash: "h".into(), scram_sha256: None, quota: None }).await.unwrap();
+    store
+        .put_account(&Account { address: address.clone(), password_hash: "h".into(), scram_sha256: None, quota: None })
+        .await
+        .unwrap();
     let entry = deliver(store, &address, MessageId::generate(), b"bye\r\n").await.unwrap();
     delete_account_and_mail(store, &address).await.unwrap();
     assert_eq!(store.get_account(&address).await.unwrap(), None);

@@ -214,7 +214,10 @@ impl MailStore for EmbeddedStore {
             let key = id.sort_key();
             txn.open_table(CONTENT).map_err(unavailable)?.insert((key, index), data.as_ref()).map_err(unavailable)?;
             if index == 0 {
-                txn.open_table(CONTENT_OWNER).map_err(unavailable)?.insert(key, mailbox.as_str()).map_err(unavailable)?;
+                txn.open_table(CONTENT_OWNER)
+                    .map_err(unavailable)?
+                    .insert(key, mailbox.as_str())
+                    .map_err(unavailable)?;
             }
             Ok(())
         })
@@ -378,7 +381,9 @@ impl MailStore for EmbeddedStore {
                 let mut table = txn.open_table(SECRETS).map_err(unavailable)?;
                 let existing = table.get(name.as_str()).map_err(unavailable)?.map(|v| v.value().to_vec());
                 match existing {
-                    Some(v) => v.try_into().map_err(|_| StoreError::Corrupt(format!("server secret {name} is not 32 bytes")))?,
+                    Some(v) => v
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt(format!("server secret {name} is not 32 bytes")))?,
                     None => {
                         let fresh: [u8; 32] = rand::random();
                         table.insert(name.as_str(), fresh.as_slice()).map_err(unavailable)?;

@@ -67,7 +67,11 @@ fn stls_drops_whatever_shares_its_read_and_forgets_user() {
         assert_eq!(h.tls_starts, 1);
         // A partial line from before the handshake does not glue onto the first line after it.
         assert!(h.cmd("CAPA").starts_with("+OK Capability list follows\r\n"));
-        assert_eq!(h.cmd(&format!("PASS {PASSWORD}")), "-ERR No username given.\r\n", "USER from before TLS is forgotten");
+        assert_eq!(
+            h.cmd(&format!("PASS {PASSWORD}")),
+            "-ERR No username given.\r\n",
+            "USER from before TLS is forgotten"
+        );
     }
 }
 

@@ -14,7 +14,8 @@ fn rfc7677_test_vector() {
         server.server_first(),
         "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
     );
-    let fin = b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+    let fin =
+        b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
     assert_eq!(server.verify_client_final(fin).unwrap(), "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
 }
 
@@ -69,7 +70,8 @@ fn stored_form_round_trips_and_rejects_garbage() {
     let text = keys.encode();
     assert!(text.starts_with("SCRAM-SHA-256$4096:"));
     assert_eq!(ScramKeys::parse(&text), Some(keys));
-    for bad in ["", "SCRAM-SHA-256$0:AA==$AA==:AA==", "SCRAM-SHA-1$4096:AA==$x:y", "SCRAM-SHA-256$4096:AA==$AA==:AA=="] {
+    for bad in ["", "SCRAM-SHA-256$0:AA==$AA==:AA==", "SCRAM-SHA-1$4096:AA==$x:y", "SCRAM-SHA-256$4096:AA==$AA==:AA=="]
+    {
         assert_eq!(ScramKeys::parse(bad), None, "{bad}");
     }
 }

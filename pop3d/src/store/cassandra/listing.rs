@@ -9,9 +9,7 @@
 //! that history pays nothing: its first read succeeds.
 
 use futures::TryStreamExt;
-use scylla::errors::{
-    DbError, NextPageError, NextRowError, PagerExecutionError, RequestAttemptError, RequestError,
-};
+use scylla::errors::{DbError, NextPageError, NextRowError, PagerExecutionError, RequestAttemptError, RequestError};
 use scylla::value::CqlTimeuuid;
 
 use super::{message_id, timeuuid, unavailable, CassandraStore};
@@ -34,12 +32,14 @@ pub(super) enum SliceError {
 
 fn classify(e: &NextPageError, text: String) -> SliceError {
     match e {
-        NextPageError::RequestFailure(RequestError::LastAttemptError(
-            RequestAttemptError::DbError(DbError::ReadFailure { .. }, _),
-        )) => SliceError::ReadFailure(text),
-        NextPageError::RequestFailure(RequestError::LastAttemptError(
-            RequestAttemptError::DbError(DbError::ReadTimeout { .. }, _),
-        )) => SliceError::Timeout(text),
+        NextPageError::RequestFailure(RequestError::LastAttemptError(RequestAttemptError::DbError(
+            DbError::ReadFailure { .. },
+            _,
+        ))) => SliceError::ReadFailure(text),
+        NextPageError::RequestFailure(RequestError::LastAttemptError(RequestAttemptError::DbError(
+            DbError::ReadTimeout { .. },
+            _,
+        ))) => SliceError::Timeout(text),
         _ => SliceError::Other(text),
     }
 }
@@ -83,8 +83,7 @@ impl CassandraStore {
                 Err(SliceError::Other(e) | SliceError::Timeout(e)) => return Err(unavailable(e)),
                 Err(SliceError::ReadFailure(e)) => {
                     // An open range ends, for splitting, a little past now: no id is made later.
-                    let top =
-                        hi.unwrap_or_else(|| MessageId::now_ticks().max(lo) + 600 * 10_000_000);
+                    let top = hi.unwrap_or_else(|| MessageId::now_ticks().max(lo) + 600 * 10_000_000);
                     if queries >= MAX_QUERIES || top.saturating_sub(lo) < 2 * MIN_SLICE_TICKS {
                         return Err(unavailable(e));
                     }
@@ -101,37 +100,21 @@ impl CassandraStore {
         Ok(out)
     }
 
-    async fn listing_slice(
-        &self,
-        mailbox: &str,
-        lo: u64,
-        hi: Option<u64>,
-    ) -> Result<Vec<ListingEntry>, SliceError> {
+    async fn listing_slice(&self, mailbox: &str, lo: u64, hi: Option<u64>) -> Result<Vec<ListingEntry>, SliceError> {
         let from = timeuuid(MessageId::floor_at_ticks(lo));
         let pager = match hi {
-            None => {
-                self.session
-                    .execute_iter(self.s.listing_from.clone(), (mailbox, from))
-                    .await
-            }
+            None => self.session.execute_iter(self.s.listing_from.clone(), (mailbox, from)).await,
             Some(hi) => {
                 let to = timeuuid(MessageId::floor_at_ticks(hi));
-                self.session
-                    .execute_iter(self.s.listing_between.clone(), (mailbox, from, to))
-                    .await
+                self.session.execute_iter(self.s.listing_between.clone(), (mailbox, from, to)).await
             }
         }
         .map_err(from_pager)?;
-        let mut rows = pager
-            .rows_stream::<(CqlTimeuuid, i64)>()
-            .map_err(|e| SliceError::Other(e.to_string()))?;
+        let mut rows = pager.rows_stream::<(CqlTimeuuid, i64)>().map_err(|e| SliceError::Other(e.to_string()))?;
         let mut out = Vec::new();
         while let Some((id, size)) = rows.try_next().await.map_err(from_row)? {
             let id = message_id(id).map_err(|e| SliceError::Other(e.to_string()))?;
-            out.push(ListingEntry {
-                id,
-                size: size.max(0) as u64,
-            });
+            out.push(ListingEntry { id, size: size.max(0) as u64 });
         }
         Ok(out)
     }

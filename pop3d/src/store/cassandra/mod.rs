@@ -63,8 +63,7 @@ fn timeuuid(id: MessageId) -> CqlTimeuuid {
 }
 
 fn message_id(t: CqlTimeuuid) -> Result<MessageId> {
-    MessageId::from_uuid(t.into())
-        .ok_or_else(|| StoreError::Corrupt("message_id is not a version-1 UUID".into()))
+    MessageId::from_uuid(t.into()).ok_or_else(|| StoreError::Corrupt("message_id is not a version-1 UUID".into()))
 }
 
 pub struct CassandraStore {
@@ -98,12 +97,10 @@ pub async fn connect(config: &CassandraConfig) -> Result<Session> {
         let context = schema::tls::client_config(tls).map_err(|e| StoreError::Misconfigured(e.to_string()))?;
         builder = builder.tls_context(Some(context));
     }
-    let session = builder.build().await.map_err(|e| {
-        unavailable(format!(
-            "cannot connect to Cassandra at {:?}: {e}",
-            config.contact_points
-        ))
-    })?;
+    let session = builder
+        .build()
+        .await
+        .map_err(|e| unavailable(format!("cannot connect to Cassandra at {:?}: {e}", config.contact_points)))?;
     check_local_dc(&session, &config.local_dc)?;
     Ok(session)
 }
@@ -112,11 +109,7 @@ pub async fn connect(config: &CassandraConfig) -> Result<Session> {
 /// say what is wrong at start-up instead.
 fn check_local_dc(session: &Session, local_dc: &str) -> Result<()> {
     let state = session.get_cluster_state();
-    let mut dcs: Vec<&str> = state
-        .get_nodes_info()
-        .iter()
-        .filter_map(|n| n.datacenter.as_deref())
-        .collect();
+    let mut dcs: Vec<&str> = state.get_nodes_info().iter().filter_map(|n| n.datacenter.as_deref()).collect();
     if dcs.contains(&local_dc) {
         return Ok(());
     }
@@ -133,7 +126,9 @@ impl CassandraStore {
         let rows = result.into_rows_result().map_err(unavailable)?;
         let row = rows.maybe_first_row::<(Option<Vec<u8>>,)>().map_err(|e| StoreError::Corrupt(e.to_string()))?;
         match row.and_then(|(v,)| v) {
-            Some(v) => v.try_into().map(Some).map_err(|_| StoreError::Corrupt(format!("server secret {name} is not 32 bytes"))),
+            Some(v) => {
+                v.try_into().map(Some).map_err(|_| StoreError::Corrupt(format!("server secret {name} is not 32 bytes")))
+            }
             None => Ok(None),
         }
     }
@@ -142,14 +137,12 @@ impl CassandraStore {
     pub async fn open(config: &CassandraConfig) -> Result<Self> {
         let session = connect(config).await?;
         let ks = &config.keyspace;
-        let version = migrate::applied_versions(&session, ks)
-            .await
-            .map_err(|e| match e {
-                migrate::MigrateError::MissingKeyspace(_) => StoreError::Misconfigured(format!(
+        let version = migrate::applied_versions(&session, ks).await.map_err(|e| match e {
+            migrate::MigrateError::MissingKeyspace(_) => StoreError::Misconfigured(format!(
                 "keyspace {ks} does not exist: create it with `pop3d migrate --keyspace {ks} ...`"
             )),
-                other => unavailable(other),
-            })?;
+            other => unavailable(other),
+        })?;
         let latest = schema::latest_version();
         if version.last().copied().unwrap_or(0) < latest {
             return Err(StoreError::Misconfigured(format!(
@@ -157,14 +150,9 @@ impl CassandraStore {
                 version.last().copied().unwrap_or(0)
             )));
         }
-        let s = Statements::prepare(
-            &session,
-            ks,
-            config.read_consistency,
-            config.write_consistency,
-        )
-        .await
-        .map_err(unavailable)?;
+        let s = Statements::prepare(&session, ks, config.read_consistency, config.write_consistency)
+            .await
+            .map_err(unavailable)?;
         Ok(Self { session, s })
     }
 }
@@ -176,10 +164,7 @@ impl MailStore for CassandraStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.session
-            .execute_unpaged(&self.s.get_account, ("ping@readiness.invalid",))
-            .await
-            .map_err(unavailable)?;
+        self.session.execute_unpaged(&self.s.get_account, ("ping@readiness.invalid",)).await.map_err(unavailable)?;
         Ok(())
     }
 
@@ -190,19 +175,12 @@ impl MailStore for CassandraStore {
             &account.scram_sha256,
             account.quota.map(|q| i64::try_from(q).unwrap_or(i64::MAX)),
         );
-        self.session
-            .execute_unpaged(&self.s.put_account, values)
-            .await
-            .map_err(unavailable)?;
+        self.session.execute_unpaged(&self.s.put_account, values).await.map_err(unavailable)?;
         Ok(())
     }
 
     async fn get_account(&self, address: &str) -> Result<Option<Account>> {
-        let result = self
-            .session
-            .execute_unpaged(&self.s.get_account, (address,))
-            .await
-            .map_err(unavailable)?;
+        let result = self.session.execute_unpaged(&self.s.get_account, (address,)).await.map_err(unavailable)?;
         let rows = result.into_rows_result().map_err(unavailable)?;
         let row = rows
             .maybe_first_row::<(String, Option<String>, Option<String>, Option<i64>)>()
@@ -216,10 +194,7 @@ impl MailStore for CassandraStore {
     }
 
     async fn delete_account(&self, address: &str) -> Result<()> {
-        self.session
-            .execute_unpaged(&self.s.delete_account, (address,))
-            .await
-            .map_err(unavailable)?;
+        self.session.execute_unpaged(&self.s.delete_account, (address,)).await.map_err(unavailable)?;
         Ok(())
     }
 
@@ -228,20 +203,15 @@ impl MailStore for CassandraStore {
             return Ok(secret);
         }
         let fresh: [u8; 32] = rand::random();
-        self.session
-            .execute_unpaged(&self.s.put_secret, (name, fresh.as_slice()))
-            .await
-            .map_err(unavailable)?;
+        self.session.execute_unpaged(&self.s.put_secret, (name, fresh.as_slice())).await.map_err(unavailable)?;
         // Read back: another server may have written a greater value at the same moment.
-        self.read_secret(name).await?.ok_or_else(|| StoreError::Unavailable(format!("server secret {name} not readable after writing it")))
+        self.read_secret(name)
+            .await?
+            .ok_or_else(|| StoreError::Unavailable(format!("server secret {name} not readable after writing it")))
     }
 
     async fn list_accounts(&self) -> Result<Vec<String>> {
-        let pager = self
-            .session
-            .execute_iter(self.s.list_accounts.clone(), ())
-            .await
-            .map_err(unavailable)?;
+        let pager = self.session.execute_iter(self.s.list_accounts.clone(), ()).await.map_err(unavailable)?;
         let mut rows = pager.rows_stream::<(String,)>().map_err(unavailable)?;
         let mut out = Vec::new();
         while let Some((address,)) = rows.try_next().await.map_err(unavailable)? {
@@ -252,19 +222,13 @@ impl MailStore for CassandraStore {
 
     async fn put_chunk(&self, mailbox: &str, id: MessageId, index: u32, data: Bytes) -> Result<()> {
         let values = (timeuuid(id), index as i32, mailbox, data.as_ref());
-        self.session
-            .execute_unpaged(&self.s.put_chunk, values)
-            .await
-            .map_err(unavailable)?;
+        self.session.execute_unpaged(&self.s.put_chunk, values).await.map_err(unavailable)?;
         Ok(())
     }
 
     async fn link(&self, mailbox: &str, entry: ListingEntry) -> Result<()> {
         let values = (mailbox, timeuuid(entry.id), entry.size as i64);
-        self.session
-            .execute_unpaged(&self.s.link, values)
-            .await
-            .map_err(unavailable)?;
+        self.session.execute_unpaged(&self.s.link, values).await.map_err(unavailable)?;
         Ok(())
     }
 
@@ -274,15 +238,10 @@ impl MailStore for CassandraStore {
     }
 
     async fn get_chunk(&self, id: MessageId, index: u32) -> Result<Option<Bytes>> {
-        let result = self
-            .session
-            .execute_unpaged(&self.s.get_chunk, (timeuuid(id), index as i32))
-            .await
-            .map_err(unavailable)?;
+        let result =
+            self.session.execute_unpaged(&self.s.get_chunk, (timeuuid(id), index as i32)).await.map_err(unavailable)?;
         let rows = result.into_rows_result().map_err(unavailable)?;
-        let row = rows
-            .maybe_first_row::<(Option<Vec<u8>>,)>()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let row = rows.maybe_first_row::<(Option<Vec<u8>>,)>().map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(row.map(|(data,)| Bytes::from(data.unwrap_or_default())))
     }
 
@@ -295,17 +254,9 @@ impl MailStore for CassandraStore {
                 batch.append_statement(self.s.unlink.clone());
                 values.push((mailbox, timeuuid(*id)));
             }
-            batch.set_consistency(
-                self.s
-                    .unlink
-                    .get_consistency()
-                    .unwrap_or(Consistency::LocalQuorum),
-            );
+            batch.set_consistency(self.s.unlink.get_consistency().unwrap_or(Consistency::LocalQuorum));
             batch.set_is_idempotent(true);
-            self.session
-                .batch(&batch, values)
-                .await
-                .map_err(unavailable)?;
+            self.session.batch(&batch, values).await.map_err(unavailable)?;
         }
         Ok(())
     }
@@ -313,46 +264,29 @@ impl MailStore for CassandraStore {
     async fn delete_content(&self, ids: &[MessageId]) -> Result<()> {
         // Different partitions: concurrent single deletes, a bounded number at a time.
         for slice in ids.chunks(64) {
-            try_join_all(slice.iter().map(|id| {
-                self.session
-                    .execute_unpaged(&self.s.delete_content, (timeuuid(*id),))
-            }))
-            .await
-            .map_err(unavailable)?;
+            try_join_all(slice.iter().map(|id| self.session.execute_unpaged(&self.s.delete_content, (timeuuid(*id),))))
+                .await
+                .map_err(unavailable)?;
         }
         Ok(())
     }
 
-    async fn scan_content(
-        &self,
-        cursor: Option<String>,
-        limit: usize,
-    ) -> Result<(Vec<ContentRef>, Option<String>)> {
+    async fn scan_content(&self, cursor: Option<String>, limit: usize) -> Result<(Vec<ContentRef>, Option<String>)> {
         self.scan_content_by_token(cursor, limit).await
     }
 
     async fn has_listing(&self, mailbox: &str, id: MessageId) -> Result<bool> {
-        let result = self
-            .session
-            .execute_unpaged(&self.s.has_listing, (mailbox, timeuuid(id)))
-            .await
-            .map_err(unavailable)?;
+        let result =
+            self.session.execute_unpaged(&self.s.has_listing, (mailbox, timeuuid(id))).await.map_err(unavailable)?;
         Ok(result.into_rows_result().map_err(unavailable)?.rows_num() > 0)
     }
 
-    async fn scan_mailboxes(
-        &self,
-        cursor: Option<String>,
-        limit: usize,
-    ) -> Result<(Vec<String>, Option<String>)> {
+    async fn scan_mailboxes(&self, cursor: Option<String>, limit: usize) -> Result<(Vec<String>, Option<String>)> {
         self.scan_mailboxes_by_token(cursor, limit).await
     }
 
     async fn set_low_watermark(&self, mailbox: &str, floor: MessageId) -> Result<()> {
-        self.session
-            .execute_unpaged(&self.s.set_watermark, (timeuuid(floor), mailbox))
-            .await
-            .map_err(unavailable)?;
+        self.session.execute_unpaged(&self.s.set_watermark, (timeuuid(floor), mailbox)).await.map_err(unavailable)?;
         Ok(())
     }
 
@@ -360,27 +294,17 @@ impl MailStore for CassandraStore {
         let Some(floor) = self.low_watermark(mailbox).await? else {
             return Ok(None);
         };
-        let result = self
-            .session
-            .execute_unpaged(&self.s.listing_below, (mailbox, floor))
-            .await
-            .map_err(unavailable)?;
+        let result =
+            self.session.execute_unpaged(&self.s.listing_below, (mailbox, floor)).await.map_err(unavailable)?;
         let rows = result.into_rows_result().map_err(unavailable)?;
-        match rows
-            .maybe_first_row::<(CqlTimeuuid,)>()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?
-        {
+        match rows.maybe_first_row::<(CqlTimeuuid,)>().map_err(|e| StoreError::Corrupt(e.to_string()))? {
             Some((id,)) => Ok(Some(message_id(id)?)),
             None => Ok(None),
         }
     }
 
     async fn load_progress(&self, task: &str) -> Result<Option<RepairProgress>> {
-        let result = self
-            .session
-            .execute_unpaged(&self.s.get_progress, (task,))
-            .await
-            .map_err(unavailable)?;
+        let result = self.session.execute_unpaged(&self.s.get_progress, (task,)).await.map_err(unavailable)?;
         let rows = result.into_rows_result().map_err(unavailable)?;
         let row = rows
             .maybe_first_row::<(Option<String>, Option<String>, Option<i64>, Option<i64>)>()
@@ -395,25 +319,16 @@ impl MailStore for CassandraStore {
 
     async fn save_progress(&self, task: &str, p: &RepairProgress) -> Result<()> {
         let values = (task, &p.phase, &p.cursor, p.checked as i64, p.fixed as i64);
-        self.session
-            .execute_unpaged(&self.s.put_progress, values)
-            .await
-            .map_err(unavailable)?;
+        self.session.execute_unpaged(&self.s.put_progress, values).await.map_err(unavailable)?;
         Ok(())
     }
 }
 
 impl CassandraStore {
     async fn low_watermark(&self, mailbox: &str) -> Result<Option<CqlTimeuuid>> {
-        let result = self
-            .session
-            .execute_unpaged(&self.s.get_watermark, (mailbox,))
-            .await
-            .map_err(unavailable)?;
+        let result = self.session.execute_unpaged(&self.s.get_watermark, (mailbox,)).await.map_err(unavailable)?;
         let rows = result.into_rows_result().map_err(unavailable)?;
-        let row = rows
-            .maybe_first_row::<(Option<CqlTimeuuid>,)>()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let row = rows.maybe_first_row::<(Option<CqlTimeuuid>,)>().map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(row.and_then(|(w,)| w))
     }
 }

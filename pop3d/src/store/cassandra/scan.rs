@@ -44,7 +44,11 @@ fn span(lo: i64, hi: i64) -> u64 {
 enum Piece<R> {
     Row(R),
     /// (lo, hi] is narrow and still cannot be read: the caller decides what it holds.
-    Stuck { lo: i64, hi: i64, error: String },
+    Stuck {
+        lo: i64,
+        hi: i64,
+        error: String,
+    },
 }
 
 impl CassandraStore {
@@ -82,9 +86,7 @@ impl CassandraStore {
                     }
                 }
                 Err(SliceError::Other(e)) => return Err(unavailable(e)),
-                Err(SliceError::Timeout(e)) if timeouts >= MAX_TIMEOUT_SPLITS => {
-                    return Err(unavailable(e))
-                }
+                Err(SliceError::Timeout(e)) if timeouts >= MAX_TIMEOUT_SPLITS => return Err(unavailable(e)),
                 Err(SliceError::Timeout(e)) => {
                     timeouts += 1;
                     e
@@ -117,14 +119,8 @@ impl CassandraStore {
     where
         R: for<'f, 'm> DeserializeRow<'f, 'm>,
     {
-        let pager = self
-            .session
-            .execute_iter(statement.clone(), (lo, hi, limit as i32))
-            .await
-            .map_err(from_pager)?;
-        let mut rows = pager
-            .rows_stream::<R>()
-            .map_err(|e| SliceError::Other(e.to_string()))?;
+        let pager = self.session.execute_iter(statement.clone(), (lo, hi, limit as i32)).await.map_err(from_pager)?;
+        let mut rows = pager.rows_stream::<R>().map_err(|e| SliceError::Other(e.to_string()))?;
         let mut out = Vec::new();
         while let Some(row) = rows.try_next().await.map_err(from_row)? {
             out.push(row);
@@ -137,9 +133,8 @@ impl CassandraStore {
         cursor: Option<String>,
         limit: usize,
     ) -> Result<(Vec<ContentRef>, Option<String>)> {
-        let (pieces, next) = self
-            .token_page::<(CqlTimeuuid, Option<String>, i64)>(&self.s.scan_content, cursor, limit, |r| r.2)
-            .await?;
+        let (pieces, next) =
+            self.token_page::<(CqlTimeuuid, Option<String>, i64)>(&self.s.scan_content, cursor, limit, |r| r.2).await?;
         let mut out = Vec::with_capacity(pieces.len());
         for piece in pieces {
             match piece {
@@ -159,9 +154,7 @@ impl CassandraStore {
         cursor: Option<String>,
         limit: usize,
     ) -> Result<(Vec<String>, Option<String>)> {
-        let (pieces, next) = self
-            .token_page::<(String, i64)>(&self.s.scan_mailboxes, cursor, limit, |r| r.1)
-            .await?;
+        let (pieces, next) = self.token_page::<(String, i64)>(&self.s.scan_mailboxes, cursor, limit, |r| r.1).await?;
         let mut out = Vec::with_capacity(pieces.len());
         for piece in pieces {
             match piece {

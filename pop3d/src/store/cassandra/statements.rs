@@ -51,10 +51,8 @@ impl Statements {
         };
         let r = |cql: String| prep(cql, read, true);
         let w = |cql: String| prep(cql, write, true);
-        let mut listing_from = r(format!(
-            "SELECT message_id, size FROM {ks}.listing WHERE mailbox = ? AND message_id >= ?"
-        ))
-        .await?;
+        let mut listing_from =
+            r(format!("SELECT message_id, size FROM {ks}.listing WHERE mailbox = ? AND message_id >= ?")).await?;
         listing_from.set_page_size(LISTING_PAGE);
         let mut listing_between = r(format!(
             "SELECT message_id, size FROM {ks}.listing WHERE mailbox = ? AND message_id >= ? AND message_id < ?"
