@@ -67,6 +67,9 @@ pub struct TokenFacts {
     pub hash: String,
     /// The operator created the Secret in this reconcile (its name).
     pub created: Option<String>,
+    /// A key derived from the token (never shown anywhere), so that the hashes of other secrets
+    /// in the pod template (the Cassandra password) reveal nothing to whoever reads a Deployment.
+    pub hash_key: Vec<u8>,
     /// (reason, message) when the token is unusable: the pods cannot start without it.
     pub problem: Option<(String, String)>,
 }
@@ -96,10 +99,11 @@ pub async fn ensure(client: &Client, cluster: &Pop3Cluster, metrics: &Metrics) -
     };
     let token = found.as_ref().and_then(|s| secret_bytes(s, ADMIN_TOKEN_KEY));
     facts.problem = problem(&name, found.is_some(), token.as_deref());
-    facts.hash = match token {
-        Some(t) => sha256_hex(&[&t]),
+    facts.hash = match &token {
+        Some(t) => sha256_hex(&[t]),
         None => "missing".into(),
     };
+    facts.hash_key = sha256_hex(&[b"popfleet.io/secret-hash-key", &token.unwrap_or_default()]).into_bytes();
     Ok(facts)
 }
 

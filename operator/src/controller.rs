@@ -271,6 +271,13 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
 
     let token = admin_token::ensure(&ctx.client, &cluster, &ctx.metrics).await?;
     secrets.admin_token_hash = Some(token.hash);
+    if let Some(c) = &spec.cassandra.credentials_secret {
+        // A missing Secret or key is reported by the keyspace step, which needs the credentials too.
+        let found = secret(&ctx.client, &ns, &c.name).await?;
+        let value = |key: &str| found.as_ref().and_then(|s| secret_bytes(s, key)).unwrap_or_default();
+        secrets.cassandra_credentials_hash =
+            Some(resources::sha256_hex(&[&token.hash_key, &value(&c.username_key), &value(&c.password_key)]));
+    }
     problems.extend(token.problem);
     if let Some(name) = token.created {
         let note = format!("created Secret {name} with a new admin API token (key token)");

@@ -39,6 +39,9 @@ pub const TLS_HASH_ANNOTATION: &str = "popfleet.io/tls-hash";
 pub const CASSANDRA_TLS_HASH_ANNOTATION: &str = "popfleet.io/cassandra-tls-hash";
 /// pop3d reads the admin token file at start, so a rotated token reaches it by a roll.
 pub const ADMIN_TOKEN_HASH_ANNOTATION: &str = "popfleet.io/admin-token-hash";
+/// The Cassandra credentials reach pop3d as environment variables, read once at start: a new
+/// username or password reaches the pods only by a roll, which this hash makes happen.
+pub const CASSANDRA_CREDENTIALS_HASH_ANNOTATION: &str = "popfleet.io/cassandra-credentials-hash";
 
 /// What the referenced Secrets hold, as far as the objects depend on it.
 #[derive(Debug, Clone, Default)]
@@ -51,6 +54,8 @@ pub struct SecretFacts {
     pub cassandra_client_cert: bool,
     /// Hash of the admin token (None only where no Secret was read, as in unit tests).
     pub admin_token_hash: Option<String>,
+    /// Keyed hash of the Cassandra username and password (None when the spec names no Secret).
+    pub cassandra_credentials_hash: Option<String>,
 }
 
 /// The uid/gid of distroless/chainguard "nonroot" images.
@@ -221,6 +226,7 @@ fn pod_annotations(config_hash: &str, secrets: &SecretFacts) -> BTreeMap<String,
         (TLS_HASH_ANNOTATION, secrets.pop3_tls_hash.as_deref()),
         (CASSANDRA_TLS_HASH_ANNOTATION, secrets.cassandra_tls_hash.as_deref()),
         (ADMIN_TOKEN_HASH_ANNOTATION, secrets.admin_token_hash.as_deref()),
+        (CASSANDRA_CREDENTIALS_HASH_ANNOTATION, secrets.cassandra_credentials_hash.as_deref()),
     ]
     .into_iter()
     .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))

@@ -213,6 +213,21 @@ fn pods_pause_before_sigterm_within_the_grace_period() {
     assert!(pause > 0 && pause + 20 <= pod.termination_grace_period_seconds.unwrap_or(30), "{pause}");
 }
 
+/// The Cassandra credentials hash goes into the pod template (a new password rolls the pods) and
+/// only when the spec names a credentials Secret.
+#[test]
+fn cassandra_credentials_hash_rolls_the_pods() {
+    let c = cluster(serde_json::json!({}));
+    let annotation = |hash: Option<&str>| {
+        let facts = SecretFacts { cassandra_credentials_hash: hash.map(str::to_owned), ..Default::default() };
+        let template = build(&c, &c.spec.datacenters[0], &facts).unwrap().deployment.spec.unwrap().template;
+        template.metadata.unwrap().annotations.unwrap().get(CASSANDRA_CREDENTIALS_HASH_ANNOTATION).cloned()
+    };
+    assert_eq!(annotation(Some("a")).as_deref(), Some("a"));
+    assert_ne!(annotation(Some("a")), annotation(Some("b")));
+    assert_eq!(annotation(None), None);
+}
+
 /// The admin token Secret is mounted read-only where the config points, with only its `token`
 /// key, and a new token rolls the pods.
 #[test]

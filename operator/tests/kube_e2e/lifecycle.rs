@@ -238,6 +238,50 @@ async fn a_renewed_tls_secret_rolls_the_pods() {
     teardown(&client, &ns, &mut op, &[&ks]).await;
 }
 
+/// A new Cassandra password reaches the pods (they read it from the environment at start) by a
+/// roll; a write to the Secret that leaves the credentials as they were rolls nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs e2e/kube and e2e/cassandra; run with POPFLEET_KUBE=1"]
+async fn rotated_cassandra_credentials_roll_the_pods() {
+    let client = client().await;
+    let ns = namespace(&client, "creds").await;
+    let ks = keyspace("creds");
+    let mut op = Operator::start(&ns, &[]).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    let secret = |password: &str, label: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cass", "labels": {"note": label}},
+        "stringData": {"username": "popfleet", "password": password}})
+    };
+    let put = |s: serde_json::Value| {
+        let secrets = secrets.clone();
+        async move { secrets.patch("cass", &PatchParams::apply(TEST_MANAGER), &Patch::Apply(&s)).await.unwrap() }
+    };
+    put(secret("first-password", "a")).await;
+    let mut obj = cluster("mail", &ks, &[("dc1", 1)], &[("dc1", 1)]);
+    obj["spec"]["cassandra"]["credentialsSecret"] = json!({"name": "cass"});
+    apply(&client, &ns, &obj).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let hash = || async {
+        let d = deployments.get_opt("mail-dc1").await.ok()??;
+        let a = d.spec?.template.metadata?.annotations?;
+        a.get(operator::resources::CASSANDRA_CREDENTIALS_HASH_ANNOTATION).cloned()
+    };
+    let first = eventually("the pod template carries the credentials hash", Duration::from_secs(60), hash).await;
+    // Keyed with the cluster's admin token: not a hash anyone can test password guesses against.
+    let unkeyed = operator::resources::sha256_hex(&[b"", b"popfleet", b"first-password"]);
+    assert_ne!(first, unkeyed);
+    put(secret("first-password", "b")).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(hash().await.as_deref(), Some(first.as_str()), "a label change rolled the pods");
+    put(secret("second-password", "b")).await;
+    let second = eventually("the credentials hash follows the password", Duration::from_secs(30), || async {
+        hash().await.filter(|h| *h != first)
+    })
+    .await;
+    assert_ne!(first, second);
+    teardown(&client, &ns, &mut op, &[&ks]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs e2e/kube and e2e/cassandra; run with POPFLEET_KUBE=1"]
 async fn delete_removes_owned_objects_and_keeps_the_keyspace_by_default() {
