@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ListParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
@@ -114,8 +114,13 @@ pub async fn run(
     let controller = Controller::for_stream(trigger, reader);
     let store = controller.store();
     // A Secret change (renewed certificate, rotated password or admin token) reconciles the
-    // clusters using it.
-    let secret_mapper = move |secret: Secret| {
+    // clusters using it. Metadata only: which Secret changed is all the mapper needs, and the
+    // reconcile GETs the few it uses; a full watch would stream every Secret's data in the
+    // cluster (or namespace) to the operator, to be thrown away.
+    let secrets = watcher(scoped::<PartialObjectMeta<Secret>>(&client, &namespace), watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    let secret_mapper = move |secret: PartialObjectMeta<Secret>| {
         let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
         store
             .state()
@@ -137,7 +142,7 @@ pub async fn run(
         .owns(scoped::<PodDisruptionBudget>(&client, &namespace), owned.clone())
         .owns(scoped::<ServiceAccount>(&client, &namespace), owned.clone())
         .owns(scoped::<NetworkPolicy>(&client, &namespace), owned)
-        .watches(scoped::<Secret>(&client, &namespace), watcher::Config::default(), secret_mapper)
+        .watches_stream(secrets, secret_mapper)
         // A rollout moves a Deployment's status many times a second; one reconcile per burst is enough.
         .with_config(ControllerConfig::default().debounce(Duration::from_millis(500)))
         .graceful_shutdown_on(shutdown)

@@ -16,6 +16,7 @@ mod common;
 mod lifecycle;
 mod pop3d_session;
 mod validation;
+mod watch_traffic;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
