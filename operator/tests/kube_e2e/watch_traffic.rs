@@ -60,8 +60,11 @@ async fn unrelated_secrets_reach_the_operator_as_metadata_only() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let served = secret_bytes_served(&client).await - before;
     let data = (SECRETS * SECRET_BYTES) as f64;
-    println!("secrets: {:.0} KiB served while the operator started, with {:.0} KiB of Secret data in its namespace",
-             served / 1024.0, data / 1024.0);
+    println!(
+        "secrets: {:.0} KiB served while the operator started, with {:.0} KiB of Secret data in its namespace",
+        served / 1024.0,
+        data / 1024.0
+    );
     // Other tests share the apiserver, so the delta is not only ours; the data would be 4 MB alone.
     assert!(served < data / 4.0, "the operator was sent Secret data: {served} bytes");
     teardown(&client, &ns, &mut op, &[&ks]).await;
