@@ -95,123 +95,68 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let a = args.clone();
-        let admin_token = admin_token(&a, &file)?;
-        let config = Config {
-            data_dir: a.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR)),
-            store: a.store.or(file.store).unwrap_or(defaults::STORE),
-            pop3: a.pop3.or(file.pop3).unwrap_or(defaults::POP3),
-            lmtp: a.lmtp.or(file.lmtp).unwrap_or(defaults::LMTP),
-            admin: a.admin.or(file.admin).unwrap_or(defaults::ADMIN),
-            hostname: a
-                .hostname
-                .or(file.hostname)
-                .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
-            allow_insecure_auth: a
-                .allow_insecure_auth
-                .or(file.allow_insecure_auth)
-                .unwrap_or(defaults::ALLOW_INSECURE_AUTH),
-            idle_timeout: Duration::from_secs(
-                a.idle_timeout.or(file.idle_timeout).unwrap_or(defaults::IDLE_TIMEOUT_SECS),
-            ),
-            max_connections: a.max_connections.or(file.max_connections).unwrap_or(defaults::MAX_CONNECTIONS),
-            max_connections_per_ip: a
-                .max_connections_per_ip
-                .or(file.max_connections_per_ip)
-                .unwrap_or(defaults::MAX_CONNECTIONS_PER_IP),
-            max_bad_commands: a.max_bad_commands.or(file.max_bad_commands).unwrap_or(defaults::MAX_BAD_COMMANDS),
-            max_message_size: a.max_message_size.or(file.max_message_size).unwrap_or(defaults::MAX_MESSAGE_SIZE),
-            min_free_space: a.min_free_space_mb.or(file.min_free_space_mb).unwrap_or(defaults::MIN_FREE_SPACE_MB)
-                * 1024
-                * 1024,
-            auth_fail_delay: Duration::from_millis(
-                a.auth_fail_delay_ms.or(file.auth_fail_delay_ms).unwrap_or(defaults::AUTH_FAIL_DELAY_MS),
-            ),
-            account_cache_ttl: Duration::from_secs(
-                a.account_cache_secs.or(file.account_cache_secs).unwrap_or(defaults::ACCOUNT_CACHE_SECS),
-            ),
+        let admin_token = admin_token(args, &file)?;
+        let settings = flags_over_file(args.clone(), file)?;
+        let mut config = Self::resolve(&settings, admin_token)?;
+        if config.store == StoreKind::Cassandra {
+            config.cassandra = Some(cassandra_args(settings).resolve()?);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The merged settings, with the defaults where they are unset (Cassandra's apart).
+    fn resolve(s: &FileConfig, admin_token: Option<String>) -> Result<Self, ConfigError> {
+        let secs = Duration::from_secs;
+        Ok(Config {
+            data_dir: s.data_dir.clone().unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR)),
+            store: s.store.unwrap_or(defaults::STORE),
+            pop3: s.pop3.unwrap_or(defaults::POP3),
+            lmtp: s.lmtp.unwrap_or(defaults::LMTP),
+            admin: s.admin.unwrap_or(defaults::ADMIN),
+            ops: s.ops,
+            hostname: s.hostname.clone().unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+            allow_insecure_auth: s.allow_insecure_auth.unwrap_or(defaults::ALLOW_INSECURE_AUTH),
+            idle_timeout: secs(s.idle_timeout.unwrap_or(defaults::IDLE_TIMEOUT_SECS)),
+            max_connections: s.max_connections.unwrap_or(defaults::MAX_CONNECTIONS),
+            max_connections_per_ip: s.max_connections_per_ip.unwrap_or(defaults::MAX_CONNECTIONS_PER_IP),
+            max_bad_commands: s.max_bad_commands.unwrap_or(defaults::MAX_BAD_COMMANDS),
+            max_message_size: s.max_message_size.unwrap_or(defaults::MAX_MESSAGE_SIZE),
+            min_free_space: s.min_free_space_mb.unwrap_or(defaults::MIN_FREE_SPACE_MB) * 1024 * 1024,
+            auth_fail_delay: Duration::from_millis(s.auth_fail_delay_ms.unwrap_or(defaults::AUTH_FAIL_DELAY_MS)),
+            account_cache_ttl: secs(s.account_cache_secs.unwrap_or(defaults::ACCOUNT_CACHE_SECS)),
             admin_token,
-            ops: a.ops.or(file.ops),
-            scram_iterations: a.scram_iterations.or(file.scram_iterations).unwrap_or(defaults::SCRAM_ITERATIONS),
-            min_password_length: a
-                .min_password_length
-                .or(file.min_password_length)
-                .unwrap_or(defaults::MIN_PASSWORD_LENGTH),
-            recipient_delimiter: delimiter(a.recipient_delimiter.clone().or(file.recipient_delimiter.clone()))?,
-            mailbox_quota: Some(
-                a.mailbox_quota_mb.or(file.mailbox_quota_mb).unwrap_or(defaults::MAILBOX_QUOTA_MB) << 20,
-            )
-            .filter(|q| *q > 0),
-            max_line_length: a.max_line_length.or(file.max_line_length).unwrap_or(defaults::MAX_LINE_LENGTH),
-            lmtp_transaction_timeout: Duration::from_secs(
-                a.lmtp_transaction_timeout
-                    .or(file.lmtp_transaction_timeout)
-                    .unwrap_or(defaults::LMTP_TRANSACTION_TIMEOUT_SECS),
+            scram_iterations: s.scram_iterations.unwrap_or(defaults::SCRAM_ITERATIONS),
+            min_password_length: s.min_password_length.unwrap_or(defaults::MIN_PASSWORD_LENGTH),
+            recipient_delimiter: delimiter(s.recipient_delimiter.clone())?,
+            mailbox_quota: Some(s.mailbox_quota_mb.unwrap_or(defaults::MAILBOX_QUOTA_MB) << 20).filter(|q| *q > 0),
+            max_line_length: s.max_line_length.unwrap_or(defaults::MAX_LINE_LENGTH),
+            lmtp_transaction_timeout: secs(
+                s.lmtp_transaction_timeout.unwrap_or(defaults::LMTP_TRANSACTION_TIMEOUT_SECS),
             ),
-            min_data_rate: a.min_data_rate.or(file.min_data_rate).unwrap_or(defaults::MIN_DATA_RATE),
+            min_data_rate: s.min_data_rate.unwrap_or(defaults::MIN_DATA_RATE),
             cassandra: None,
-            watermark_margin: Duration::from_secs(
-                a.watermark_margin.or(file.watermark_margin).unwrap_or(defaults::WATERMARK_MARGIN_SECS),
-            ),
-            pop3s: a.pop3s.or(file.pop3s),
-            tls: match (a.tls_cert.clone().or(file.tls_cert.clone()), a.tls_key.clone().or(file.tls_key.clone())) {
+            watermark_margin: secs(s.watermark_margin.unwrap_or(defaults::WATERMARK_MARGIN_SECS)),
+            pop3s: s.pop3s,
+            tls: match (s.tls_cert.clone(), s.tls_key.clone()) {
                 (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
                 (None, None) => None,
                 _ => return Err(ConfigError::Invalid("tls_cert and tls_key go together".into())),
             },
-            tls_reload_interval: Duration::from_secs(
-                a.tls_reload_interval.or(file.tls_reload_interval).unwrap_or(defaults::TLS_RELOAD_INTERVAL_SECS),
-            ),
-            lmtp_starttls: a.lmtp_starttls.or(file.lmtp_starttls).unwrap_or(defaults::LMTP_STARTTLS),
-            login_timeout: Duration::from_secs(
-                a.login_timeout.or(file.login_timeout).unwrap_or(defaults::LOGIN_TIMEOUT_SECS),
-            ),
-            max_commands_per_second: a
-                .max_commands_per_second
-                .or(file.max_commands_per_second)
-                .unwrap_or(defaults::MAX_COMMANDS_PER_SECOND),
-            max_auth_failures: a.max_auth_failures.or(file.max_auth_failures).unwrap_or(defaults::MAX_AUTH_FAILURES),
-            proxy_protocol: match a.proxy_protocol.as_deref() {
-                Some(list) => split_list(list)
-                    .map(|l| l.parse().map_err(|e: pop3d_config::UnknownListener| ConfigError::Invalid(e.to_string())))
-                    .collect::<Result<_, _>>()?,
-                None => file.proxy_protocol.clone().unwrap_or_default(),
-            },
-            proxy_trusted_networks: match a.proxy_trusted_networks.as_deref() {
-                Some(list) => parse_networks(split_list(list))?,
-                None => parse_networks(file.proxy_trusted_networks.iter().flatten().map(String::as_str))?,
-            },
-            oauth: a.oauth_jwks.clone().or(file.oauth_jwks.clone()).map(|jwks| OAuthConfig {
+            tls_reload_interval: secs(s.tls_reload_interval.unwrap_or(defaults::TLS_RELOAD_INTERVAL_SECS)),
+            lmtp_starttls: s.lmtp_starttls.unwrap_or(defaults::LMTP_STARTTLS),
+            login_timeout: secs(s.login_timeout.unwrap_or(defaults::LOGIN_TIMEOUT_SECS)),
+            max_commands_per_second: s.max_commands_per_second.unwrap_or(defaults::MAX_COMMANDS_PER_SECOND),
+            max_auth_failures: s.max_auth_failures.unwrap_or(defaults::MAX_AUTH_FAILURES),
+            proxy_protocol: s.proxy_protocol.clone().unwrap_or_default(),
+            proxy_trusted_networks: parse_networks(s.proxy_trusted_networks.iter().flatten().map(String::as_str))?,
+            oauth: s.oauth_jwks.clone().map(|jwks| OAuthConfig {
                 jwks,
-                issuer: a.oauth_issuer.clone().or(file.oauth_issuer.clone()),
-                audience: a.oauth_audience.clone().or(file.oauth_audience.clone()),
-                user_claim: a
-                    .oauth_user_claim
-                    .clone()
-                    .or(file.oauth_user_claim.clone())
-                    .unwrap_or_else(|| defaults::OAUTH_USER_CLAIM.into()),
+                issuer: s.oauth_issuer.clone(),
+                audience: s.oauth_audience.clone(),
+                user_claim: s.oauth_user_claim.clone().unwrap_or_else(|| defaults::OAUTH_USER_CLAIM.into()),
             }),
-        };
-        let cassandra_args = CassandraArgs {
-            cassandra: a.cassandra.cassandra.or(file.cassandra),
-            local_dc: a.cassandra.local_dc.or(file.local_dc),
-            keyspace: a.cassandra.keyspace.or(file.keyspace),
-            read_consistency: a.cassandra.read_consistency.or(file.read_consistency),
-            write_consistency: a.cassandra.write_consistency.or(file.write_consistency),
-            cassandra_timeout_ms: a.cassandra.cassandra_timeout_ms.or(file.cassandra_timeout_ms),
-            cassandra_username: a.cassandra.cassandra_username.or(file.cassandra_username),
-            cassandra_password: a.cassandra.cassandra_password.or(file.cassandra_password),
-            cassandra_tls_ca: a.cassandra.cassandra_tls_ca.or(file.cassandra_tls_ca),
-            cassandra_tls_cert: a.cassandra.cassandra_tls_cert.or(file.cassandra_tls_cert),
-            cassandra_tls_key: a.cassandra.cassandra_tls_key.or(file.cassandra_tls_key),
-            cassandra_tls_server_name: a.cassandra.cassandra_tls_server_name.or(file.cassandra_tls_server_name),
-        };
-        let mut config = config;
-        if config.store == StoreKind::Cassandra {
-            config.cassandra = Some(cassandra_args.resolve()?);
-        }
-        config.validate()?;
-        Ok(config)
+        })
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -353,6 +298,97 @@ impl CassandraArgs {
     }
 }
 
+/// The flags (and their variables) over the file, key by key. The literal has no `..`, so a new
+/// key of the file does not compile until it is merged here.
+fn flags_over_file(a: ServeArgs, f: FileConfig) -> Result<FileConfig, ConfigError> {
+    let c = a.cassandra;
+    let proxy_protocol = match a.proxy_protocol.as_deref() {
+        Some(list) => Some(
+            split_list(list)
+                .map(|l| l.parse().map_err(|e: pop3d_config::UnknownListener| ConfigError::Invalid(e.to_string())))
+                .collect::<Result<_, _>>()?,
+        ),
+        None => f.proxy_protocol,
+    };
+    let proxy_trusted_networks = match a.proxy_trusted_networks.as_deref() {
+        Some(list) => Some(split_list(list).map(str::to_owned).collect()),
+        None => f.proxy_trusted_networks,
+    };
+    Ok(FileConfig {
+        data_dir: a.data_dir.or(f.data_dir),
+        store: a.store.or(f.store),
+        pop3: a.pop3.or(f.pop3),
+        lmtp: a.lmtp.or(f.lmtp),
+        admin: a.admin.or(f.admin),
+        ops: a.ops.or(f.ops),
+        hostname: a.hostname.or(f.hostname),
+        allow_insecure_auth: a.allow_insecure_auth.or(f.allow_insecure_auth),
+        idle_timeout: a.idle_timeout.or(f.idle_timeout),
+        max_connections: a.max_connections.or(f.max_connections),
+        max_connections_per_ip: a.max_connections_per_ip.or(f.max_connections_per_ip),
+        max_bad_commands: a.max_bad_commands.or(f.max_bad_commands),
+        max_message_size: a.max_message_size.or(f.max_message_size),
+        min_free_space_mb: a.min_free_space_mb.or(f.min_free_space_mb),
+        auth_fail_delay_ms: a.auth_fail_delay_ms.or(f.auth_fail_delay_ms),
+        account_cache_secs: a.account_cache_secs.or(f.account_cache_secs),
+        // Resolved apart (`admin_token`): it has no flag, and the token file wins over it.
+        admin_token: f.admin_token,
+        admin_token_file: a.admin_token_file.or(f.admin_token_file),
+        scram_iterations: a.scram_iterations.or(f.scram_iterations),
+        min_password_length: a.min_password_length.or(f.min_password_length),
+        recipient_delimiter: a.recipient_delimiter.or(f.recipient_delimiter),
+        mailbox_quota_mb: a.mailbox_quota_mb.or(f.mailbox_quota_mb),
+        max_line_length: a.max_line_length.or(f.max_line_length),
+        lmtp_transaction_timeout: a.lmtp_transaction_timeout.or(f.lmtp_transaction_timeout),
+        min_data_rate: a.min_data_rate.or(f.min_data_rate),
+        cassandra: c.cassandra.or(f.cassandra),
+        local_dc: c.local_dc.or(f.local_dc),
+        keyspace: c.keyspace.or(f.keyspace),
+        read_consistency: c.read_consistency.or(f.read_consistency),
+        write_consistency: c.write_consistency.or(f.write_consistency),
+        cassandra_timeout_ms: c.cassandra_timeout_ms.or(f.cassandra_timeout_ms),
+        cassandra_username: c.cassandra_username.or(f.cassandra_username),
+        cassandra_password: c.cassandra_password.or(f.cassandra_password),
+        cassandra_tls_ca: c.cassandra_tls_ca.or(f.cassandra_tls_ca),
+        cassandra_tls_cert: c.cassandra_tls_cert.or(f.cassandra_tls_cert),
+        cassandra_tls_key: c.cassandra_tls_key.or(f.cassandra_tls_key),
+        cassandra_tls_server_name: c.cassandra_tls_server_name.or(f.cassandra_tls_server_name),
+        watermark_margin: a.watermark_margin.or(f.watermark_margin),
+        pop3s: a.pop3s.or(f.pop3s),
+        tls_cert: a.tls_cert.or(f.tls_cert),
+        tls_key: a.tls_key.or(f.tls_key),
+        tls_reload_interval: a.tls_reload_interval.or(f.tls_reload_interval),
+        lmtp_starttls: a.lmtp_starttls.or(f.lmtp_starttls),
+        login_timeout: a.login_timeout.or(f.login_timeout),
+        max_commands_per_second: a.max_commands_per_second.or(f.max_commands_per_second),
+        max_auth_failures: a.max_auth_failures.or(f.max_auth_failures),
+        proxy_protocol,
+        proxy_trusted_networks,
+        oauth_jwks: a.oauth_jwks.or(f.oauth_jwks),
+        oauth_issuer: a.oauth_issuer.or(f.oauth_issuer),
+        oauth_audience: a.oauth_audience.or(f.oauth_audience),
+        oauth_user_claim: a.oauth_user_claim.or(f.oauth_user_claim),
+    })
+}
+
+/// The merged Cassandra settings, in the form `migrate` takes from its flags.
+fn cassandra_args(s: FileConfig) -> CassandraArgs {
+    CassandraArgs {
+        cassandra: s.cassandra,
+        local_dc: s.local_dc,
+        keyspace: s.keyspace,
+        read_consistency: s.read_consistency,
+        write_consistency: s.write_consistency,
+        cassandra_timeout_ms: s.cassandra_timeout_ms,
+        cassandra_username: s.cassandra_username,
+        cassandra_password: s.cassandra_password,
+        cassandra_tls_ca: s.cassandra_tls_ca,
+        cassandra_tls_cert: s.cassandra_tls_cert,
+        cassandra_tls_key: s.cassandra_tls_key,
+        cassandra_tls_server_name: s.cassandra_tls_server_name,
+    }
+}
+
 /// The admin token: from `admin_token_file`, else `POP3D_ADMIN_TOKEN` or the file's `admin_token`.
 fn admin_token(a: &ServeArgs, file: &FileConfig) -> Result<Option<String>, ConfigError> {
     if let Some(path) = a.admin_token_file.as_ref().or(file.admin_token_file.as_ref()) {
@@ -418,6 +454,31 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_secs(30));
         assert_eq!(c.admin.port(), 8080);
         assert_eq!(c.store, StoreKind::Embedded);
+    }
+
+    #[test]
+    fn cassandra_and_list_flags_win_over_the_file_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pop3d.toml");
+        std::fs::write(
+            &path,
+            "store = \"cassandra\"\ncassandra = \"10.0.0.1:9042\"\nlocal_dc = \"dc1\"\nkeyspace = \"from_file\"\n\
+             read_consistency = \"one\"\nproxy_protocol = [\"lmtp\"]\nproxy_trusted_networks = [\"192.0.2.0/24\"]\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            cassandra: CassandraArgs { keyspace: Some("from_flag".into()), ..Default::default() },
+            proxy_protocol: Some("pop3".into()),
+            ..Default::default()
+        };
+        let c = Config::load(&args).unwrap();
+        let cassandra = c.cassandra.unwrap();
+        assert_eq!((cassandra.keyspace.as_str(), cassandra.local_dc.as_str()), ("from_flag", "dc1"));
+        assert_eq!(cassandra.read_consistency, scylla::statement::Consistency::One);
+        assert_eq!(cassandra.write_consistency, scylla::statement::Consistency::LocalQuorum, "the default");
+        assert_eq!(c.proxy_protocol, vec![Listener::Pop3]);
+        assert_eq!(c.proxy_trusted_networks, vec!["192.0.2.0/24".parse::<ipnet::IpNet>().unwrap()]);
     }
 
     #[test]
