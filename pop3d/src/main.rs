@@ -113,7 +113,7 @@ fn pop3d_schema_latest() -> u32 {
 
 async fn repair(args: RepairArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.serve)?;
-    let store = pop3d::server::open_store(&config).await?;
+    let store = pop3d::store::open(config.store, &config.data_dir, config.cassandra.as_ref()).await?;
     let options = pop3d::repair::RepairOptions {
         grace: std::time::Duration::from_secs(args.grace_secs),
         rate: args.rate,

@@ -23,11 +23,11 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Authenticator;
-use crate::config::{Config, Listener, StoreKind};
+use crate::config::{Config, Listener};
 use crate::metrics::Metrics;
 use crate::oauth::BearerValidator;
 use crate::reload::{watch_files, Reloadable};
-use crate::store::{cassandra::CassandraStore, embedded::EmbeddedStore, MailStore};
+use crate::store::MailStore;
 use crate::tls::ReloadingCert;
 use front::{accept_loop, ListenerSpec, Protocol};
 use limits::ConnectionLimiter;
@@ -113,26 +113,13 @@ fn load_security(
     Ok((tls, bearer))
 }
 
-/// Opens the configured store.
-pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn MailStore>> {
-    match config.store {
-        StoreKind::Embedded => {
-            let dir = config.data_dir.clone();
-            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir)).await??;
-            Ok(Arc::new(store))
-        }
-        StoreKind::Cassandra => {
-            let settings = config.cassandra.as_ref().context("cassandra settings missing")?;
-            Ok(Arc::new(CassandraStore::open(settings).await?))
-        }
-    }
-}
-
 /// Runs the server until `shutdown` resolves, then drains sessions for up to 10 s.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (tls, bearer) = load_security(&config, &stop_rx)?;
-    let store = open_store(&config).await.context("opening the store")?;
+    let store = crate::store::open(config.store, &config.data_dir, config.cassandra.as_ref())
+        .await
+        .context("opening the store")?;
     let ctx = ServerContext::with_security(config.clone(), store, tls, bearer);
     let pop3 = bind(config.pop3, "POP3").await?;
     let pop3s = match config.pop3s {

@@ -175,3 +175,25 @@ pub async fn deliver(store: &dyn MailStore, mailbox: &str, id: MessageId, conten
     store.link(mailbox, entry).await?;
     Ok(entry)
 }
+
+/// Opens the store a server is configured for: the embedded one in `data_dir`, or the Cassandra
+/// cluster of `cassandra` (which `store = cassandra` requires). `pop3d serve` and `pop3d repair`
+/// both start here.
+pub async fn open(
+    kind: pop3d_config::StoreKind,
+    data_dir: &std::path::Path,
+    cassandra: Option<&cassandra::CassandraConfig>,
+) -> anyhow::Result<std::sync::Arc<dyn MailStore>> {
+    use anyhow::Context as _;
+    match kind {
+        pop3d_config::StoreKind::Embedded => {
+            let dir = data_dir.to_owned();
+            let store = tokio::task::spawn_blocking(move || embedded::EmbeddedStore::open(&dir)).await??;
+            Ok(std::sync::Arc::new(store))
+        }
+        pop3d_config::StoreKind::Cassandra => {
+            let settings = cassandra.context("cassandra settings missing")?;
+            Ok(std::sync::Arc::new(cassandra::CassandraStore::open(settings).await?))
+        }
+    }
+}
