@@ -11,19 +11,22 @@ first, four JVMs and a node do not fit two cores). Needs root (namespaces, cgrou
 from __future__ import annotations
 
 import errno
+import json
 import os
 import secrets
 import subprocess
 import threading
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from conftest import make_message, token_of
-from fleet import (KUBE, NODE, REPO, TOLERATION, ServiceServer, apply, container_pid, ctr, helm, is_ready,
-                   kjson, kubectl, pods, ready_endpoints, run, secret_value, tcp_open, wait_until)
+from fleet import (KUBE, KUBECONFIG, NODE, REPO, TOLERATION, ServiceServer, apply, container_pid, ctr, helm,
+                   is_ready, kjson, kube_bin, kubectl, pods, ready_endpoints, run, secret_value, tcp_open,
+                   wait_until)
 from test_faults_cassandra import cassandra, tokens_in
 from test_faults_load import Load, Reader, all_tokens, ledger_check, make_users
 
@@ -96,7 +99,7 @@ def operator(node):
     # --take-ownership: the CRD may be kept (resource-policy keep) from an earlier release.
     helm("install", RELEASE, str(REPO / "charts" / "popfleet"), "-n", OP_NS, "--take-ownership",
          "--set", "image.repository=popfleet/operator", "--set", "image.tag=0.1.0",
-         "--set", "image.pullPolicy=Never", "--set-json", f"tolerations=[{__import__('json').dumps(TOLERATION)}]",
+         "--set", "image.pullPolicy=Never", "--set-json", f"tolerations=[{json.dumps(TOLERATION)}]",
          "--wait", "--timeout", "180s", timeout=240)
     return kjson("get", "deploy", "-n", OP_NS, RELEASE)
 
@@ -146,21 +149,15 @@ def test_two_dc_cluster_passes_its_probes(fleet):
 
 def test_port_forward_reaches_a_pod(fleet):
     pod = pods(MAIL_NS, f"{SEL},popfleet.io/datacenter=dc1")[0]["metadata"]["name"]
-    pf = subprocess.Popen([*kubectl_cmd(), "port-forward", "-n", MAIL_NS, f"pod/{pod}", "18090:9090"],
+    pf = subprocess.Popen([kube_bin("kubectl"), f"--kubeconfig={KUBECONFIG}", "port-forward", "-n", MAIL_NS, f"pod/{pod}", "18090:9090"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_until(lambda: tcp_open("127.0.0.1", 18090), 30, "kubectl port-forward listening")
-        import urllib.request
         with urllib.request.urlopen("http://127.0.0.1:18090/readyz", timeout=10) as r:
             assert r.status == 200 and b"cassandra" in r.read()
     finally:
         pf.terminate()
         pf.wait(10)
-
-
-def kubectl_cmd() -> list[str]:
-    from fleet import KUBECONFIG, kube_bin
-    return [kube_bin("kubectl"), f"--kubeconfig={KUBECONFIG}"]
 
 
 def test_delivered_in_dc1_read_and_deleted_in_dc2(fleet):
