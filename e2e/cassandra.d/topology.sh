@@ -1,0 +1,215 @@
+# Sourced by e2e/cassandra: the three cluster shapes and the network each one needs.
+#
+#   loopback  n1 (127.0.0.1, dc1), n2 (127.0.0.2, dc2): the everyday two-DC cluster, RF 1 per DC.
+#   netns     n1 on the host at 10.213.0.1 (dc1), n2 in the namespace popfleet-dc2 at 10.213.0.2 (dc2),
+#             one veth pair between them, no delay: the partition test's own cluster.
+#   seed      the reference topology: n1-n3 (dc1) on the host at 10.214.0.1-3, n4-n6 (dc2) in the
+#             namespace popfleet-seed at 10.214.0.11-13, one veth pair between the DCs that delays every
+#             packet crossing it by POPFLEET_LINK_DELAY_MS (default 1) each way, RF 3 per DC.
+#
+# The link delay is not netem: this machine kind's kernel has no sch_netem (and no modules to load).
+# It has NFQUEUE, so each side's OUTPUT towards the link is queued to popfleet-linkdelay
+# (e2e/linkdelay), which gives each packet its verdict D ms after it arrived, in order. Fail-closed: a
+# dead delayer is a cut link, never a silently fast one; `status` measures the RTT across the link.
+
+TOPOLOGY=${POPFLEET_CASSANDRA_TOPOLOGY:-loopback}
+NETNS=""
+VETH_HOST="" VETH_NS=""
+LINK_DELAY_MS=${POPFLEET_LINK_DELAY_MS:-1}
+LINK_QUEUE=7
+declare -A NS=()
+case $TOPOLOGY in
+    loopback)
+        NODES=(n1 n2)
+        IP=([n1]=127.0.0.1 [n2]=127.0.0.2)
+        DC=([n1]=dc1 [n2]=dc2)
+        TOKEN=([n1]=-9223372036854775808 [n2]=0)
+        JMX=([n1]=7199 [n2]=7299)
+        ;;
+    netns)
+        STATE=$STATE-netns
+        NODES=(n1 n2)
+        IP=([n1]=10.213.0.1 [n2]=10.213.0.2)
+        DC=([n1]=dc1 [n2]=dc2)
+        TOKEN=([n1]=-9223372036854775808 [n2]=0)
+        JMX=([n1]=7399 [n2]=7499)
+        NETNS=popfleet-dc2 VETH_HOST=pf-dc1 VETH_NS=pf-dc2
+        NS[n2]=$NETNS
+        ;;
+    seed)
+        STATE=$STATE-seed
+        NODES=(n1 n2 n3 n4 n5 n6)
+        IP=([n1]=10.214.0.1 [n2]=10.214.0.2 [n3]=10.214.0.3 [n4]=10.214.0.11 [n5]=10.214.0.12 [n6]=10.214.0.13)
+        DC=([n1]=dc1 [n2]=dc1 [n3]=dc1 [n4]=dc2 [n5]=dc2 [n6]=dc2)
+        # One token per node, evenly spread within each DC (NetworkTopologyStrategy places replicas per
+        # DC, so each DC's ring must be balanced on its own); dc2's are dc1's plus one.
+        TOKEN=([n1]=-9223372036854775808 [n2]=-3074457345618258603 [n3]=3074457345618258602
+               [n4]=-9223372036854775807 [n5]=-3074457345618258602 [n6]=3074457345618258603)
+        JMX=([n1]=7599 [n2]=7609 [n3]=7619 [n4]=7629 [n5]=7639 [n6]=7649)
+        NETNS=popfleet-seed VETH_HOST=pf-seed1 VETH_NS=pf-seed2
+        NS[n4]=$NETNS NS[n5]=$NETNS NS[n6]=$NETNS
+        # Six JVMs starting at once on two cores take minutes, not seconds.
+        TIMEOUT=${POPFLEET_CASSANDRA_TIMEOUT:-900}
+        HEAP_MIN=${POPFLEET_CASSANDRA_HEAP_MIN:-512m}
+        HEAP_MAX=${POPFLEET_CASSANDRA_HEAP_MAX:-768m}
+        ;;
+    *) die "POPFLEET_CASSANDRA_TOPOLOGY must be loopback, netns or seed, not '$TOPOLOGY'" ;;
+esac
+for n in "${NODES[@]}"; do NS[$n]=${NS[$n]:-}; done
+# Every node is a seed: with fixed tokens and auto_bootstrap off none of them streams, so all can start
+# together, and any surviving node lets a restarted one back in.
+SEEDS=$(for n in "${NODES[@]}"; do printf '%s:7000,' "${IP[$n]}"; done)
+SEEDS=${SEEDS%,}
+
+in_ns() { # node cmd... : run cmd in the node's network namespace (the host's for dc1)
+    local n=$1
+    shift
+    if [ -n "${NS[$n]}" ]; then ip netns exec "${NS[$n]}" "$@"; else "$@"; fi
+}
+
+dc_ns() { # dc -> the namespace its nodes (and its pop3d and clients) live in; "" = the host
+    local n
+    for n in "${NODES[@]}"; do
+        if [ "${DC[$n]}" = "$1" ]; then echo "${NS[$n]}"; return 0; fi
+    done
+    die "unknown datacenter '$1' (one of: $(printf '%s\n' "${DC[@]}" | sort -u | tr '\n' ' '))"
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# The namespace and the link (netns and seed); idempotent, and it reconnects a partitioned link.
+
+net_up() {
+    [ -n "$NETNS" ] || return 0
+    command -v ip >/dev/null || apt_install iproute2
+    if ! ip netns list | grep -qw "$NETNS"; then
+        ip netns add "$NETNS" || die "cannot create network namespace $NETNS (needs root)"
+    fi
+    if ! ip link show "$VETH_HOST" >/dev/null 2>&1; then
+        ip -n "$NETNS" link del "$VETH_NS" 2>/dev/null || true
+        ip link add "$VETH_HOST" type veth peer name "$VETH_NS" netns "$NETNS" || die "cannot create veth $VETH_HOST"
+        local n prefix=30
+        [ "$TOPOLOGY" = seed ] && prefix=24
+        for n in "${NODES[@]}"; do
+            if [ -n "${NS[$n]}" ]; then
+                ip -n "$NETNS" addr add "${IP[$n]}/$prefix" dev "$VETH_NS"
+            else
+                ip addr add "${IP[$n]}/$prefix" dev "$VETH_HOST"
+            fi
+        done
+    fi
+    ip -n "$NETNS" link set lo up
+    ip -n "$NETNS" link set "$VETH_NS" up
+    ip link set "$VETH_HOST" up
+    link_delay_up
+}
+
+net_down() {
+    [ -n "$NETNS" ] || return 0
+    link_delay_down
+    ip link del "$VETH_HOST" 2>/dev/null || true
+    ip netns del "$NETNS" 2>/dev/null || true
+}
+
+cmd_partition() {
+    [ -n "$NETNS" ] || die "partition needs POPFLEET_CASSANDRA_TOPOLOGY=netns or seed"
+    # Admin-down on the host end: the host keeps its addresses (their local routes stay), loses the
+    # route to the other DC; the namespace end loses carrier and its packets to dc1 are dropped.
+    ip link set "$VETH_HOST" down
+    log "partitioned: $VETH_HOST down (dc1 on the host | dc2 in $NETNS)"
+}
+
+cmd_heal() {
+    [ -n "$NETNS" ] || die "heal needs POPFLEET_CASSANDRA_TOPOLOGY=netns or seed"
+    ip link set "$VETH_HOST" up
+    log "healed: $VETH_HOST up"
+}
+
+cmd_exec() { # dc cmd...: run cmd on that DC's side of the link
+    [ $# -ge 2 ] || die "usage: $0 exec dc1|dc2 CMD [ARGS...]"
+    local ns
+    ns=$(dc_ns "$1")
+    shift
+    if [ -n "$ns" ]; then exec ip netns exec "$ns" "$@"; else exec "$@"; fi
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# The link delay (seed only): one popfleet-linkdelay per side, fed by an NFQUEUE rule on that side's
+# OUTPUT to the link, so each direction is delayed once.
+
+linkdelay_bin() {
+    local bin=${POPFLEET_LINKDELAY_BIN:-${CARGO_TARGET_DIR:-$CACHE/target}/release/popfleet-linkdelay}
+    if [ ! -x "$bin" ]; then
+        log "building popfleet-linkdelay (release) into ${CARGO_TARGET_DIR:-$CACHE/target}"
+        (cd "$HERE/.." && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target} \
+            nice -n "$NICE" cargo build -q --release -p popfleet-linkdelay) >&2 || die "cannot build popfleet-linkdelay"
+    fi
+    echo "$bin"
+}
+
+delayer_pid() { # side (host|ns)
+    local f=$STATE/linkdelay-$1.pid pid
+    [ -f "$f" ] && pid=$(cat "$f") && [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null \
+        | grep -q "popfleet-linkdelay --queue $LINK_QUEUE" && echo "$pid"
+}
+
+link_rule() { # -A|-D|-C side
+    local ns=() dev=$VETH_HOST
+    [ "$2" = ns ] && ns=(ip netns exec "$NETNS") dev=$VETH_NS
+    "${ns[@]}" iptables -w "$1" OUTPUT -o "$dev" -m comment --comment popfleet-seed-link \
+        -j NFQUEUE --queue-num "$LINK_QUEUE"
+}
+
+link_delay_up() {
+    [ "$TOPOLOGY" = seed ] || return 0
+    local bin side ns pid ms
+    command -v iptables >/dev/null || apt_install iptables
+    mkdir -p "$STATE"
+    ms=$(cat "$STATE/link-delay-ms" 2>/dev/null || echo "$LINK_DELAY_MS")
+    [ -n "${POPFLEET_LINK_DELAY_MS:-}" ] && ms=$POPFLEET_LINK_DELAY_MS
+    bin=$(linkdelay_bin)
+    for side in host ns; do
+        pid=$(delayer_pid "$side") && [ "$(cat "$STATE/link-delay-ms" 2>/dev/null)" = "$ms" ] && continue
+        [ -n "${pid:-}" ] && { kill -TERM "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done; }
+        ns=()
+        [ "$side" = ns ] && ns=(ip netns exec "$NETNS")
+        # shellcheck disable=SC2016  # $$ and $1 are for the inner bash
+        setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$STATE/linkdelay-$side.pid" \
+            "${ns[@]}" "$bin" --queue "$LINK_QUEUE" --delay-ms "$ms" \
+            </dev/null >>"$STATE/linkdelay-$side.log" 2>&1 9>&- &
+        for _ in $(seq 50); do delayer_pid "$side" >/dev/null && break; sleep 0.1; done
+        delayer_pid "$side" >/dev/null || die "popfleet-linkdelay ($side) did not start: see $STATE/linkdelay-$side.log"
+        link_rule -C "$side" 2>/dev/null || link_rule -A "$side"
+    done
+    echo "$ms" >"$STATE/link-delay-ms"
+    log "link $VETH_HOST <-> $VETH_NS: ${ms} ms each way"
+}
+
+link_delay_down() {
+    [ "$TOPOLOGY" = seed ] || return 0
+    local side pid
+    for side in host ns; do
+        while link_rule -D "$side" 2>/dev/null; do :; done
+        if pid=$(delayer_pid "$side"); then
+            kill -TERM "$pid" 2>/dev/null || true
+            while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+        fi
+        rm -f "$STATE/linkdelay-$side.pid"
+    done
+}
+
+cmd_link_delay() { # ms: change the delay of a running seed cluster's link
+    [ "$TOPOLOGY" = seed ] || die "link-delay needs POPFLEET_CASSANDRA_TOPOLOGY=seed"
+    [[ ${1:-} =~ ^[0-9]+$ ]] || die "usage: $0 link-delay MS"
+    POPFLEET_LINK_DELAY_MS=$1
+    link_delay_up
+}
+
+link_status() { # one line: the configured delay, the delayers, the RTT measured across the link
+    [ "$TOPOLOGY" = seed ] || return 0
+    local side up=yes far rtt
+    for side in host ns; do delayer_pid "$side" >/dev/null || up=no; done
+    far=${IP[${NODES[-1]}]}
+    rtt=$(ping -c 3 -i 0.2 -q -W 2 "$far" 2>/dev/null | awk -F/ '/^rtt/ { print $5 }')
+    echo "link dc1<->dc2 delay=$(cat "$STATE/link-delay-ms" 2>/dev/null || echo '?')ms delayers=$up rtt_avg=${rtt:-none}ms"
+    [ "$up" = yes ] && [ -n "$rtt" ]
+}
