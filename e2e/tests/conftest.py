@@ -675,22 +675,26 @@ def pytest_addoption(parser):
                      help="run only the tests that need the two-DC cluster itself: cross-DC and faults")
     parser.addoption("--node", action="store_true",
                      help="run only the fleet tests on the real Kubernetes node (e2e/kube up --with-node)")
+    parser.addoption("--seed", action="store_true",
+                     help="run only the quorum tests on the six-node reference topology "
+                          "(POPFLEET_CASSANDRA_TOPOLOGY=seed)")
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "faults: stops or kills Cassandra nodes; run with --faults")
     config.addinivalue_line("markers", "node: the fleet on a real Kubernetes node; run with --node")
+    config.addinivalue_line("markers", "seed: quorum faults on the six-node reference topology; run with --seed")
 
 
 def marker_group(item) -> str:
-    for group in ("node", "faults"):
+    for group in ("node", "seed", "faults"):
         if item.get_closest_marker(group) is not None:
             return group
     return "default"
 
 
 def pytest_collection_modifyitems(config, items):
-    want = "node" if config.getoption("--node") else "faults" if config.getoption("--faults") else "default"
+    want = next((g for g in ("node", "seed", "faults") if config.getoption(f"--{g}")), "default")
     keep, drop = [], []
     for item in items:
         (keep if marker_group(item) == want else drop).append(item)
