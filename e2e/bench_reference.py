@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""The reference scenario on the reference topology, beside an LWT baseline (issue 16).
+
+Two DCs of three Cassandra nodes (e2e/cassandra, POPFLEET_CASSANDRA_TOPOLOGY=seed, RF 3 per DC,
+LOCAL_QUORUM), a delayed link between them. For each link delay: 80 users, 100 mail/s for 10 minutes
+into dc1, then STAT of each mailbox and DELE of everything + QUIT, half the readers in dc2; first
+popfleet (a pop3d per DC, LMTP in, POP3 out), then the LWT baseline (`popfleet-load lwt-baseline`:
+the same content written straight to Cassandra, each message's UID and MODSEQ allocated per mailbox
+with conditional updates at SERIAL, as an LWT-based mailbox does) on the same cluster, same link,
+same load. Prints one table with the reference's 73 / 85 mail/s, writes the JSON reports, and draws
+delivered mail/s and p99 over time for both at every delay. Run through `e2e/bench --reference`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from bench import HOST, PASSWORD, USER_FORMAT, cpu_seconds, free_port, stop, wait_port
+
+REPO = Path(__file__).resolve().parents[1]
+CASSANDRA = REPO / "e2e" / "cassandra"
+NETNS = "popfleet-seed"
+NODES = {"dc1": ["10.214.0.1", "10.214.0.2", "10.214.0.3"], "dc2": ["10.214.0.11", "10.214.0.12", "10.214.0.13"]}
+STATE = Path(os.environ.get("POPFLEET_STATE", Path.home() / ".local/state/popfleet")) / "cassandra-seed"
+REFERENCE = [("reference: LWT mailbox (2x3 nodes, 2 cores / 8 GB each)", 73.0),
+             ("reference: same, LWTs removed from that path", 85.0)]
+
+
+def seed(*args: str) -> str:
+    env = dict(os.environ, POPFLEET_CASSANDRA_TOPOLOGY="seed")
+    r = subprocess.run([str(CASSANDRA), *args], capture_output=True, text=True, env=env, timeout=1800)
+    if r.returncode != 0:
+        raise SystemExit(f"e2e/cassandra {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
+    return r.stdout + r.stderr
+
+
+def points(dc: str) -> str:
+    return ",".join(f"{ip}:9042" for ip in NODES[dc])
+
+
+def node_pids() -> dict[str, int]:
+    return {n: int((STATE / n / "pid").read_text()) for n in ("n1", "n2", "n3", "n4", "n5", "n6")}
+
+
+def cas_total() -> int:
+    return sum(int(r) + int(w) for r, w in re.findall(r"cas_read=(\d+) cas_write=(\d+)", seed("cas-counters")))
+
+
+class SeedPop3d:
+    """A pop3d for one DC of the seed topology; dc2's runs in dc2's namespace, on dc2's address."""
+
+    def __init__(self, binary: str, work: Path, dc: str, keyspace: str):
+        self.host = HOST if dc == "dc1" else NODES["dc2"][0]
+        self.pop3, self.lmtp, self.admin = free_port(), free_port(), free_port()
+        self.log = open(work / f"pop3d-{dc}.log", "wb")
+        prefix = [] if dc == "dc1" else ["ip", "netns", "exec", NETNS]
+        cmd = [*prefix, binary, "serve", "--data-dir", str(work / f"pop3d-{dc}"),
+               "--pop3", f"{self.host}:{self.pop3}", "--lmtp", f"{self.host}:{self.lmtp}",
+               "--admin", f"127.0.0.1:{self.admin}", "--max-connections", "5000",
+               "--max-connections-per-ip", "5000", "--store", "cassandra", "--cassandra", points(dc),
+               "--local-dc", dc, "--keyspace", keyspace]
+        if dc == "dc2":
+            cmd.append("--allow-insecure-auth")  # its listener is not loopback; the link is local
+        env = {k: v for k, v in os.environ.items() if not k.startswith("POP3D_")}
+        env["POP3D_LOG"] = "warn"
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        for port in (self.pop3, self.lmtp):
+            wait_port_on(self.host, port, self.proc, f"pop3d {dc}")
+
+    def stop(self) -> None:
+        stop(self.proc, self.log)
+
+
+def wait_port_on(host: str, port: int, proc, what: str) -> None:
+    if host == HOST:
+        return wait_port(port, proc, what)
+    import socket
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode}")
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{what} did not listen on {host}:{port}")
+
+
+def create_users(admin_port: int, n: int) -> None:
+    import urllib.request
+    for i in range(n):
+        req = urllib.request.Request(f"http://{HOST}:{admin_port}/users/{USER_FORMAT.format(i)}",
+                                     data=json.dumps({"password": PASSWORD}).encode(), method="PUT",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert r.status in (200, 201), r.status
+
+
+def common(args, label: str, json_path: Path) -> list[str]:
+    return ["--label", label, "--users", str(args.users), "--user-format", USER_FORMAT, "--password", PASSWORD,
+            "--rate", str(args.rate), "--duration", str(args.duration), "--sizes", args.sizes,
+            "--concurrency", str(args.concurrency), "--json", str(json_path)]
+
+
+def measured(fn):
+    """Runs fn() and returns (its report, CPU % of each Cassandra node over the run, CAS requests)."""
+    pids = node_pids()
+    cas0, cpu0, t0 = cas_total(), {n: cpu_seconds(p) for n, p in pids.items()}, time.monotonic()
+    report = fn()
+    wall = time.monotonic() - t0
+    report["node_cpu_pct"] = {n: round(100 * (cpu_seconds(p) - cpu0[n]) / wall, 1) for n, p in pids.items()}
+    report["cas_requests"] = cas_total() - cas0
+    return report
+
+
+def run_popfleet(args, delay: int, out: Path) -> dict:
+    keyspace = f"popfleet_reference_{delay}ms_{int(time.time())}"
+    subprocess.run([args.pop3d, "migrate", "--cassandra", points("dc1"), "--local-dc", "dc1", "--keyspace", keyspace,
+                    "--replication", "dc1:3,dc2:3"], check=True)
+    dc1, dc2 = SeedPop3d(args.pop3d, out, "dc1", keyspace), SeedPop3d(args.pop3d, out, "dc2", keyspace)
+    try:
+        create_users(dc1.admin, args.users)
+        time.sleep(5)  # the accounts reach dc2 before its readers log in
+        label = f"popfleet-{delay}ms"
+        json_path = out / f"{label}.json"
+        json_path.unlink(missing_ok=True)
+        cmd = [args.loadgen, "run", *common(args, label, json_path), "--lmtp", f"{HOST}:{dc1.lmtp}",
+               "--pop3", f"{HOST}:{dc1.pop3},{dc2.host}:{dc2.pop3}", "--settle", "5"]
+        print(f"\n==> {label}: {' '.join(cmd)}", flush=True)
+        return measured(lambda: (subprocess.run(cmd, check=True), json.loads(json_path.read_text().splitlines()[-1]))[1])
+    finally:
+        dc1.stop()
+        dc2.stop()
+
+
+def run_baseline(args, delay: int, out: Path) -> dict:
+    label = f"lwt-baseline-{delay}ms"
+    json_path = out / f"{label}.json"
+    json_path.unlink(missing_ok=True)
+    cmd = [args.loadgen, "lwt-baseline", *common(args, label, json_path), "--cassandra", points("dc1"),
+           "--dc", "dc1", "--read-cassandra", points("dc2"), "--read-dc", "dc2",
+           "--keyspace", "popfleet_lwt_baseline", "--replication", "dc1:3,dc2:3", "--reset"]
+    print(f"\n==> {label}: {' '.join(cmd)}", flush=True)
+    return measured(lambda: (subprocess.run(cmd, check=True), json.loads(json_path.read_text().splitlines()[-1]))[1])
+
+
+def fmt(v, spec=".1f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table(rows: list[tuple[str, dict]], args) -> str:
+    head = (f"{'run':<52} {'mail/s':>7} {'LMTP p50':>9} {'p99':>8} {'max':>8} {'POP3 p50':>9} {'p99':>8} "
+            f"{'errors':>7} {'SERIAL timeouts':>15} {'CAS req':>8}  Cassandra CPU % n1..n6")
+    lines = [f"offered {args.rate:g} mail/s for {args.duration:g} s to {args.users} users, sizes {args.sizes}", head]
+    for name, rate in REFERENCE:
+        lines.append(f"{name:<52} {rate:>7.1f}")
+    for name, r in rows:
+        lmtp, pop3 = r.get("lmtp") or {}, r.get("pop3") or {}
+        errors = r.get("errors") or {}
+        serial = sum(v for k, v in errors.items() if "serial" in k.lower())
+        cpu = " ".join(f"{v:.0f}" for v in r.get("node_cpu_pct", {}).values())
+        lines.append(f"{name:<52} {r['delivered_per_s']:>7.1f} {fmt(lmtp.get('p50_ms')):>9} {fmt(lmtp.get('p99_ms')):>8} "
+                     f"{fmt(lmtp.get('max_ms')):>8} {fmt(pop3.get('p50_ms')):>9} {fmt(pop3.get('p99_ms')):>8} "
+                     f"{sum(errors.values()):>7} {serial:>15} {r.get('cas_requests', 0):>8}  {cpu}")
+    return "\n".join(lines)
+
+
+def chart(rows: list[tuple[str, dict]], path: Path) -> None:
+    """Delivered mail/s and p99 per interval, one line per run (needs matplotlib; skipped without)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench: matplotlib missing, no chart")
+        return
+    fig, (rate_ax, p99_ax) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    for name, r in rows:
+        tl = r.get("timeline") or []
+        xs = [p["t_s"] for p in tl]
+        rate_ax.plot(xs, [p["delivered_per_s"] for p in tl], label=name)
+        p99_ax.plot(xs, [p["p99_ms"] for p in tl], label=name)
+    rate_ax.set_ylabel("delivered mail/s")
+    p99_ax.set_ylabel("delivery p99 ms")
+    p99_ax.set_yscale("log")
+    p99_ax.set_xlabel("seconds into the delivery phase")
+    rate_ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"chart: {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pop3d", required=True)
+    ap.add_argument("--loadgen", required=True)
+    ap.add_argument("--users", type=int, default=80)
+    ap.add_argument("--rate", type=float, default=100)
+    ap.add_argument("--duration", type=float, default=600)
+    ap.add_argument("--sizes", default="default")
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--delays", default="1,30", help="one-way link delays in ms, one run of each target per delay")
+    ap.add_argument("--targets", default="popfleet,lwt-baseline")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    seed("up")
+    for delay in (int(d) for d in args.delays.split(",")):
+        seed("link-delay", str(delay))
+        print(seed("status"), flush=True)
+        if "popfleet" in args.targets:
+            rows.append((f"popfleet, link {delay} ms", run_popfleet(args, delay, args.out)))
+        if "lwt-baseline" in args.targets:
+            rows.append((f"LWT baseline, link {delay} ms", run_baseline(args, delay, args.out)))
+        print("\n" + table(rows, args), flush=True)
+    seed("link-delay", "1")
+    summary = table(rows, args)
+    (args.out / "reference.txt").write_text(summary + "\n")
+    (args.out / "reference.json").write_text(json.dumps(dict(rows), indent=1))
+    chart(rows, args.out / "reference.svg")
+    print(f"\n{summary}\n\nreports in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
