@@ -8,6 +8,7 @@
 mod extras;
 mod lmtp;
 mod message;
+mod pacing;
 mod pop3;
 mod procstat;
 mod scenario;
@@ -64,24 +65,17 @@ enum Cmd {
     },
 }
 
+/// The offered load, shared by every target (the servers and the LWT baseline).
 #[derive(Args, Clone)]
-struct Common {
+struct Load {
     /// Name of this run in the report.
     #[arg(long, default_value = "run")]
     label: String,
-    /// LMTP server(s); users are spread over them.
-    #[arg(long, required = true, value_delimiter = ',')]
-    lmtp: Vec<String>,
-    /// POP3 server(s) for the read half; user i reads from server i mod n.
-    #[arg(long, value_delimiter = ',')]
-    pop3: Vec<String>,
     #[arg(long, default_value_t = 80)]
     users: usize,
     /// Address pattern; {} is the user number.
     #[arg(long, default_value = "load{}@example.com")]
     user_format: String,
-    #[arg(long, default_value = "load-password")]
-    password: String,
     /// Deliveries per second (search: the starting rate).
     #[arg(long, default_value_t = 100.0)]
     rate: f64,
@@ -91,24 +85,18 @@ struct Common {
     /// Message sizes: default (10-100 KiB, 1 % 2-5 MiB), small (1-4 KiB), fixed:N[k|m].
     #[arg(long, default_value = "default")]
     sizes: message::SizeMix,
-    /// Most LMTP transactions in flight (one connection each).
+    /// Most deliveries in flight (LMTP: one connection each).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
     #[arg(long, default_value_t = 16)]
     pop3_concurrency: usize,
-    /// Also RETR every message before deleting it.
-    #[arg(long)]
-    retr: bool,
     /// Deliveries only: no read half (fault tests read with their own checks).
     #[arg(long)]
     no_read: bool,
     /// Seconds to wait between the two halves (replication to another datacenter).
     #[arg(long, default_value_t = 0.0)]
     settle: f64,
-    /// Server process(es) whose tree's peak RSS and CPU time to report.
-    #[arg(long = "pid", value_delimiter = ',')]
-    pids: Vec<u32>,
-    /// Write "recipient token" for every 250 received.
+    /// Write "recipient token" for every delivery acknowledged.
     #[arg(long)]
     ledger: Option<PathBuf>,
     /// Append the JSON report(s) to this file, one per line.
@@ -118,35 +106,14 @@ struct Common {
     seed: u64,
 }
 
-impl Common {
-    fn scenario(&self, rate: f64, skip_pop3: bool) -> Result<Scenario> {
+impl Load {
+    fn check(&self, rate: f64) -> Result<()> {
         // Written so that NaN is refused too.
         let positive = |x: f64| x > 0.0;
         if !positive(rate) || !positive(self.duration) || self.users == 0 || self.concurrency == 0 {
             bail!("rate, duration, users and concurrency must be positive");
         }
-        if !skip_pop3 && self.pop3.is_empty() {
-            bail!("--pop3 is required for the read half");
-        }
-        Ok(Scenario {
-            label: self.label.clone(),
-            lmtp: self.lmtp.clone(),
-            pop3: self.pop3.clone(),
-            users: self.users,
-            user_format: self.user_format.clone(),
-            password: self.password.clone(),
-            rate,
-            duration: Duration::from_secs_f64(self.duration),
-            sizes: self.sizes,
-            concurrency: self.concurrency,
-            pop3_concurrency: self.pop3_concurrency.max(1),
-            retr: self.retr,
-            skip_pop3,
-            settle: Duration::from_secs_f64(self.settle),
-            pids: self.pids.clone(),
-            ledger: self.ledger.clone(),
-            seed: self.seed,
-        })
+        Ok(())
     }
 
     fn emit(&self, report: &Report) -> Result<()> {
@@ -159,6 +126,56 @@ impl Common {
     }
 }
 
+/// The load plus the LMTP/POP3 servers it goes to.
+#[derive(Args, Clone)]
+struct Common {
+    #[command(flatten)]
+    load: Load,
+    /// LMTP server(s); users are spread over them.
+    #[arg(long, required = true, value_delimiter = ',')]
+    lmtp: Vec<String>,
+    /// POP3 server(s) for the read half; user i reads from server i mod n.
+    #[arg(long, value_delimiter = ',')]
+    pop3: Vec<String>,
+    #[arg(long, default_value = "load-password")]
+    password: String,
+    /// Also RETR every message before deleting it.
+    #[arg(long)]
+    retr: bool,
+    /// Server process(es) whose tree's peak RSS and CPU time to report.
+    #[arg(long = "pid", value_delimiter = ',')]
+    pids: Vec<u32>,
+}
+
+impl Common {
+    fn scenario(&self, rate: f64, skip_pop3: bool) -> Result<Scenario> {
+        let l = &self.load;
+        l.check(rate)?;
+        if !skip_pop3 && self.pop3.is_empty() {
+            bail!("--pop3 is required for the read half");
+        }
+        Ok(Scenario {
+            label: l.label.clone(),
+            lmtp: self.lmtp.clone(),
+            pop3: self.pop3.clone(),
+            users: l.users,
+            user_format: l.user_format.clone(),
+            password: self.password.clone(),
+            rate,
+            duration: Duration::from_secs_f64(l.duration),
+            sizes: l.sizes,
+            concurrency: l.concurrency,
+            pop3_concurrency: l.pop3_concurrency.max(1),
+            retr: self.retr,
+            skip_pop3,
+            settle: Duration::from_secs_f64(l.settle),
+            pids: self.pids.clone(),
+            ledger: l.ledger.clone(),
+            seed: l.seed,
+        })
+    }
+}
+
 fn sustained(r: &Report, p99_ms: f64) -> bool {
     r.errors.total() == 0
         && r.delivered_per_s >= 0.95 * r.target_rate
@@ -167,7 +184,7 @@ fn sustained(r: &Report, p99_ms: f64) -> bool {
 
 async fn search(c: &Common, p99_ms: f64, max_rate: f64, steps: u32) -> Result<()> {
     let mut best: Option<Report> = None;
-    let mut rate = c.rate;
+    let mut rate = c.load.rate;
     let mut bad = None;
     // Double until a rate fails, then bisect between the best good and the first bad rate.
     while rate <= max_rate {
@@ -201,10 +218,10 @@ async fn search(c: &Common, p99_ms: f64, max_rate: f64, steps: u32) -> Result<()
     }
     match best {
         Some(mut b) => {
-            b.label = format!("{} (search: highest sustained rate, p99 <= {p99_ms} ms, no errors)", c.label);
-            c.emit(&b)
+            b.label = format!("{} (search: highest sustained rate, p99 <= {p99_ms} ms, no errors)", c.load.label);
+            c.load.emit(&b)
         }
-        None => bail!("not even {} mail/s was sustained", c.rate),
+        None => bail!("not even {} mail/s was sustained", c.load.rate),
     }
 }
 
@@ -212,8 +229,8 @@ async fn search(c: &Common, p99_ms: f64, max_rate: f64, steps: u32) -> Result<()
 async fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Run(c) => {
-            let report = scenario::run(&c.scenario(c.rate, c.no_read)?).await?;
-            c.emit(&report)
+            let report = scenario::run(&c.scenario(c.load.rate, c.load.no_read)?).await?;
+            c.load.emit(&report)
         }
         Cmd::Search { common, p99_ms, max_rate, steps } => search(&common, p99_ms, max_rate, steps).await,
         Cmd::Extras { common, idle_sessions, big, mailbox } => {
@@ -224,18 +241,18 @@ async fn main() -> Result<()> {
             let t = extras::Target {
                 lmtp: common.lmtp[0].clone(),
                 pop3: common.pop3.first().cloned().ok_or_else(|| anyhow::anyhow!("--pop3 is required"))?,
-                users: (0..common.users).map(|i| common.user_format.replace("{}", &i.to_string())).collect(),
+                users: (0..common.load.users).map(|i| common.load.user_format.replace("{}", &i.to_string())).collect(),
                 password: common.password.clone(),
                 pids: common.pids.clone(),
             };
             let mut ex = extras::Extras::default();
-            extras::logins(&t, common.pop3_concurrency.max(1), &mut ex).await?;
+            extras::logins(&t, common.load.pop3_concurrency.max(1), &mut ex).await?;
             extras::idle(&t, idle_sessions, &mut ex).await?;
             extras::big_retr(&t, size, &mut ex).await?;
             extras::stat_after_deletions(&t, mailbox, &mut ex).await?;
             let json = serde_json::to_string(&ex)?;
             println!("{}", serde_json::to_string_pretty(&ex)?);
-            if let Some(path) = &common.json {
+            if let Some(path) = &common.load.json {
                 let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
                 writeln!(f, "{json}")?;
             }

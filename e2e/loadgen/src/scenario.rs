@@ -14,9 +14,10 @@ use tokio::time::Instant;
 
 use crate::lmtp::{LmtpClient, Outcome};
 use crate::message::{self, SizeMix};
+use crate::pacing::{self, Arrival};
 use crate::pop3::Pop3Client;
 use crate::procstat;
-use crate::stats::{Errors, Latency, Report};
+use crate::stats::{Errors, Latency, Report, Timeline};
 
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -49,6 +50,7 @@ impl Scenario {
 struct Tally {
     lmtp: Latency,
     errors: Errors,
+    timeline: Timeline,
     delivered: u64,
     octets: u64,
     reconnects: u64,
@@ -131,7 +133,6 @@ impl Sampler {
 async fn deliveries(sc: &Scenario) -> Result<(Tally, Duration, u64)> {
     let total = (sc.rate * sc.duration.as_secs_f64()).round() as u64;
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let permits = Arc::new(Semaphore::new(sc.concurrency));
     let pools: Vec<Pool> = sc.lmtp.iter().map(|_| Pool::default()).collect();
     let ledger = match &sc.ledger {
         Some(p) => Some(Arc::new(Mutex::new(BufWriter::new(File::create(p)?)))),
@@ -140,14 +141,7 @@ async fn deliveries(sc: &Scenario) -> Result<(Tally, Duration, u64)> {
     let mut rng = StdRng::seed_from_u64(sc.seed);
     let run = format!("{:x}", sc.seed);
     let start = Instant::now();
-    let mut tasks = Vec::with_capacity(total as usize);
-    for i in 0..total {
-        // Open loop: arrival i is due at start + i/rate whatever happened before. If all permits
-        // are busy we fall behind, and the latency of the late arrivals counts from when they
-        // were due, so a slow server cannot hide its queueing (no coordinated omission).
-        let due = start + Duration::from_secs_f64(i as f64 / sc.rate);
-        tokio::time::sleep_until(due).await;
-        let permit = permits.clone().acquire_owned().await?;
+    let elapsed = pacing::open_loop(start, sc.rate, total, sc.concurrency, |Arrival { index: i, due, permit }| {
         let user_no = i as usize % sc.users;
         let rcpt = sc.user(user_no);
         let token = format!("{run}-{i}");
@@ -156,33 +150,37 @@ async fn deliveries(sc: &Scenario) -> Result<(Tally, Duration, u64)> {
         let addr = sc.lmtp[user_no % sc.lmtp.len()].clone();
         let pool = pools[user_no % pools.len()].clone();
         let (tally, ledger) = (tally.clone(), ledger.clone());
-        tasks.push(tokio::spawn(async move {
+        async move {
             let result = deliver_one(&addr, &pool, &rcpt, &msg).await;
             let latency = due.elapsed();
             drop(permit);
+            let at = due.duration_since(start) + latency;
             let mut t = tally.lock().unwrap();
             if let Ok((_, true)) = result {
                 t.reconnects += 1;
             }
-            match result.map(|(outcome, _)| outcome) {
+            let failure = match result.map(|(outcome, _)| outcome) {
                 Ok(Outcome::Accepted) => {
                     t.lmtp.record(latency);
+                    t.timeline.delivered(at, latency);
                     t.delivered += 1;
                     t.octets += msg.len() as u64;
                     if let Some(l) = &ledger {
                         let _ = writeln!(l.lock().unwrap(), "{rcpt} {token}");
                     }
+                    None
                 }
-                Ok(Outcome::Refused(code, text)) => t.errors.add(kind(&format!("lmtp {code}"), &text)),
-                Ok(Outcome::Closed(text)) => t.errors.add(kind("lmtp closed", &text)),
-                Err(e) => t.errors.add(kind("lmtp io", &format!("{e:#}"))),
+                Ok(Outcome::Refused(code, text)) => Some(kind(&format!("lmtp {code}"), &text)),
+                Ok(Outcome::Closed(text)) => Some(kind("lmtp closed", &text)),
+                Err(e) => Some(kind("lmtp io", &format!("{e:#}"))),
+            };
+            if let Some(k) = failure {
+                t.errors.add(k);
+                t.timeline.failed(at);
             }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let elapsed = start.elapsed();
+        }
+    })
+    .await?;
     if let Some(l) = ledger {
         l.lock().unwrap().flush()?;
     }
@@ -292,5 +290,8 @@ pub async fn run(sc: &Scenario) -> Result<Report> {
         reconnects: tally.reconnects,
         server_peak_rss_mib: peak,
         server_cpu_s: cpu,
+        timeline: tally.timeline.intervals(elapsed),
+        lwt_retries: None,
+        serial_timeouts: None,
     })
 }

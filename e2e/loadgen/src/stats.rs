@@ -16,6 +16,12 @@ impl Default for Latency {
 }
 
 impl Latency {
+    /// Two significant digits: enough for a chart's p99 and a tenth of the memory, which matters
+    /// with one histogram per timeline interval.
+    pub fn coarse() -> Self {
+        Self(Histogram::new_with_bounds(1, 600_000_000, 2).expect("valid histogram bounds"))
+    }
+
     pub fn record(&mut self, d: Duration) {
         self.0.saturating_record(d.as_micros().max(1) as u64);
     }
@@ -60,6 +66,79 @@ impl Errors {
     }
 }
 
+/// Width of one timeline interval.
+pub const INTERVAL: Duration = Duration::from_secs(10);
+
+struct Bucket {
+    latency: Latency,
+    errors: u64,
+}
+
+/// Deliveries by the interval in which they completed (not in which they were due), so a chart
+/// of mail/s and p99 over time shows when the target fell behind and when it caught up.
+#[derive(Default)]
+pub struct Timeline(Vec<Bucket>);
+
+impl Timeline {
+    fn bucket(&mut self, at: Duration) -> &mut Bucket {
+        let i = (at.as_secs() / INTERVAL.as_secs()) as usize;
+        while self.0.len() <= i {
+            self.0.push(Bucket { latency: Latency::coarse(), errors: 0 });
+        }
+        &mut self.0[i]
+    }
+
+    /// A delivery that completed `at` after the start of the phase and took `latency`.
+    pub fn delivered(&mut self, at: Duration, latency: Duration) {
+        self.bucket(at).latency.record(latency);
+    }
+
+    pub fn failed(&mut self, at: Duration) {
+        self.bucket(at).errors += 1;
+    }
+
+    /// Every interval up to `elapsed`, empty ones included: a stall with no completion at all is
+    /// exactly what the chart must show.
+    pub fn intervals(&self, elapsed: Duration) -> Vec<Interval> {
+        let width = INTERVAL.as_secs_f64();
+        let n = self.0.len().max((elapsed.as_secs_f64() / width).ceil() as usize);
+        (0..n)
+            .map(|i| {
+                let start_s = i as f64 * width;
+                // The last interval is usually partial; its rate is over the time it covered.
+                let seconds = (elapsed.as_secs_f64() - start_s).clamp(1e-3, width);
+                let (summary, errors) = match self.0.get(i) {
+                    Some(b) => (b.latency.summary(), b.errors),
+                    None => (None, 0),
+                };
+                let delivered = summary.as_ref().map_or(0, |l| l.count);
+                Interval {
+                    start_s,
+                    seconds,
+                    delivered,
+                    delivered_per_s: delivered as f64 / seconds,
+                    p99_ms: summary.map(|l| l.p99_ms),
+                    errors,
+                }
+            })
+            .collect()
+    }
+}
+
+/// One point of the timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Interval {
+    /// Offset of the interval from the start of the delivery phase.
+    pub start_s: f64,
+    /// Its length: `INTERVAL`, except for the last one, cut where the phase ended.
+    pub seconds: f64,
+    pub delivered: u64,
+    pub delivered_per_s: f64,
+    /// Of the deliveries completed in the interval; null when none did.
+    pub p99_ms: Option<f64>,
+    pub errors: u64,
+}
+
 /// Everything one run measured; printed as JSON and as a table.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -86,6 +165,14 @@ pub struct Report {
     pub reconnects: u64,
     pub server_peak_rss_mib: Option<f64>,
     pub server_cpu_s: Option<f64>,
+    /// Deliveries per 10-second interval of the delivery phase.
+    pub timeline: Vec<Interval>,
+    /// LWT baseline only: allocations tried again because another Paxos round won the mailbox.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lwt_retries: Option<u64>,
+    /// LWT baseline only: Cassandra timeouts at SERIAL or LOCAL_SERIAL (also counted in errors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial_timeouts: Option<u64>,
 }
 
 fn fmt_lat(l: &Option<LatencySummary>) -> String {
@@ -99,6 +186,8 @@ fn fmt_lat(l: &Option<LatencySummary>) -> String {
 
 impl Report {
     pub fn table(&self) -> String {
+        // The baseline has no protocol: its rows are named for what was timed.
+        let lwt = self.lwt_retries.is_some();
         let mut t = String::new();
         let mut row = |k: &str, v: String| t.push_str(&format!("  {k:<22} {v}\n"));
         row("run", self.label.clone());
@@ -116,14 +205,18 @@ impl Report {
                 self.delivered, self.attempted, self.delivered_per_s, self.delivered_mib_per_s
             ),
         );
-        row("LMTP latency", fmt_lat(&self.lmtp));
+        row(if lwt { "delivery (LWT txn)" } else { "LMTP latency" }, fmt_lat(&self.lmtp));
         row("POP3 login", fmt_lat(&self.pop3_login));
         row("POP3 STAT", fmt_lat(&self.pop3_stat));
         row("POP3 RETR", fmt_lat(&self.pop3_retr));
         row("POP3 QUIT (commit)", fmt_lat(&self.pop3_quit));
-        row("POP3 whole session", fmt_lat(&self.pop3_session));
+        row(if lwt { "read session (LWT)" } else { "POP3 whole session" }, fmt_lat(&self.pop3_session));
         row("found / deleted", format!("{} / {}", self.messages_found, self.messages_deleted));
         row("errors", if self.errors.0.is_empty() { "none".into() } else { format!("{:?}", self.errors.0) });
+        if let (Some(retries), Some(timeouts)) = (self.lwt_retries, self.serial_timeouts) {
+            row("LWT retries", retries.to_string());
+            row("SERIAL timeouts", timeouts.to_string());
+        }
         row("reconnects", self.reconnects.to_string());
         row(
             "server",
@@ -132,6 +225,36 @@ impl Report {
                 _ => "-".into(),
             },
         );
+        let per_interval = |f: &dyn Fn(&Interval) -> String| self.timeline.iter().map(f).collect::<Vec<_>>().join(" ");
+        row("per 10 s: mail/s", per_interval(&|i| format!("{:.0}", i.delivered_per_s)));
+        row("per 10 s: p99 ms", per_interval(&|i| i.p99_ms.map_or("-".into(), |p| format!("{p:.0}"))));
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_by_completion_with_empty_and_partial_intervals() {
+        let mut t = Timeline::default();
+        let ms = Duration::from_millis;
+        for k in 0..100 {
+            t.delivered(ms(k * 50), ms(5 + k % 10));
+        }
+        t.failed(ms(9_999));
+        // Nothing completes between 10 and 20 s, then one slow delivery at 25 s.
+        t.delivered(ms(25_000), ms(3_000));
+        let iv = t.intervals(ms(25_500));
+        assert_eq!(iv.len(), 3);
+        assert_eq!((iv[0].delivered, iv[0].errors), (100, 1));
+        assert_eq!(iv[0].delivered_per_s, 10.0);
+        assert!((14.0..=15.0).contains(&iv[0].p99_ms.unwrap()), "{:?}", iv[0].p99_ms);
+        assert_eq!((iv[1].delivered, iv[1].p99_ms), (0, None), "the stall shows as an empty interval");
+        assert_eq!((iv[2].start_s, iv[2].seconds, iv[2].delivered), (20.0, 5.5, 1));
+        assert!((iv[2].p99_ms.unwrap() - 3000.0).abs() < 60.0);
+        // A phase longer than its last completion still gets its trailing intervals.
+        assert_eq!(Timeline::default().intervals(ms(20_000)).len(), 2);
     }
 }
