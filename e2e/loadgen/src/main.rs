@@ -2,11 +2,13 @@
 //!
 //!   popfleet-load run    --lmtp 127.0.0.1:2424 --pop3 127.0.0.1:1110 --rate 200 --duration 30
 //!   popfleet-load search --lmtp 127.0.0.1:2424 --pop3 127.0.0.1:1110
+//!   popfleet-load lwt-baseline --cassandra 10.0.0.1:9042 --dc dc1 --read-dc dc2 --reset
 //!
 //! Users `load0@example.com` .. must exist with the given password (the bench script creates them).
 
 mod extras;
 mod lmtp;
+mod lwt_baseline;
 mod message;
 mod pacing;
 mod pop3;
@@ -62,6 +64,14 @@ enum Cmd {
         /// Messages in the mailbox for the STAT/UIDL measurement.
         #[arg(long, default_value_t = 100_000)]
         mailbox: u64,
+    },
+    /// The same load against a Cassandra mailbox that allocates UIDs and MODSEQs with lightweight
+    /// transactions, written directly (no LMTP/POP3): the baseline popfleet is measured against.
+    LwtBaseline {
+        #[command(flatten)]
+        load: Load,
+        #[command(flatten)]
+        target: lwt_baseline::Target,
     },
 }
 
@@ -233,6 +243,7 @@ async fn main() -> Result<()> {
             c.load.emit(&report)
         }
         Cmd::Search { common, p99_ms, max_rate, steps } => search(&common, p99_ms, max_rate, steps).await,
+        Cmd::LwtBaseline { load, target } => load.emit(&lwt_baseline::run(&load, &target).await?),
         Cmd::Extras { common, idle_sessions, big, mailbox } => {
             let size = match format!("fixed:{big}").parse::<message::SizeMix>()? {
                 message::SizeMix::Fixed(n) => n,
