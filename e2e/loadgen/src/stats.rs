@@ -104,16 +104,16 @@ impl Timeline {
         let n = self.0.len().max((elapsed.as_secs_f64() / width).ceil() as usize);
         (0..n)
             .map(|i| {
-                let start_s = i as f64 * width;
+                let t_s = i as f64 * width;
                 // The last interval is usually partial; its rate is over the time it covered.
-                let seconds = (elapsed.as_secs_f64() - start_s).clamp(1e-3, width);
+                let seconds = (elapsed.as_secs_f64() - t_s).clamp(1e-3, width);
                 let (summary, errors) = match self.0.get(i) {
                     Some(b) => (b.latency.summary(), b.errors),
                     None => (None, 0),
                 };
                 let delivered = summary.as_ref().map_or(0, |l| l.count);
                 Interval {
-                    start_s,
+                    t_s,
                     seconds,
                     delivered,
                     delivered_per_s: delivered as f64 / seconds,
@@ -128,8 +128,9 @@ impl Timeline {
 /// One point of the timeline.
 #[derive(Debug, Clone, Serialize)]
 pub struct Interval {
-    /// Offset of the interval from the start of the delivery phase.
-    pub start_s: f64,
+    /// Where the interval starts, in seconds into the delivery phase (the x of
+    /// e2e/bench_reference.py's chart).
+    pub t_s: f64,
     /// Its length: `INTERVAL`, except for the last one, cut where the phase ended.
     pub seconds: f64,
     pub delivered: u64,
@@ -252,7 +253,7 @@ mod tests {
         assert_eq!(iv[0].delivered_per_s, 10.0);
         assert!((14.0..=15.0).contains(&iv[0].p99_ms.unwrap()), "{:?}", iv[0].p99_ms);
         assert_eq!((iv[1].delivered, iv[1].p99_ms), (0, None), "the stall shows as an empty interval");
-        assert_eq!((iv[2].start_s, iv[2].seconds, iv[2].delivered), (20.0, 5.5, 1));
+        assert_eq!((iv[2].t_s, iv[2].seconds, iv[2].delivered), (20.0, 5.5, 1));
         assert!((iv[2].p99_ms.unwrap() - 3000.0).abs() < 60.0);
         // A phase longer than its last completion still gets its trailing intervals.
         assert_eq!(Timeline::default().intervals(ms(20_000)).len(), 2);
