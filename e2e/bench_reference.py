@@ -104,7 +104,7 @@ def create_users(admin_port: int, n: int) -> None:
 
 
 def common(args, label: str, json_path: Path) -> list[str]:
-    return ["--label", label, "--users", str(args.users), "--user-format", USER_FORMAT, "--password", PASSWORD,
+    return ["--label", label, "--users", str(args.users), "--user-format", USER_FORMAT,
             "--rate", str(args.rate), "--duration", str(args.duration), "--sizes", args.sizes,
             "--concurrency", str(args.concurrency), "--json", str(json_path)]
 
@@ -131,8 +131,8 @@ def run_popfleet(args, delay: int, out: Path) -> dict:
         label = f"popfleet-{delay}ms"
         json_path = out / f"{label}.json"
         json_path.unlink(missing_ok=True)
-        cmd = [args.loadgen, "run", *common(args, label, json_path), "--lmtp", f"{HOST}:{dc1.lmtp}",
-               "--pop3", f"{HOST}:{dc1.pop3},{dc2.host}:{dc2.pop3}", "--settle", "5"]
+        cmd = [args.loadgen, "run", *common(args, label, json_path), "--password", PASSWORD,
+               "--lmtp", f"{HOST}:{dc1.lmtp}", "--pop3", f"{HOST}:{dc1.pop3},{dc2.host}:{dc2.pop3}", "--settle", "5"]
         print(f"\n==> {label}: {' '.join(cmd)}", flush=True)
         return measured(lambda: (subprocess.run(cmd, check=True), json.loads(json_path.read_text().splitlines()[-1]))[1])
     finally:
@@ -146,7 +146,7 @@ def run_baseline(args, delay: int, out: Path) -> dict:
     json_path.unlink(missing_ok=True)
     cmd = [args.loadgen, "lwt-baseline", *common(args, label, json_path), "--cassandra", points("dc1"),
            "--dc", "dc1", "--read-cassandra", points("dc2"), "--read-dc", "dc2",
-           "--keyspace", "popfleet_lwt_baseline", "--replication", "dc1:3,dc2:3", "--reset"]
+           "--keyspace", "popfleet_lwt_baseline", "--replication", "dc1:3,dc2:3", "--reset", "--settle", "5"]
     print(f"\n==> {label}: {' '.join(cmd)}", flush=True)
     return measured(lambda: (subprocess.run(cmd, check=True), json.loads(json_path.read_text().splitlines()[-1]))[1])
 
@@ -162,7 +162,7 @@ def table(rows: list[tuple[str, dict]], args) -> str:
     for name, rate in REFERENCE:
         lines.append(f"{name:<52} {rate:>7.1f}")
     for name, r in rows:
-        lmtp, pop3 = r.get("lmtp") or {}, r.get("pop3") or {}
+        lmtp, pop3 = r.get("lmtp") or {}, r.get("pop3_session") or {}
         errors = r.get("errors") or {}
         serial = sum(v for k, v in errors.items() if "serial" in k.lower())
         cpu = " ".join(f"{v:.0f}" for v in r.get("node_cpu_pct", {}).values())
