@@ -8,7 +8,7 @@
 #             packet crossing it by POPFLEET_LINK_DELAY_MS (default 1) each way, RF 3 per DC.
 #
 # The link delay is not netem: this machine kind's kernel has no sch_netem (and no modules to load).
-# It has NFQUEUE, so each side's OUTPUT towards the link is queued to popfleet-linkdelay
+# It has NFQUEUE, so what each side receives from the link is queued to popfleet-linkdelay
 # (e2e/linkdelay), which gives each packet its verdict D ms after it arrived, in order. Fail-closed: a
 # dead delayer is a cut link, never a silently fast one; `status` measures the RTT across the link.
 
@@ -133,8 +133,10 @@ cmd_exec() { # dc cmd...: run cmd on that DC's side of the link
 }
 
 # ---------------------------------------------------------------------------------------------------------
-# The link delay (seed only): one popfleet-linkdelay per side, fed by an NFQUEUE rule on that side's
-# OUTPUT to the link, so each direction is delayed once.
+# The link delay (seed only): one popfleet-linkdelay per side, fed by an NFQUEUE rule on what that side
+# receives from the link, so each direction is delayed once. On the way in, not out: a packet held
+# before it leaves still counts against its socket's small-queue budget, and TCP then crawls (about
+# 0.2 MB/s at 30 ms, measured by e2e/linkdelay/selftest); once across the veth it is detached.
 
 linkdelay_bin() {
     local bin=${POPFLEET_LINKDELAY_BIN:-${CARGO_TARGET_DIR:-$CACHE/target}/release/popfleet-linkdelay}
@@ -155,7 +157,7 @@ delayer_pid() { # side (host|ns)
 link_rule() { # -A|-D|-C side
     local ns=() dev=$VETH_HOST
     [ "$2" = ns ] && ns=(ip netns exec "$NETNS") dev=$VETH_NS
-    "${ns[@]}" iptables -w "$1" OUTPUT -o "$dev" -m comment --comment popfleet-seed-link \
+    "${ns[@]}" iptables -w -t mangle "$1" PREROUTING -i "$dev" -m comment --comment popfleet-seed-link \
         -j NFQUEUE --queue-num "$LINK_QUEUE"
 }
 
@@ -209,7 +211,8 @@ link_status() { # one line: the configured delay, the delayers, the RTT measured
     local side up=yes far rtt
     for side in host ns; do delayer_pid "$side" >/dev/null || up=no; done
     far=${IP[${NODES[-1]}]}
-    rtt=$(ping -c 3 -i 0.2 -q -W 2 "$far" 2>/dev/null | awk -F/ '/^rtt/ { print $5 }')
+    # -U: time the full round trip (the kernel's receive stamp comes before PREROUTING's delay).
+    rtt=$(ping -U -c 3 -i 0.2 -q -W 2 "$far" 2>/dev/null | awk -F/ '/^rtt/ { print $5 }')
     echo "link dc1<->dc2 delay=$(cat "$STATE/link-delay-ms" 2>/dev/null || echo '?')ms delayers=$up rtt_avg=${rtt:-none}ms"
     [ "$up" = yes ] && [ -n "$rtt" ]
 }

@@ -32,11 +32,20 @@ fn config(dc: &str) -> CassandraConfig {
     }
 }
 
+/// The tests run in parallel and share KEYSPACE. On a fresh cluster two of them migrating at once
+/// raced: one saw `schema_migrations` in system_schema an instant before the node could serve it
+/// ("table schema_migrations does not exist", a red CI run). One migration per test process.
+static MIGRATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
 async fn store(dc: &str) -> CassandraStore {
     assert!(std::env::var("POPFLEET_CASSANDRA").is_ok(), "run `e2e/cassandra up` and set POPFLEET_CASSANDRA=1");
-    let session = connect(&config("dc1")).await.expect("Cassandra reachable");
-    let replication: BTreeMap<String, u32> = [("dc1".to_owned(), 1), ("dc2".to_owned(), 1)].into();
-    migrate::migrate(&session, KEYSPACE, &replication).await.expect("migrate");
+    MIGRATED
+        .get_or_init(|| async {
+            let session = connect(&config("dc1")).await.expect("Cassandra reachable");
+            let replication: BTreeMap<String, u32> = [("dc1".to_owned(), 1), ("dc2".to_owned(), 1)].into();
+            migrate::migrate(&session, KEYSPACE, &replication).await.expect("migrate");
+        })
+        .await;
     CassandraStore::open(&config(dc)).await.expect("open store")
 }
 
