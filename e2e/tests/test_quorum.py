@@ -102,6 +102,12 @@ def start_pair(server_factory):
     return dc1, dc2
 
 
+def users_per_dc(dc1, tag: str) -> tuple[dict, list]:
+    """Four users delivered to and read in each DC, and all eight."""
+    mine = {dc: make_users(dc1, 4, f"{tag}-{dc}") for dc in ("dc1", "dc2")}
+    return mine, mine["dc1"] + mine["dc2"]
+
+
 def replicated(dc2, users) -> None:
     eventually(lambda: mailbox_tokens(dc2, *users[-1]) == Counter(), 60, "accounts replicated to dc2")
 
@@ -122,10 +128,14 @@ def converged(dc1, dc2, users, loads, readers, name: str, timeout: float = 300) 
     return ledger_check(name, acked, found, committed, maybe)
 
 
-def run_loads(dc1, dc2, users, tmp_path, seconds: float, rate: float = 10):
-    loads = [Load(dc1, users, rate=rate, seconds=seconds, tmp=tmp_path),
-             Load(dc2, users, rate=rate, seconds=seconds, tmp=tmp_path, prefix=IN_DC2)]
-    readers = [Reader(dc1, users), Reader(dc2, users, netns=NETNS)]
+def run_loads(dc1, dc2, mine: dict, tmp_path, seconds: float, rate: float = 10):
+    """Each DC delivers to and reads its own half of the users: its transactions then need only its own
+    quorum. (A reader in one DC of mail just delivered in the other may find the listing row before
+    the content, more often while a node's death delays replication: that is -ERR [SYS/TEMP] and a
+    retry by design, ADR 5 and server/pop3.rs missing_content, not a failed quorum.)"""
+    loads = [Load(dc1, mine["dc1"], rate=rate, seconds=seconds, tmp=tmp_path),
+             Load(dc2, mine["dc2"], rate=rate, seconds=seconds, tmp=tmp_path, prefix=IN_DC2)]
+    readers = [Reader(dc1, mine["dc1"]), Reader(dc2, mine["dc2"], netns=NETNS)]
     for r in readers:
         r.start()
     return loads, readers
@@ -141,10 +151,10 @@ def finish(loads, readers) -> list[dict]:
 
 def test_one_node_of_three_killed_in_each_dc(server_factory, tmp_path, cluster):
     dc1, dc2 = start_pair(server_factory)
-    users = make_users(dc1, 8, "quorum")
+    mine, users = users_per_dc(dc1, "quorum")
     replicated(dc2, users)
     seconds = phase(45)
-    loads, readers = run_loads(dc1, dc2, users, tmp_path, seconds)
+    loads, readers = run_loads(dc1, dc2, mine, tmp_path, seconds)
     time.sleep(seconds * 0.25)
     cluster.stop("n2", "n5")  # kill -9: a crash, not a drain
     reports = finish(loads, readers)
@@ -188,11 +198,11 @@ def test_two_nodes_of_dc1_down(server_factory, tmp_path, cluster):
 def test_link_cut_for_a_minute_on_the_wan_profile(server_factory, tmp_path, cluster):
     seed("link-delay", "30")
     dc1, dc2 = start_pair(server_factory)
-    users = make_users(dc1, 8, "wancut")
+    mine, users = users_per_dc(dc1, "wancut")
     replicated(dc2, users)
     cut_for = phase(60)
     seconds = cut_for + 30
-    loads, readers = run_loads(dc1, dc2, users, tmp_path, seconds)
+    loads, readers = run_loads(dc1, dc2, mine, tmp_path, seconds)
     time.sleep(10)
     seed("partition")
     time.sleep(cut_for)

@@ -240,10 +240,16 @@ async fn missing_content(ctx: &ServerContext, request: &FetchRequest) -> FetchOu
     match ctx.store.has_listing(mailbox, id).await {
         Ok(false) => return FetchOutcome::Missing,
         Ok(true) => {}
-        Err(_) => return FetchOutcome::TempFail,
+        Err(e) => {
+            tracing::warn!(%mailbox, %id, error = %e, "listing check failed");
+            return FetchOutcome::TempFail;
+        }
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
     if Duration::from_millis(now.saturating_sub(id.unix_millis())) < MISSING_CONTENT_GRACE {
+        // The client's -ERR [SYS/TEMP] should be explainable from the log: most often mail
+        // delivered in another DC whose content has not replicated yet.
+        tracing::info!(%mailbox, %id, "content not here yet for a listed message: try again later");
         return FetchOutcome::TempFail;
     }
     match ctx.store.unlink(mailbox, &[id]).await {
@@ -251,6 +257,9 @@ async fn missing_content(ctx: &ServerContext, request: &FetchRequest) -> FetchOu
             tracing::warn!(%mailbox, %id, "dropped a listing row without content");
             FetchOutcome::Missing
         }
-        Err(_) => FetchOutcome::TempFail,
+        Err(e) => {
+            tracing::warn!(%mailbox, %id, error = %e, "dropping a listing row without content failed");
+            FetchOutcome::TempFail
+        }
     }
 }
