@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -205,6 +206,9 @@ def test_link_cut_for_a_minute_on_the_wan_profile(server_factory, tmp_path, clus
     loads, readers = run_loads(dc1, dc2, mine, tmp_path, seconds)
     time.sleep(10)
     seed("partition")
+    # The cut is real: dc1's side cannot reach dc2's pop3d.
+    with pytest.raises(OSError):
+        socket.create_connection((NODES["dc2"]["n4"], dc2.pop3_port), timeout=3)
     time.sleep(cut_for)
     seed("heal")
     reports = finish(loads, readers)
