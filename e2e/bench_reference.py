@@ -132,7 +132,7 @@ def run_popfleet(args, delay: int, out: Path) -> dict:
         json_path = out / f"{label}.json"
         json_path.unlink(missing_ok=True)
         cmd = [args.loadgen, "run", *common(args, label, json_path), "--password", PASSWORD,
-               "--lmtp", f"{HOST}:{dc1.lmtp}", "--pop3", f"{HOST}:{dc1.pop3},{dc2.host}:{dc2.pop3}", "--settle", "5"]
+               "--lmtp", f"{HOST}:{dc1.lmtp}", "--pop3", f"{HOST}:{dc1.pop3},{dc2.host}:{dc2.pop3}", "--settle", str(args.settle)]
         print(f"\n==> {label}: {' '.join(cmd)}", flush=True)
         return measured(lambda: (subprocess.run(cmd, check=True), json.loads(json_path.read_text().splitlines()[-1]))[1])
     finally:
@@ -146,7 +146,7 @@ def run_baseline(args, delay: int, out: Path) -> dict:
     json_path.unlink(missing_ok=True)
     cmd = [args.loadgen, "lwt-baseline", *common(args, label, json_path), "--cassandra", points("dc1"),
            "--dc", "dc1", "--read-cassandra", points("dc2"), "--read-dc", "dc2",
-           "--keyspace", "popfleet_lwt_baseline", "--replication", "dc1:3,dc2:3", "--reset", "--settle", "5"]
+           "--keyspace", "popfleet_lwt_baseline", "--replication", "dc1:3,dc2:3", "--reset", "--settle", str(args.settle)]
     print(f"\n==> {label}: {' '.join(cmd)}", flush=True)
     return measured(lambda: (subprocess.run(cmd, check=True), json.loads(json_path.read_text().splitlines()[-1]))[1])
 
@@ -156,19 +156,19 @@ def fmt(v, spec=".1f") -> str:
 
 
 def table(rows: list[tuple[str, dict]], args) -> str:
-    head = (f"{'run':<52} {'mail/s':>7} {'LMTP p50':>9} {'p99':>8} {'max':>8} {'POP3 p50':>9} {'p99':>8} "
+    head = (f"{'run':<52} {'s':>4} {'mail/s':>7} {'LMTP p50':>9} {'p99':>8} {'max':>8} {'POP3 p50':>9} {'p99':>8} "
             f"{'errors':>7} {'SERIAL timeouts':>15} {'CAS req':>8}  Cassandra CPU % n1..n6")
-    lines = [f"offered {args.rate:g} mail/s for {args.duration:g} s to {args.users} users, sizes {args.sizes}", head]
+    lines = [f"offered {args.rate:g} mail/s to {args.users} users, sizes {args.sizes}", head]
     for name, rate in REFERENCE:
-        lines.append(f"{name:<52} {rate:>7.1f}")
+        lines.append(f"{name:<52} {600:>4} {rate:>7.1f}")
     for name, r in rows:
         lmtp, pop3 = r.get("lmtp") or {}, r.get("pop3_session") or {}
         errors = r.get("errors") or {}
         serial = sum(v for k, v in errors.items() if "serial" in k.lower())
         cpu = " ".join(f"{v:.0f}" for v in r.get("node_cpu_pct", {}).values())
-        lines.append(f"{name:<52} {r['delivered_per_s']:>7.1f} {fmt(lmtp.get('p50_ms')):>9} {fmt(lmtp.get('p99_ms')):>8} "
+        lines.append(f"{name:<52} {r.get('duration_s', 0):>4.0f} {r['delivered_per_s']:>7.1f} {fmt(lmtp.get('p50_ms')):>9} {fmt(lmtp.get('p99_ms')):>8} "
                      f"{fmt(lmtp.get('max_ms')):>8} {fmt(pop3.get('p50_ms')):>9} {fmt(pop3.get('p99_ms')):>8} "
-                     f"{sum(errors.values()):>7} {serial:>15} {r.get('cas_requests', 0):>8}  {cpu}")
+                     f"{sum(errors.values()):>7} {serial:>15} {r.get('cas_requests', 0):>8}  {cpu}  found {r.get('messages_found')}/{r.get('delivered')}")
     return "\n".join(lines)
 
 
@@ -194,6 +194,7 @@ def chart(rows: list[tuple[str, dict]], path: Path) -> None:
     rate_ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
+    fig.savefig(path.with_suffix(".png"), dpi=80)
     print(f"chart: {path}")
 
 
@@ -206,14 +207,21 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=600)
     ap.add_argument("--sizes", default="default")
     ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--delays", default="1,30", help="one-way link delays in ms, one run of each target per delay")
+    ap.add_argument("--delays", default="1,30",
+                    help="one-way link delays in ms, one run of each target per delay; DELAY:SECONDS overrides "
+                         "--duration for that delay")
+    ap.add_argument("--settle", type=float, default=15,
+                    help="seconds between deliveries and reads, so dc2's readers see what dc1 took in")
     ap.add_argument("--targets", default="popfleet,lwt-baseline")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     seed("up")
-    for delay in (int(d) for d in args.delays.split(",")):
+    full_duration = args.duration
+    for spec in args.delays.split(","):
+        delay = int(spec.split(":")[0])
+        args.duration = float(spec.split(":")[1]) if ":" in spec else full_duration
         seed("link-delay", str(delay))
         print(seed("status"), flush=True)
         if "popfleet" in args.targets:
