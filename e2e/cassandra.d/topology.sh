@@ -15,7 +15,6 @@
 TOPOLOGY=${POPFLEET_CASSANDRA_TOPOLOGY:-loopback}
 NETNS=""
 VETH_HOST="" VETH_NS=""
-LINK_DELAY_MS=${POPFLEET_LINK_DELAY_MS:-1}
 LINK_QUEUE=7
 declare -A NS=()
 case $TOPOLOGY in
@@ -148,10 +147,12 @@ linkdelay_bin() {
     echo "$bin"
 }
 
-delayer_pid() { # side (host|ns)
-    local f=$STATE/linkdelay-$1.pid pid
-    [ -f "$f" ] && pid=$(cat "$f") && [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null \
-        | grep -q "popfleet-linkdelay --queue $LINK_QUEUE" && echo "$pid"
+delayer_pid() { # side (host|ns) [ms]: the pid of that side's running delayer (at that delay)
+    local f=$STATE/linkdelay-$1.pid pid want="popfleet-linkdelay --queue $LINK_QUEUE --delay-ms ${2:-}"
+    [ -f "$f" ] && pid=$(cat "$f") && [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+    # The exe too: until the wrapper (bash, ip netns exec) has exec'd, its cmdline names the delayer.
+    [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$(readlink -f "$(linkdelay_bin)")" ] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$want" && echo "$pid"
 }
 
 link_rule() { # -A|-D|-C side
@@ -161,25 +162,43 @@ link_rule() { # -A|-D|-C side
         -j NFQUEUE --queue-num "$LINK_QUEUE"
 }
 
+start_delayer() { # side ms: start it and wait until it has bound the queue (its first log line)
+    local side=$1 ms=$2 ns=() log=$STATE/linkdelay-$1.log before
+    [ "$side" = ns ] && ns=(ip netns exec "$NETNS")
+    touch "$log"
+    before=$(wc -c <"$log")
+    # shellcheck disable=SC2016  # $$ and $1 are for the inner bash
+    setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$STATE/linkdelay-$side.pid" \
+        "${ns[@]}" "$(linkdelay_bin)" --queue "$LINK_QUEUE" --delay-ms "$ms" \
+        </dev/null >>"$log" 2>&1 9>&- &
+    for _ in $(seq 100); do
+        tail -c +$((before + 1)) "$log" | grep -q "^popfleet-linkdelay: queue $LINK_QUEUE, delay $ms ms" && break
+        sleep 0.1
+    done
+    sleep 0.2   # a bind failure is logged right after the start line
+    delayer_pid "$side" "$ms" >/dev/null \
+        || die "popfleet-linkdelay ($side) did not start: $(tail -c +$((before + 1)) "$log" | tail -n 3)"
+}
+
+stop_delayer() { # side
+    local pid
+    if pid=$(delayer_pid "$1"); then
+        kill -TERM "$pid" 2>/dev/null || true
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    fi
+    rm -f "$STATE/linkdelay-$1.pid"
+}
+
 link_delay_up() {
     [ "$TOPOLOGY" = seed ] || return 0
-    local bin side ns pid ms
+    local side ms=${POPFLEET_LINK_DELAY_MS:-1}
     command -v iptables >/dev/null || apt_install iptables
     mkdir -p "$STATE"
-    ms=$(cat "$STATE/link-delay-ms" 2>/dev/null || echo "$LINK_DELAY_MS")
-    [ -n "${POPFLEET_LINK_DELAY_MS:-}" ] && ms=$POPFLEET_LINK_DELAY_MS
-    bin=$(linkdelay_bin)
+    linkdelay_bin >/dev/null
+    # Both sides every time: a delayer at another delay is replaced and a missing rule is added, so
+    # the link is never left asymmetric or undelayed by an earlier step that failed half-way.
     for side in host ns; do
-        pid=$(delayer_pid "$side") && [ "$(cat "$STATE/link-delay-ms" 2>/dev/null)" = "$ms" ] && continue
-        [ -n "${pid:-}" ] && { kill -TERM "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done; }
-        ns=()
-        [ "$side" = ns ] && ns=(ip netns exec "$NETNS")
-        # shellcheck disable=SC2016  # $$ and $1 are for the inner bash
-        setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$STATE/linkdelay-$side.pid" \
-            "${ns[@]}" "$bin" --queue "$LINK_QUEUE" --delay-ms "$ms" \
-            </dev/null >>"$STATE/linkdelay-$side.log" 2>&1 9>&- &
-        for _ in $(seq 50); do delayer_pid "$side" >/dev/null && break; sleep 0.1; done
-        delayer_pid "$side" >/dev/null || die "popfleet-linkdelay ($side) did not start: see $STATE/linkdelay-$side.log"
+        delayer_pid "$side" "$ms" >/dev/null || { stop_delayer "$side"; start_delayer "$side" "$ms"; }
         link_rule -C "$side" 2>/dev/null || link_rule -A "$side"
     done
     echo "$ms" >"$STATE/link-delay-ms"
@@ -188,31 +207,31 @@ link_delay_up() {
 
 link_delay_down() {
     [ "$TOPOLOGY" = seed ] || return 0
-    local side pid
+    local side
     for side in host ns; do
         while link_rule -D "$side" 2>/dev/null; do :; done
-        if pid=$(delayer_pid "$side"); then
-            kill -TERM "$pid" 2>/dev/null || true
-            while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
-        fi
-        rm -f "$STATE/linkdelay-$side.pid"
+        stop_delayer "$side"
     done
+    rm -f "$STATE/link-delay-ms"
 }
 
 cmd_link_delay() { # ms: change the delay of a running seed cluster's link
     [ "$TOPOLOGY" = seed ] || die "link-delay needs POPFLEET_CASSANDRA_TOPOLOGY=seed"
     [[ ${1:-} =~ ^[0-9]+$ ]] || die "usage: $0 link-delay MS"
     POPFLEET_LINK_DELAY_MS=$1
+    lock
     link_delay_up
 }
 
 link_status() { # one line: the configured delay, the delayers, the RTT measured across the link
     [ "$TOPOLOGY" = seed ] || return 0
-    local side up=yes far rtt
-    for side in host ns; do delayer_pid "$side" >/dev/null || up=no; done
+    local side up=yes far rtt ms
+    ms=$(cat "$STATE/link-delay-ms" 2>/dev/null || echo 0)
+    for side in host ns; do delayer_pid "$side" "$ms" >/dev/null || up=no; done
     far=${IP[${NODES[-1]}]}
     # -U: time the full round trip (the kernel's receive stamp comes before PREROUTING's delay).
     rtt=$(ping -U -c 3 -i 0.2 -q -W 2 "$far" 2>/dev/null | awk -F/ '/^rtt/ { print $5 }')
-    echo "link dc1<->dc2 delay=$(cat "$STATE/link-delay-ms" 2>/dev/null || echo '?')ms delayers=$up rtt_avg=${rtt:-none}ms"
-    [ "$up" = yes ] && [ -n "$rtt" ]
+    echo "link dc1<->dc2 delay=${ms}ms delayers=$up rtt_avg=${rtt:-none}ms"
+    # Never a silently fast link: the RTT must carry both one-way delays.
+    [ "$up" = yes ] && [ -n "$rtt" ] && awk -v r="$rtt" -v d="$ms" 'BEGIN { exit !(r >= 2 * d * 0.9) }' 
 }

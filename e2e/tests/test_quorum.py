@@ -52,7 +52,7 @@ class CasLedger:
 
     def __init__(self):
         self.base = self.read()
-        self.total = 0
+        self.per_node: dict[str, int] = {}
 
     @staticmethod
     def read() -> dict[str, int]:
@@ -63,17 +63,25 @@ class CasLedger:
         assert set(counts) == set(IP_OF.values()), f"cas-counters did not read all six nodes:\n{out}"
         return counts
 
+    def add(self, now: dict[str, int], ips) -> None:
+        for ip in ips:
+            # A counter below its base means the node restarted unseen: its count is lost, say so.
+            assert now[ip] >= self.base[ip], f"{ip} restarted without the test knowing: its Paxos count is lost"
+            self.per_node[ip] = self.per_node.get(ip, 0) + now[ip] - self.base[ip]
+
     def stop(self, *nodes: str) -> None:
-        now = self.read()
-        for n in nodes:
-            self.total += now[IP_OF[n]] - self.base[IP_OF[n]]
-            self.base[IP_OF[n]] = 0
+        """Read, then kill: a Paxos request in the seconds between would go uncounted, but the
+        product has no code that issues one (e2e/lint-no-lwt), so this only guards a regression."""
+        ips = [IP_OF[n] for n in nodes]
+        self.add(self.read(), ips)
         for n in nodes:
             seed("stop", n, "--kill")
+        for ip in ips:
+            self.base[ip] = 0
 
-    def final(self) -> int:
-        now = self.read()
-        return self.total + sum(now[ip] - self.base[ip] for ip in now)
+    def final(self) -> dict[str, int]:
+        self.add(self.read(), IP_OF.values())
+        return self.per_node
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +150,17 @@ def run_loads(dc1, dc2, mine: dict, tmp_path, seconds: float, rate: float = 10):
     return loads, readers
 
 
+def no_failed_sessions(dc: str, r) -> None:
+    """The reader ran (some sessions committed) and none failed, at QUIT included."""
+    assert r.sessions["committed"] > 0, f"{dc}: {dict(r.sessions)}"
+    bad = {k: r.sessions[k] for k in ("failed", "QUIT -ERR", "cut at QUIT") if r.sessions[k]}
+    assert not bad, f"{dc} POP3 sessions failed: {bad} {dict(r.errors)}"
+
+
 def finish(loads, readers) -> list[dict]:
     reports = [load.wait() for load in loads]
     for r in readers:
+        assert r.is_alive(), "a POP3 reader thread died (see the warnings): its counts would mean nothing"
         r.stop.set()
         r.join(60)
     return reports
@@ -163,8 +179,7 @@ def test_one_node_of_three_killed_in_each_dc(server_factory, tmp_path, cluster):
     for dc, report in zip(("dc1", "dc2"), reports):
         assert report["delivered"] > 0 and report["errors"] == {}, f"{dc} deliveries failed: {report['errors']}"
     for dc, r in zip(("dc1", "dc2"), readers):
-        assert r.sessions["committed"] > 0, f"{dc}: {dict(r.sessions)}"
-        assert r.sessions["failed"] == 0, f"{dc} POP3 sessions failed: {dict(r.errors)}"
+        no_failed_sessions(dc, r)
     seed("up")  # n2 and n5 back; hints replay what they missed
     converged(dc1, dc2, users, loads, readers, "one node of three killed in each DC")
 
@@ -191,7 +206,7 @@ def test_two_nodes_of_dc1_down(server_factory, tmp_path, cluster):
         assert_deferred(c, users[0][0])
     report = finish([load], [reader])[0]
     assert report["delivered"] > 0 and report["errors"] == {}, f"dc2 failed while dc1 lost its quorum: {report['errors']}"
-    assert reader.sessions["failed"] == 0, f"dc2 POP3 sessions failed: {dict(reader.errors)}"
+    no_failed_sessions("dc2", reader)
     seed("up")
     converged(dc1, dc2, users, [load], [reader], "two nodes of dc1 down, dc2 serving")
 
@@ -216,11 +231,13 @@ def test_link_cut_for_a_minute_on_the_wan_profile(server_factory, tmp_path, clus
     for dc, report in zip(("dc1", "dc2"), reports):
         assert report["delivered"] > 0 and report["errors"] == {}, f"{dc} deliveries failed: {report['errors']}"
     for dc, r in zip(("dc1", "dc2"), readers):
-        assert r.sessions["failed"] == 0, f"{dc} POP3 sessions failed: {dict(r.errors)}"
+        no_failed_sessions(dc, r)
     converged(dc1, dc2, users, loads, readers, "link cut for a minute, 30 ms each way", timeout=600)
     seed("link-delay", "1")
 
 
 def test_no_lightweight_transaction_on_any_node(cluster):
     """Last in the module: the Paxos counters of all six nodes over every test above."""
-    assert cluster.final() == 0, "pop3d issued lightweight transactions"
+    per_node = cluster.final()
+    print(f"\nPAXOS requests per node over the module: {per_node}")
+    assert set(per_node) == set(IP_OF.values()) and not any(per_node.values()), per_node
