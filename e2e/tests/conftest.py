@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import re
 import shlex
 import signal
@@ -39,12 +40,26 @@ def extra_server_args() -> list[str]:
     return shlex.split(os.environ.get("POPFLEET_E2E_SERVER_ARGS", ""))
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind((HOST, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port for a server the test starts later. Not from the kernel's ephemeral range
+    (ip_local_port_range, 32768-60999 here): an outgoing connection made in between (a Cassandra
+    driver, a client) could take it as its local port, and the server then fails to bind (seen in
+    CI: "binding the LMTP listener ...: Address already in use"). Never the same port twice."""
+    for _ in range(1000):
+        port = random.randrange(20000, 30000)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port in 20000-29999")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
