@@ -14,7 +14,7 @@
 
 TOPOLOGY=${POPFLEET_CASSANDRA_TOPOLOGY:-loopback}
 NETNS=""
-VETH_HOST="" VETH_NS=""
+VETH_HOST="" VETH_NS="" LINK_NET=""
 LINK_QUEUE=7
 declare -A NS=()
 case $TOPOLOGY in
@@ -32,7 +32,7 @@ case $TOPOLOGY in
         DC=([n1]=dc1 [n2]=dc2)
         TOKEN=([n1]=-9223372036854775808 [n2]=0)
         JMX=([n1]=7399 [n2]=7499)
-        NETNS=popfleet-dc2 VETH_HOST=pf-dc1 VETH_NS=pf-dc2
+        NETNS=popfleet-dc2 VETH_HOST=pf-dc1 VETH_NS=pf-dc2 LINK_NET=10.213.0.0/30
         NS[n2]=$NETNS
         ;;
     seed)
@@ -45,7 +45,7 @@ case $TOPOLOGY in
         TOKEN=([n1]=-9223372036854775808 [n2]=-3074457345618258603 [n3]=3074457345618258602
                [n4]=-9223372036854775807 [n5]=-3074457345618258602 [n6]=3074457345618258603)
         JMX=([n1]=7599 [n2]=7609 [n3]=7619 [n4]=7629 [n5]=7639 [n6]=7649)
-        NETNS=popfleet-seed VETH_HOST=pf-seed1 VETH_NS=pf-seed2
+        NETNS=popfleet-seed VETH_HOST=pf-seed1 VETH_NS=pf-seed2 LINK_NET=10.214.0.0/24
         NS[n4]=$NETNS NS[n5]=$NETNS NS[n6]=$NETNS
         # Six JVMs starting at once on two cores take minutes, not seconds.
         TIMEOUT=${POPFLEET_CASSANDRA_TIMEOUT:-900}
@@ -99,12 +99,17 @@ net_up() {
     ip -n "$NETNS" link set lo up
     ip -n "$NETNS" link set "$VETH_NS" up
     ip link set "$VETH_HOST" up
+    # While the link is down (partition) its connected route is gone, and the host's default route
+    # would carry dc2's addresses off the machine (where a sandbox proxy may even accept them). This
+    # route, below the connected one, makes them unreachable instead.
+    ip route replace unreachable "$LINK_NET" metric 4242
     link_delay_up
 }
 
 net_down() {
     [ -n "$NETNS" ] || return 0
     link_delay_down
+    ip route del unreachable "$LINK_NET" metric 4242 2>/dev/null || true
     ip link del "$VETH_HOST" 2>/dev/null || true
     ip netns del "$NETNS" 2>/dev/null || true
 }
