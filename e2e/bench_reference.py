@@ -162,7 +162,7 @@ def fmt(v, spec=".1f") -> str:
 
 def table(rows: list[tuple[str, dict]], args) -> str:
     head = (f"{'run':<52} {'s':>4} {'mail/s':>7} {'LMTP p50':>9} {'p99':>8} {'max':>8} {'POP3 p50':>9} {'p99':>8} "
-            f"{'errors':>7} {'SERIAL timeouts':>15} {'CAS req':>8}  Cassandra CPU % n1..n6")
+            f"{'errors':>7} {'serial t/o':>15} {'CAS req':>8}  Cassandra CPU % n1..n6")
     lines = [f"offered {args.rate:g} mail/s to {args.users} users, sizes {args.sizes}", head]
     for name, rate in REFERENCE:
         lines.append(f"{name:<52} {600:>4} {rate:>7.1f}")
