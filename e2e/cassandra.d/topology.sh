@@ -125,7 +125,15 @@ cmd_partition() {
 cmd_heal() {
     [ -n "$NETNS" ] || die "heal needs POPFLEET_CASSANDRA_TOPOLOGY=netns or seed"
     ip link set "$VETH_HOST" up
-    log "healed: $VETH_HOST up"
+    # On seed, healed means carrying packets at the configured delay: a delayer that died during the
+    # cut would leave the link dead (fail-closed) behind a "healed".
+    if [ "$TOPOLOGY" = seed ]; then
+        local line
+        line=$(link_status) || die "the link does not carry after the heal: $line"
+        log "healed: $VETH_HOST up; $line"
+    else
+        log "healed: $VETH_HOST up"
+    fi
 }
 
 cmd_exec() { # dc cmd...: run cmd on that DC's side of the link

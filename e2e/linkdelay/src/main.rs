@@ -41,18 +41,26 @@ struct Args {
     max_queue: u32,
 }
 
+/// What the delayer did, for its exit line.
+#[derive(Default)]
+struct Counts {
+    delayed: u64,
+    /// Verdicts the kernel refused because it had already dropped the packet (see `receive`).
+    gone: u64,
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut delayed = 0u64;
-    let result = run(&args, &mut delayed);
-    let q = args.queue;
+    let mut counts = Counts::default();
+    let result = run(&args, &mut counts);
+    let (q, delayed, gone) = (args.queue, counts.delayed, counts.gone);
     match result {
         Ok(()) => {
-            eprintln!("popfleet-linkdelay: queue {q}: exiting, {delayed} packets delayed");
+            eprintln!("popfleet-linkdelay: queue {q}: exiting, {delayed} packets delayed, {gone} dropped by the kernel");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("popfleet-linkdelay: queue {q}: {e:#} ({delayed} packets delayed)");
+            eprintln!("popfleet-linkdelay: queue {q}: {e:#} ({delayed} packets delayed, {gone} dropped by the kernel)");
             ExitCode::FAILURE
         }
     }
@@ -74,7 +82,7 @@ fn open_queue(args: &Args) -> Result<Queue> {
     Ok(queue)
 }
 
-fn run(args: &Args, delayed: &mut u64) -> Result<()> {
+fn run(args: &Args, counts: &mut Counts) -> Result<()> {
     // Before anything else, so a SIGTERM during setup is read by the loop rather than killing us.
     let signals = sys::termination_signals().context("signalfd")?;
     let mut queue = open_queue(args)?;
@@ -93,34 +101,40 @@ fn run(args: &Args, delayed: &mut u64) -> Result<()> {
             break;
         }
         // Received and held packets alike: nfq buffers messages past what the socket shows.
-        receive(&mut queue, &mut line, RECV_BATCH)?;
+        receive(&mut queue, &mut line, RECV_BATCH, counts)?;
         for msg in line.due(Instant::now()) {
-            accept(&mut queue, msg, delayed)?;
+            accept(&mut queue, msg, counts)?;
         }
     }
     // Packets still in the kernel queue would be dropped when the socket closes; take them too.
-    receive(&mut queue, &mut line, usize::MAX)?;
+    receive(&mut queue, &mut line, usize::MAX, counts)?;
     for msg in line.drain_all() {
-        accept(&mut queue, msg, delayed)?;
+        accept(&mut queue, msg, counts)?;
     }
     Ok(())
 }
 
-fn receive(queue: &mut Queue, line: &mut DelayLine<Message>, max: usize) -> Result<()> {
+fn receive(queue: &mut Queue, line: &mut DelayLine<Message>, max: usize, counts: &mut Counts) -> Result<()> {
     let now = Instant::now();
     for _ in 0..max {
         match queue.recv() {
             Ok(msg) => line.push(now, msg),
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            // The kernel's answer to a verdict for a packet it no longer holds: when the interface a
+            // held packet came in on goes down (a partition: `ip link set ... down`), the kernel drops
+            // the queued packets of that interface, and our later verdicts for them come back as
+            // ENOENT. The packet is lost as on a real cut link; the delayer must live on, or the
+            // link stays dead after the heal (it did: the WAN partition test could not converge).
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => counts.gone += 1,
             Err(e) => return Err(e).context("receive from the queue"),
         }
     }
     Ok(())
 }
 
-fn accept(queue: &mut Queue, mut msg: Message, delayed: &mut u64) -> Result<()> {
+fn accept(queue: &mut Queue, mut msg: Message, counts: &mut Counts) -> Result<()> {
     msg.set_verdict(Verdict::Accept);
     queue.verdict(msg).context("send verdict")?;
-    *delayed += 1;
+    counts.delayed += 1;
     Ok(())
 }
