@@ -109,18 +109,31 @@ def common(args, label: str, json_path: Path) -> list[str]:
             "--concurrency", str(args.concurrency), "--json", str(json_path)]
 
 
-def measured(fn):
-    """Runs fn() and returns (its report, CPU % of each Cassandra node over the run, CAS requests)."""
+def measured(fn, json_path: Path):
+    """Runs fn() and returns its report with the CPU % of each Cassandra node over the run and the CAS
+    requests; those two also go to LABEL.measured.json beside the report, for --reuse."""
     pids = node_pids()
     cas0, cpu0, t0 = cas_total(), {n: cpu_seconds(p) for n, p in pids.items()}, time.monotonic()
     report = fn()
     wall = time.monotonic() - t0
-    report["node_cpu_pct"] = {n: round(100 * (cpu_seconds(p) - cpu0[n]) / wall, 1) for n, p in pids.items()}
-    report["cas_requests"] = cas_total() - cas0
-    return report
+    extra = {"node_cpu_pct": {n: round(100 * (cpu_seconds(p) - cpu0[n]) / wall, 1) for n, p in pids.items()},
+             "cas_requests": cas_total() - cas0}
+    json_path.with_suffix(".measured.json").write_text(json.dumps(extra) + "\n")
+    return report | extra
+
+
+def reused(args, json_path: Path) -> dict | None:
+    """With --reuse, a run already made into --out (its report and its .measured.json) is not run again."""
+    side = json_path.with_suffix(".measured.json")
+    if not (args.reuse and json_path.exists() and side.exists()):
+        return None
+    print(f"\n==> {json_path.stem}: reusing {json_path} and {side.name}", flush=True)
+    return json.loads(json_path.read_text().splitlines()[-1]) | json.loads(side.read_text())
 
 
 def run_popfleet(args, delay: int, out: Path) -> dict:
+    if (report := reused(args, out / f"popfleet-{delay}ms.json")) is not None:
+        return report
     keyspace = f"popfleet_reference_{delay}ms_{int(time.time())}"
     subprocess.run([args.pop3d, "migrate", "--cassandra", points("dc1"), "--local-dc", "dc1", "--keyspace", keyspace,
                     "--replication", "dc1:3,dc2:3"], check=True)
@@ -139,7 +152,8 @@ def run_popfleet(args, delay: int, out: Path) -> dict:
         cmd = [args.loadgen, "run", *common(args, label, json_path), "--password", PASSWORD,
                "--lmtp", f"{HOST}:{dc1.lmtp}", "--pop3", f"{HOST}:{dc1.pop3},{dc2.host}:{dc2.pop3}", "--settle", str(args.settle)]
         print(f"\n==> {label}: {' '.join(cmd)}", flush=True)
-        return measured(lambda: (subprocess.run(cmd, check=True), json.loads(json_path.read_text().splitlines()[-1]))[1])
+        return measured(lambda: (subprocess.run(cmd, check=True), json.loads(json_path.read_text().splitlines()[-1]))[1],
+                        json_path)
     finally:
         dc1.stop()
         dc2.stop()
@@ -148,12 +162,15 @@ def run_popfleet(args, delay: int, out: Path) -> dict:
 def run_baseline(args, delay: int, out: Path) -> dict:
     label = f"lwt-baseline-{delay}ms"
     json_path = out / f"{label}.json"
+    if (report := reused(args, json_path)) is not None:
+        return report
     json_path.unlink(missing_ok=True)
     cmd = [args.loadgen, "lwt-baseline", *common(args, label, json_path), "--cassandra", points("dc1"),
            "--dc", "dc1", "--read-cassandra", points("dc2"), "--read-dc", "dc2",
            "--keyspace", "popfleet_lwt_baseline", "--replication", "dc1:3,dc2:3", "--reset", "--settle", str(args.settle)]
     print(f"\n==> {label}: {' '.join(cmd)}", flush=True)
-    return measured(lambda: (subprocess.run(cmd, check=True), json.loads(json_path.read_text().splitlines()[-1]))[1])
+    return measured(lambda: (subprocess.run(cmd, check=True), json.loads(json_path.read_text().splitlines()[-1]))[1],
+                    json_path)
 
 
 def fmt(v, spec=".1f") -> str:
@@ -178,7 +195,8 @@ def table(rows: list[tuple[str, dict]], args) -> str:
 
 
 def chart(rows: list[tuple[str, dict]], path: Path) -> None:
-    """Delivered mail/s and p99 per interval, one line per run (needs matplotlib; skipped without)."""
+    """Delivered mail/s and p99 per interval, one line per run, one column per link delay (needs
+    matplotlib; skipped without)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -186,17 +204,23 @@ def chart(rows: list[tuple[str, dict]], path: Path) -> None:
     except ImportError:
         print("bench: matplotlib missing, no chart")
         return
-    fig, (rate_ax, p99_ax) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-    for name, r in rows:
-        tl = r.get("timeline") or []
-        xs = [p["t_s"] for p in tl]
-        rate_ax.plot(xs, [p["delivered_per_s"] for p in tl], label=name)
-        p99_ax.plot(xs, [p["p99_ms"] for p in tl], label=name)
-    rate_ax.set_ylabel("delivered mail/s")
-    p99_ax.set_ylabel("delivery p99 ms")
-    p99_ax.set_yscale("log")
-    p99_ax.set_xlabel("seconds into the delivery phase")
-    rate_ax.legend(fontsize=7)
+    delays = list(dict.fromkeys(name.rsplit(", ", 1)[-1] for name, _ in rows))
+    fig, axes = plt.subplots(2, len(delays), figsize=(6 * len(delays), 6), sharex="col", sharey="row", squeeze=False)
+    for col, delay in enumerate(delays):
+        rate_ax, p99_ax = axes[0][col], axes[1][col]
+        for name, r in rows:
+            if not name.endswith(delay):
+                continue
+            tl = r.get("timeline") or []
+            xs = [p["t_s"] for p in tl]
+            rate_ax.plot(xs, [p["delivered_per_s"] for p in tl], label=name.rsplit(", ", 1)[0])
+            p99_ax.plot(xs, [p["p99_ms"] for p in tl], label=name.rsplit(", ", 1)[0])
+        rate_ax.set_title(delay)
+        p99_ax.set_yscale("log")
+        p99_ax.set_xlabel("seconds into the delivery phase")
+        rate_ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("delivered mail/s")
+    axes[1][0].set_ylabel("delivery p99 ms")
     fig.tight_layout()
     fig.savefig(path)
     fig.savefig(path.with_suffix(".png"), dpi=80)
@@ -219,6 +243,9 @@ def main() -> None:
                     help="seconds between deliveries and reads, so dc2's readers see what dc1 took in")
     ap.add_argument("--targets", default="popfleet,lwt-baseline")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--reuse", action="store_true",
+                    help="take a run already in --out (LABEL.json and LABEL.measured.json) instead of running it "
+                         "again: runs of another day at another delay, in one table and chart")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -56,7 +56,9 @@ fn main() -> ExitCode {
     let (q, delayed, gone) = (args.queue, counts.delayed, counts.gone);
     match result {
         Ok(()) => {
-            eprintln!("popfleet-linkdelay: queue {q}: exiting, {delayed} packets delayed, {gone} dropped by the kernel");
+            eprintln!(
+                "popfleet-linkdelay: queue {q}: exiting, {delayed} packets delayed, {gone} dropped by the kernel"
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -165,7 +165,7 @@ pub struct CassandraArgs {
     /// Consistency of writes (same values) [default: local_quorum].
     #[arg(long, env = "POP3D_WRITE_CONSISTENCY")]
     pub write_consistency: Option<ConsistencyLevel>,
-    /// Client-side timeout of one Cassandra request in ms [default: 5000].
+    /// Client-side timeout of one Cassandra request in ms, a retry included [default: 10000].
     #[arg(long, env = "POP3D_CASSANDRA_TIMEOUT_MS")]
     pub cassandra_timeout_ms: Option<u64>,
     /// Cassandra user name (PasswordAuthenticator).

@@ -4,6 +4,7 @@
 /// Keyspace and migrations live in the `schema` crate, shared with the operator.
 pub use schema::cassandra as migrate;
 mod listing;
+mod retry;
 mod scan;
 mod statements;
 
@@ -82,6 +83,7 @@ pub async fn connect(config: &CassandraConfig) -> Result<Session> {
         .consistency(config.read_consistency)
         .load_balancing_policy(policy)
         .request_timeout(Some(config.request_timeout))
+        .retry_policy(std::sync::Arc::new(retry::RetryLostReplica))
         // Only conditional statements use a serial consistency and we issue none; unset it so no
         // request can ever carry SERIAL/LOCAL_SERIAL.
         .serial_consistency(None)
