@@ -16,8 +16,9 @@ from test_faults_cassandra import eventually, serve_once, store_args, tokens_in
 
 pytestmark = pytest.mark.faults
 
+# Where e2e/cassandra writes them: $POPFLEET_STATE/cassandra-tls.
 TLS_DIR = Path(os.environ.get("POPFLEET_CASSANDRA_TLS_DIR")
-               or Path.home() / ".local/state/popfleet/cassandra-tls")
+               or Path(os.environ.get("POPFLEET_STATE", Path.home() / ".local/state/popfleet")) / "cassandra-tls")
 
 
 def tls_args(ca: str = "ca.crt", server_name: str | None = None) -> list[str]:
