@@ -1,12 +1,24 @@
 //! AUTHORIZATION state: CAPA, STLS, USER/PASS and SASL AUTH (RFC 5034) with PLAIN,
 //! SCRAM-SHA-256, OAUTHBEARER and XOAUTH2.
 
-use super::session::{LoginKind, LoginRequest, Mechanism, Pending, ScramKeysOutcome, Session, State, Step, TEMP_FAIL};
+use super::command::{Command, ParseError, SaslMechanism, Secret, Verb};
+use super::encode::{Reply, RespCode};
+use super::session::{temp_fail, LoginKind, LoginRequest, Mechanism, Pending, ScramKeysOutcome, Session, State, Step};
 use crate::sasl::plain::{decode_plain, PlainError};
 use crate::sasl::scram::{self, ScramServer};
 use crate::sasl::{decode_base64, oauth, OAuthMechanism};
 
-const CLEARTEXT_REFUSED: &str = "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.";
+fn cleartext_refused() -> Reply {
+    Reply::err_code(RespCode::Auth, "Plaintext authentication disallowed on non-secure (SSL/TLS) connections.")
+}
+
+fn cancelled() -> Reply {
+    Reply::err("Authentication cancelled.")
+}
+
+fn invalid_base64() -> Reply {
+    Reply::err("Invalid base64 data.")
+}
 
 fn same_address(a: &str, b: &str) -> bool {
     match (crate::address::normalise(a), crate::address::normalise(b)) {
@@ -38,103 +50,122 @@ impl Session {
     }
 
     pub(super) fn capabilities(&mut self) {
-        let mut caps = String::from(
-            "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n",
-        );
+        let mut caps: Vec<String> =
+            ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"].map(String::from).into();
         if matches!(self.state, State::Authorization { .. }) {
             if self.stls_offered() {
-                caps.push_str("STLS\r\n");
+                caps.push("STLS".into());
             }
             if self.secret_auth_allowed() {
-                caps.push_str("USER\r\n");
+                caps.push("USER".into());
             }
-            caps.push_str(&format!("SASL {}\r\n", self.mechanisms().join(" ")));
+            caps.push(format!("SASL {}", self.mechanisms().join(" ")));
         }
-        caps.push_str(concat!("IMPLEMENTATION popfleet ", env!("CARGO_PKG_VERSION"), "\r\n.\r\n"));
-        self.out.extend_from_slice(caps.as_bytes());
+        caps.push(concat!("IMPLEMENTATION popfleet ", env!("CARGO_PKG_VERSION")).into());
+        self.reply(Reply::ok("Capability list follows").lines(caps));
     }
 
-    pub(super) fn authorization(&mut self, verb: &str, args: String) -> Option<Step> {
-        match verb {
-            "CAPA" => self.capabilities(),
-            "QUIT" => {
-                self.reply("+OK Logging out.");
-                self.state = State::Done;
-                self.closing = true;
+    pub(super) fn log_out(&mut self) {
+        self.reply(Reply::ok("Logging out."));
+        self.state = State::Done;
+        self.closing = true;
+    }
+
+    pub(super) fn authorization(&mut self, parsed: Result<Command, ParseError>) -> Option<Step> {
+        let command = match parsed {
+            Ok(command) => command,
+            Err(error) => {
+                self.authorization_error(&error);
+                return None;
             }
-            "USER" | "PASS" if !self.secret_auth_allowed() => self.reply(CLEARTEXT_REFUSED),
-            "USER" => {
-                let user = args.trim();
-                if user.is_empty() {
-                    self.bad_command("-ERR USER needs a name.");
-                } else {
-                    self.state = State::Authorization { user: Some(user.to_owned()) };
-                    self.reply("+OK");
-                }
+        };
+        match command {
+            Command::Capa => self.capabilities(),
+            Command::Quit => self.log_out(),
+            Command::User(_) | Command::Pass(_) if !self.secret_auth_allowed() => self.reply(cleartext_refused()),
+            Command::User(user) => {
+                self.state = State::Authorization { user: Some(user) };
+                self.reply(Reply::ok(""));
             }
-            "PASS" => {
+            Command::Pass(password) => {
                 let State::Authorization { user } = &mut self.state else { return None };
                 match user.take() {
-                    // The whole rest of the line is the password, spaces included.
                     Some(user) => {
-                        let credentials = super::Credentials { authzid: None, user, password: args };
+                        let credentials = super::Credentials { authzid: None, user, password: password.into_inner() };
                         return Some(self.request_login(LoginKind::Password, LoginRequest::Password(credentials)));
                     }
-                    None => self.bad_command("-ERR No username given."),
+                    None => self.bad_command(Reply::err("No username given.")),
                 }
             }
-            "AUTH" => return self.auth(&args),
-            "APOP" => self.reply("-ERR APOP is not supported; use USER/PASS or AUTH."),
-            "STLS" => self.stls(&args),
-            _ => self.bad_command("-ERR Unknown command."),
+            Command::Auth { mechanism, initial_response } => return self.auth(mechanism, initial_response),
+            Command::Apop => self.reply(Reply::err("APOP is not supported; use USER/PASS or AUTH.")),
+            Command::Stls => self.stls(),
+            Command::Stat
+            | Command::List(_)
+            | Command::Uidl(_)
+            | Command::Retr(_)
+            | Command::Top(..)
+            | Command::Dele(_)
+            | Command::Rset
+            | Command::Noop => self.bad_command(ParseError::Unknown.reply()),
         }
         None
     }
 
+    /// A malformed command before login. The state's rules come first, as for well-formed ones.
+    fn authorization_error(&mut self, error: &ParseError) {
+        match error.verb() {
+            // Before login CAPA and QUIT have always ignored arguments; a probing client still
+            // gets its answer.
+            Some(Verb::Capa) => self.capabilities(),
+            Some(Verb::Quit) => self.log_out(),
+            Some(Verb::User | Verb::Pass) if !self.secret_auth_allowed() => self.reply(cleartext_refused()),
+            Some(verb) if verb.is_transaction() => self.bad_command(ParseError::Unknown.reply()),
+            _ => self.refuse(error),
+        }
+    }
+
     /// RFC 2595 §4: `+OK`, then the handshake. Buffered input is dropped here and again once TLS
     /// is up, so plaintext pipelined after STLS is never executed.
-    fn stls(&mut self, args: &str) {
-        if !args.is_empty() {
-            self.bad_command("-ERR STLS takes no arguments.");
-        } else if self.config.secure {
-            self.bad_command("-ERR TLS is already active.");
+    fn stls(&mut self) {
+        if self.config.secure {
+            self.bad_command(Reply::err("TLS is already active."));
         } else if !self.config.tls_available {
-            self.bad_command("-ERR TLS is not configured on this listener.");
+            self.bad_command(Reply::err("TLS is not configured on this listener."));
         } else {
-            self.reply("+OK Begin TLS negotiation now.");
+            self.reply(Reply::ok("Begin TLS negotiation now."));
             self.reader.clear();
             self.state = State::Authorization { user: None };
             self.starting_tls = true;
         }
     }
 
-    fn auth(&mut self, args: &str) -> Option<Step> {
-        let mut parts = args.split(' ').filter(|s| !s.is_empty());
-        let Some(name) = parts.next() else {
+    fn auth(&mut self, mechanism: Option<SaslMechanism>, initial_response: Option<Secret>) -> Option<Step> {
+        let Some(mechanism) = mechanism else {
             // Outlook's RFC 1734-era discovery: list the mechanisms.
-            let list: String = self.mechanisms().iter().map(|m| format!("{m}\r\n")).collect();
-            self.out.extend_from_slice(format!("+OK\r\n{list}.\r\n").as_bytes());
+            let list = self.mechanisms();
+            self.reply(Reply::ok("").lines(list));
             return None;
         };
-        let mechanism = match name.to_ascii_uppercase().as_str() {
-            "PLAIN" => Mechanism::Plain,
-            "SCRAM-SHA-256" => Mechanism::ScramSha256,
-            "OAUTHBEARER" if self.config.oauth => Mechanism::OAuth(OAuthMechanism::OAuthBearer),
-            "XOAUTH2" if self.config.oauth => Mechanism::OAuth(OAuthMechanism::XOAuth2),
+        let mechanism = match mechanism {
+            SaslMechanism::Plain => Mechanism::Plain,
+            SaslMechanism::ScramSha256 => Mechanism::ScramSha256,
+            SaslMechanism::OAuthBearer if self.config.oauth => Mechanism::OAuth(OAuthMechanism::OAuthBearer),
+            SaslMechanism::XOAuth2 if self.config.oauth => Mechanism::OAuth(OAuthMechanism::XOAuth2),
             _ => {
-                self.bad_command("-ERR Unsupported authentication mechanism.");
+                self.bad_command(Reply::err("Unsupported authentication mechanism."));
                 return None;
             }
         };
         if mechanism != Mechanism::ScramSha256 && !self.secret_auth_allowed() {
-            self.reply(CLEARTEXT_REFUSED);
+            self.reply(cleartext_refused());
             return None;
         }
-        match parts.next() {
-            Some(initial) => self.sasl_response(mechanism, initial.as_bytes()),
+        match initial_response {
+            Some(initial) => self.sasl_response(mechanism, initial.expose().as_bytes()),
             None => {
                 self.state = State::SaslInitial(mechanism);
-                self.reply("+ ");
+                self.reply(Reply::challenge(""));
                 None
             }
         }
@@ -143,11 +174,11 @@ impl Session {
     /// The client's first SASL response (initial response or first continuation line).
     pub(super) fn sasl_response(&mut self, mechanism: Mechanism, response: &[u8]) -> Option<Step> {
         if response == b"*" {
-            self.reply("-ERR Authentication cancelled.");
+            self.reply(cancelled());
             return None;
         }
         let Some(decoded) = decode_base64(response) else {
-            self.bad_command("-ERR Invalid base64 data.");
+            self.bad_command(invalid_base64());
             return None;
         };
         match mechanism {
@@ -196,10 +227,10 @@ impl Session {
             return;
         };
         match outcome {
-            ScramKeysOutcome::TempFail => self.reply(TEMP_FAIL),
+            ScramKeysOutcome::TempFail => self.reply(temp_fail()),
             ScramKeysOutcome::Keys { keys, server_nonce } => {
                 let server = ScramServer::new(first, keys, &server_nonce);
-                self.reply(&format!("+ {}", crate::sasl::encode_base64(server.server_first().as_bytes())));
+                self.reply(Reply::challenge(crate::sasl::encode_base64(server.server_first().as_bytes())));
                 self.state = State::ScramFinal(Box::new(server));
             }
         }
@@ -207,18 +238,18 @@ impl Session {
 
     pub(super) fn scram_final(&mut self, server: ScramServer, response: &[u8]) -> Option<Step> {
         if response == b"*" {
-            self.reply("-ERR Authentication cancelled.");
+            self.reply(cancelled());
             return None;
         }
         let Some(decoded) = decode_base64(response) else {
-            self.bad_command("-ERR Invalid base64 data.");
+            self.bad_command(invalid_base64());
             return None;
         };
         let user = server.user().to_owned();
         match server.verify_client_final(&decoded) {
             Ok(server_final) => {
                 // RFC 5034 §4: success data goes out as a challenge, answered by an empty line.
-                self.reply(&format!("+ {}", crate::sasl::encode_base64(server_final.as_bytes())));
+                self.reply(Reply::challenge(crate::sasl::encode_base64(server_final.as_bytes())));
                 self.state = State::ScramAck { user };
                 None
             }
@@ -231,7 +262,7 @@ impl Session {
 
     pub(super) fn scram_ack(&mut self, user: String, response: &[u8]) -> Option<Step> {
         if response == b"*" {
-            self.reply("-ERR Authentication cancelled.");
+            self.reply(cancelled());
             return None;
         }
         if !response.is_empty() {

@@ -1,5 +1,106 @@
-//! Streaming encoder for RETR and TOP: dot-stuffing, bare-LF repair and TOP's line cut, applied
-//! chunk by chunk so no message is ever held whole in memory.
+//! Everything the server sends a POP3 client is encoded here: status replies ([`Reply`]) and the
+//! streamed content of RETR and TOP ([`MessageEncoder`]: dot-stuffing, bare-LF repair and TOP's
+//! line cut, applied chunk by chunk so no message is ever held whole in memory).
+
+use std::borrow::Cow;
+
+/// RFC 2449 §8 response codes, the ones clients act on (retry later, do not retry the password).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RespCode {
+    Auth,
+    SysTemp,
+    InUse,
+}
+
+impl RespCode {
+    fn as_str(self) -> &'static str {
+        match self {
+            RespCode::Auth => "AUTH",
+            RespCode::SysTemp => "SYS/TEMP",
+            RespCode::InUse => "IN-USE",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Status {
+    Ok,
+    Err(Option<RespCode>),
+    /// A SASL challenge (RFC 5034 §4): `+ ` and base64 data.
+    Challenge,
+}
+
+/// One POP3 reply: a status line, and for multi-line replies the body lines and the `.` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    status: Status,
+    text: Cow<'static, str>,
+    body: Option<Vec<String>>,
+}
+
+impl Reply {
+    /// `+OK`, followed by the text if there is one.
+    pub fn ok(text: impl Into<Cow<'static, str>>) -> Self {
+        Self { status: Status::Ok, text: text.into(), body: None }
+    }
+
+    pub fn err(text: impl Into<Cow<'static, str>>) -> Self {
+        Self { status: Status::Err(None), text: text.into(), body: None }
+    }
+
+    /// `-ERR [CODE] text`.
+    pub fn err_code(code: RespCode, text: impl Into<Cow<'static, str>>) -> Self {
+        Self { status: Status::Err(Some(code)), text: text.into(), body: None }
+    }
+
+    /// `+ data`; the space is sent even when the data is empty, as RFC 5034 §4 asks.
+    pub fn challenge(data: impl Into<Cow<'static, str>>) -> Self {
+        Self { status: Status::Challenge, text: data.into(), body: None }
+    }
+
+    /// Makes this a multi-line reply with these body lines (dot-stuffed when encoded).
+    pub fn lines<L: Into<String>>(mut self, lines: impl IntoIterator<Item = L>) -> Self {
+        self.body = Some(lines.into_iter().map(Into::into).collect());
+        self
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self.status {
+            Status::Ok => out.extend_from_slice(b"+OK"),
+            Status::Err(_) => out.extend_from_slice(b"-ERR"),
+            Status::Challenge => out.extend_from_slice(b"+ "),
+        }
+        if let Status::Err(Some(code)) = self.status {
+            out.extend_from_slice(format!(" [{}]", code.as_str()).as_bytes());
+        }
+        if !self.text.is_empty() && self.status != Status::Challenge {
+            out.push(b' ');
+        }
+        push_line(out, &self.text);
+        if let Some(body) = &self.body {
+            for line in body {
+                if line.starts_with('.') {
+                    out.push(b'.');
+                }
+                push_line(out, line);
+            }
+            out.extend_from_slice(b".\r\n");
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+}
+
+/// Reply text never holds a line break: one would let a client's input start a reply line.
+fn push_line(out: &mut Vec<u8>, text: &str) {
+    debug_assert!(!text.contains(['\r', '\n']), "line break in reply text {text:?}");
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
 
 /// Encodes message content into the body of a multi-line POP3 reply.
 #[derive(Debug)]
@@ -96,6 +197,19 @@ impl MessageEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_are_framed_in_one_place() {
+        assert_eq!(Reply::ok("").to_bytes(), b"+OK\r\n");
+        assert_eq!(Reply::ok("Logged in.").to_bytes(), b"+OK Logged in.\r\n");
+        assert_eq!(Reply::err("Unknown command.").to_bytes(), b"-ERR Unknown command.\r\n");
+        assert_eq!(Reply::err_code(RespCode::InUse, "x").to_bytes(), b"-ERR [IN-USE] x\r\n");
+        assert_eq!(Reply::challenge("").to_bytes(), b"+ \r\n");
+        assert_eq!(Reply::challenge("AQ==").to_bytes(), b"+ AQ==\r\n");
+        let multi = Reply::ok("2 messages").lines(["1 10", ".hidden"]).to_bytes();
+        assert_eq!(multi, b"+OK 2 messages\r\n1 10\r\n..hidden\r\n.\r\n");
+        assert_eq!(Reply::ok("").lines(Vec::<String>::new()).to_bytes(), b"+OK\r\n.\r\n");
+    }
 
     fn encode(mut enc: MessageEncoder, chunks: &[&[u8]]) -> Vec<u8> {
         let mut out = Vec::new();

@@ -5,6 +5,7 @@
 //! touches sockets; everything here is tested byte by byte.
 
 mod authorization;
+pub mod command;
 pub mod encode;
 mod maildrop;
 pub mod session;

@@ -1,7 +1,10 @@
 //! The POP3 session state machine: types, the input loop and the answers to storage requests.
-//! Commands live in `authorization.rs` (before login, incl. STLS and SASL) and
-//! `transaction.rs` (after login).
+//! Lines are parsed in `command.rs`; the commands are carried out in `authorization.rs` (before
+//! login, incl. STLS and SASL) and `transaction.rs` (after login); every reply is framed by
+//! `encode.rs`.
 
+use super::command::{self, ParseError};
+use super::encode::{Reply, RespCode};
 use super::maildrop::Maildrop;
 use super::MAX_AUTH_LINE;
 use crate::lines::{Line, LineReader};
@@ -187,8 +190,9 @@ pub struct Session {
     commands: u64,
 }
 
-pub(super) const AUTH_FAILED: &str = "-ERR [AUTH] Authentication failed.";
-pub(super) const TEMP_FAIL: &str = "-ERR [SYS/TEMP] Temporary server failure, try again later.";
+pub(super) fn temp_fail() -> Reply {
+    Reply::err_code(RespCode::SysTemp, "Temporary server failure, try again later.")
+}
 
 impl Session {
     pub fn new(config: SessionConfig) -> Self {
@@ -204,7 +208,7 @@ impl Session {
             starting_tls: false,
             commands: 0,
         };
-        session.reply("+OK popfleet ready.");
+        session.reply(Reply::ok("popfleet ready."));
         session
     }
 
@@ -230,13 +234,13 @@ impl Session {
     /// The reply for an idle timeout; the caller then closes without any deletion.
     pub fn idle_timeout(&mut self) -> Vec<u8> {
         self.state = State::Done;
-        b"-ERR Disconnected for inactivity.\r\n".to_vec()
+        Reply::err("Disconnected for inactivity.").to_bytes()
     }
 
     /// The reply when the login deadline passes; the caller then closes.
     pub fn login_timeout(&mut self) -> Vec<u8> {
         self.state = State::Done;
-        b"-ERR Disconnected: no login in time.\r\n".to_vec()
+        Reply::err("Disconnected: no login in time.").to_bytes()
     }
 
     pub fn poll(&mut self) -> Step {
@@ -264,9 +268,9 @@ impl Session {
                         // The overlong line was the client's SASL answer: the exchange ends here, or
                         // the next command would be read as the answer (a desync).
                         self.state = State::Authorization { user: None };
-                        self.bad_command("-ERR Authentication cancelled: line too long.");
+                        self.bad_command(Reply::err("Authentication cancelled: line too long."));
                     } else {
-                        self.bad_command("-ERR Line too long.");
+                        self.bad_command(ParseError::LineTooLong.reply());
                     }
                     continue;
                 }
@@ -303,25 +307,27 @@ impl Session {
         match outcome {
             LoginOutcome::Ok { mailbox, listing } => {
                 self.state = State::Transaction(Maildrop::new(mailbox, listing));
-                self.reply("+OK Logged in.");
+                self.reply(Reply::ok("Logged in."));
             }
             LoginOutcome::BadCredentials => match kind {
                 // RFC 7628 §3.2.2: an error challenge first; the client's answer ends it.
                 LoginKind::OAuth(mechanism) => {
-                    self.reply(&format!("+ {}", crate::sasl::oauth::error_challenge(mechanism)));
+                    self.reply(Reply::challenge(crate::sasl::oauth::error_challenge(mechanism)));
                     self.state = State::OAuthFailed;
                 }
                 LoginKind::Password | LoginKind::Scram => self.auth_failed(),
             },
-            LoginOutcome::TempFail => self.reply(TEMP_FAIL),
-            LoginOutcome::InUse => self.reply("-ERR [IN-USE] Mailbox is in use by another session."),
+            LoginOutcome::TempFail => self.reply(temp_fail()),
+            LoginOutcome::InUse => {
+                self.reply(Reply::err_code(RespCode::InUse, "Mailbox is in use by another session."))
+            }
         }
     }
 
     /// Answers a failed authentication; the last allowed failure also closes the session.
     pub(super) fn auth_failed(&mut self) {
         self.state = State::Authorization { user: None };
-        self.reply(AUTH_FAILED);
+        self.reply(Reply::err_code(RespCode::Auth, "Authentication failed."));
         self.auth_failures += 1;
         if self.auth_failures >= self.config.max_auth_failures {
             self.state = State::Done;
@@ -340,9 +346,9 @@ impl Session {
                 if let State::Transaction(drop) = &mut self.state {
                     drop.mark_gone(number);
                 }
-                self.reply("-ERR Message was deleted by another session.");
+                self.reply(Reply::err("Message was deleted by another session."));
             }
-            FetchOutcome::TempFail => self.reply(TEMP_FAIL),
+            FetchOutcome::TempFail => self.reply(temp_fail()),
         }
     }
 
@@ -351,24 +357,34 @@ impl Session {
         debug_assert!(matches!(pending, Some(Pending::Commit)));
         self.state = State::Done;
         match outcome {
-            CommitOutcome::Ok => self.reply("+OK Logging out, messages deleted."),
-            CommitOutcome::Failed => self.reply("-ERR [SYS/TEMP] Some deleted messages were not removed."),
+            CommitOutcome::Ok => self.reply(Reply::ok("Logging out, messages deleted.")),
+            CommitOutcome::Failed => {
+                self.reply(Reply::err_code(RespCode::SysTemp, "Some deleted messages were not removed."))
+            }
         }
         self.closing = true;
     }
 
-    pub(super) fn reply(&mut self, line: &str) {
-        self.out.extend_from_slice(line.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
+    pub(super) fn reply(&mut self, reply: Reply) {
+        reply.encode(&mut self.out);
     }
 
-    pub(super) fn bad_command(&mut self, message: &str) {
+    pub(super) fn bad_command(&mut self, reply: Reply) {
         self.bad_commands += 1;
         if self.bad_commands > self.config.max_bad_commands {
-            self.reply("-ERR Too many bad commands.");
+            self.reply(Reply::err("Too many bad commands."));
             self.closing = true;
         } else {
-            self.reply(message);
+            self.reply(reply);
+        }
+    }
+
+    /// Answers a line that is not a command, counting it when it is malformed.
+    pub(super) fn refuse(&mut self, error: &ParseError) {
+        if error.is_bad_command() {
+            self.bad_command(error.reply());
+        } else {
+            self.reply(error.reply());
         }
     }
 
@@ -397,20 +413,10 @@ impl Session {
             }
             other => self.state = other,
         }
-        let verb_end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
-        let verb = String::from_utf8_lossy(&line[..verb_end]).to_ascii_uppercase();
-        if line.len() + 2 > super::MAX_COMMAND_LINE && verb != "AUTH" {
-            self.bad_command("-ERR Line too long.");
-            return None;
-        }
-        let Ok(args) = std::str::from_utf8(line.get(verb_end + 1..).unwrap_or(&[])) else {
-            self.bad_command("-ERR Command is not valid UTF-8.");
-            return None;
-        };
-        let args = args.to_owned();
+        let parsed = command::parse(&line);
         match self.state {
-            State::Authorization { .. } => self.authorization(&verb, args),
-            State::Transaction(_) => self.transaction(&verb, &args),
+            State::Authorization { .. } => self.authorization(parsed),
+            State::Transaction(_) => self.transaction(parsed),
             _ => None,
         }
     }
