@@ -4,8 +4,10 @@
 //! chunks that the caller streams to storage while the message arrives, so memory stays bounded
 //! by the chunk size whatever the message size.
 
+pub mod command;
 pub mod data;
 mod envelope;
+pub mod reply;
 pub mod session;
 pub mod trace;
 

@@ -1,7 +1,10 @@
-//! The LMTP session state machine.
+//! The LMTP session state machine. Lines are parsed in `command.rs` and every reply is framed by
+//! `reply.rs`; what is left here is sequence: which command fits the transaction so far.
 
+use super::command::{self, Command, MailFrom, ParseError, Verb};
 use super::data::DataReceiver;
-use super::envelope::{parse_mail_from, parse_rcpt_to, Envelope, Recipient};
+use super::envelope::{Envelope, Recipient};
+use super::reply::Reply;
 use super::MAX_COMMAND_LINE;
 use crate::address::mailbox_of_recipient;
 use crate::lines::{Line, LineReader};
@@ -88,6 +91,23 @@ enum State {
     Done,
 }
 
+/// A command that does not fit the session's state; `counted` ones count towards the
+/// bad-command limit.
+struct Refusal {
+    reply: Reply,
+    counted: bool,
+}
+
+impl Refusal {
+    fn bad(code: u16, enhanced: [u16; 3], text: &str) -> Self {
+        Self { reply: Reply::new(code, enhanced, text), counted: true }
+    }
+}
+
+fn ok() -> Reply {
+    Reply::new(250, [2, 0, 0], "OK")
+}
+
 #[derive(Debug)]
 enum Pending {
     Rcpt(Recipient),
@@ -121,8 +141,8 @@ impl Session {
             commands: 0,
             config,
         };
-        let greeting = format!("220 {} LMTP popfleet ready", s.config.hostname);
-        s.reply(&greeting);
+        let greeting = Reply::plain(220, format!("{} LMTP popfleet ready", s.config.hostname));
+        s.reply(greeting);
         s
     }
 
@@ -144,7 +164,7 @@ impl Session {
     /// The reply when a transaction or its data took too long; the caller then closes.
     pub fn too_slow(&mut self, what: &str) -> Vec<u8> {
         self.state = State::Done;
-        format!("421 4.4.2 {} {what}, closing connection\r\n", self.config.hostname).into_bytes()
+        Reply::new(421, [4, 4, 2], format!("{} {what}, closing connection", self.config.hostname)).to_bytes()
     }
 
     /// Command lines handled so far, for the command-rate limit (DATA content is not counted).
@@ -162,7 +182,7 @@ impl Session {
 
     pub fn idle_timeout(&mut self) -> Vec<u8> {
         self.state = State::Done;
-        format!("421 4.4.2 {} Timeout, closing connection\r\n", self.config.hostname).into_bytes()
+        Reply::new(421, [4, 4, 2], format!("{} Timeout, closing connection", self.config.hostname)).to_bytes()
     }
 
     pub fn poll(&mut self) -> Step {
@@ -190,7 +210,7 @@ impl Session {
                 None => return Step::NeedInput,
                 Some(Line::TooLong) => {
                     self.commands += 1;
-                    self.bad_command("500 5.5.2 Line too long");
+                    self.bad_command(Reply::new(500, [5, 5, 2], "Line too long"));
                     continue;
                 }
                 Some(Line::Complete(line)) => line,
@@ -212,12 +232,16 @@ impl Session {
                 if let State::Mail { envelope } = &mut self.state {
                     envelope.recipients.push(recipient);
                 }
-                self.reply("250 2.1.5 Recipient OK");
+                self.reply(Reply::new(250, [2, 1, 5], "Recipient OK"));
             }
-            RcptCheck::Unknown => self.reply(&format!("550 5.1.1 <{}> User unknown", recipient.address)),
-            RcptCheck::TempFail => self.reply("451 4.3.0 Temporary failure looking up recipient, try again later"),
-            RcptCheck::NoSpace => self.reply("452 4.3.1 Insufficient system storage, try again later"),
-            RcptCheck::OverQuota => self.reply(&format!("552 5.2.2 <{}> Mailbox full", recipient.address)),
+            RcptCheck::Unknown => self.reply(unknown_user(&recipient.address)),
+            RcptCheck::TempFail => {
+                self.reply(Reply::new(451, [4, 3, 0], "Temporary failure looking up recipient, try again later"))
+            }
+            RcptCheck::NoSpace => {
+                self.reply(Reply::new(452, [4, 3, 1], "Insufficient system storage, try again later"))
+            }
+            RcptCheck::OverQuota => self.reply(mailbox_full(&recipient.address)),
         }
     }
 
@@ -229,91 +253,108 @@ impl Session {
         };
         debug_assert_eq!(results.len(), envelope.recipients.len());
         for (i, recipient) in envelope.recipients.iter().enumerate() {
-            let line = match results.get(i) {
+            let address = &recipient.address;
+            let reply = match results.get(i) {
                 Some(DeliveryResult::Delivered { id }) => {
-                    format!("250 2.0.0 <{}> Delivered as {id}", recipient.address)
+                    Reply::new(250, [2, 0, 0], format!("<{address}> Delivered as {id}"))
                 }
-                Some(DeliveryResult::UnknownUser) => format!("550 5.1.1 <{}> User unknown", recipient.address),
-                Some(DeliveryResult::OverQuota) => format!("552 5.2.2 <{}> Mailbox full", recipient.address),
+                Some(DeliveryResult::UnknownUser) => unknown_user(address),
+                Some(DeliveryResult::OverQuota) => mailbox_full(address),
                 Some(DeliveryResult::NoSpace) => {
-                    format!("452 4.3.1 <{}> Insufficient system storage, try again later", recipient.address)
+                    Reply::new(452, [4, 3, 1], format!("<{address}> Insufficient system storage, try again later"))
                 }
-                _ => format!("451 4.3.0 <{}> Temporary storage failure, try again later", recipient.address),
+                _ => Reply::new(451, [4, 3, 0], format!("<{address}> Temporary storage failure, try again later")),
             };
-            self.reply(&line);
+            self.reply(reply);
         }
         self.state = State::Ready { lhlo: envelope.lhlo };
     }
 
-    fn reply(&mut self, line: &str) {
-        self.out.extend_from_slice(line.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
+    fn reply(&mut self, reply: Reply) {
+        reply.encode(&mut self.out);
     }
 
-    fn bad_command(&mut self, message: &str) {
+    fn bad_command(&mut self, reply: Reply) {
         self.bad_commands += 1;
         if self.bad_commands > self.config.max_bad_commands {
-            self.reply("421 4.7.0 Too many errors, closing connection");
+            self.reply(Reply::new(421, [4, 7, 0], "Too many errors, closing connection"));
             self.closing = true;
         } else {
-            self.reply(message);
+            self.reply(reply);
+        }
+    }
+
+    fn refuse(&mut self, refusal: Refusal) {
+        if refusal.counted {
+            self.bad_command(refusal.reply);
+        } else {
+            self.reply(refusal.reply);
         }
     }
 
     fn handle_line(&mut self, line: &[u8]) -> Option<Step> {
-        let Ok(line) = std::str::from_utf8(line) else {
-            self.bad_command("500 5.5.2 Command is not valid UTF-8");
-            return None;
-        };
-        let (verb, args) = line.split_once(' ').unwrap_or((line, ""));
-        let verb = verb.to_ascii_uppercase();
-        match verb.as_str() {
-            "LHLO" => {
-                let name = args.trim();
-                if name.is_empty() || name.contains(' ') {
-                    self.bad_command("501 5.5.4 Syntax: LHLO hostname");
-                } else {
-                    self.state = State::Ready { lhlo: name.to_owned() };
-                    let starttls = if self.config.starttls && !self.config.secure { "250-STARTTLS\r\n" } else { "" };
-                    let text = format!(
-                        "250-{}\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n{starttls}250 SIZE {}\r\n",
-                        self.config.hostname, self.config.max_message_size
-                    );
-                    self.out.extend_from_slice(text.as_bytes());
-                }
+        let command = match command::parse(line) {
+            Ok(command) => command,
+            Err(error) => {
+                self.malformed(&error);
+                return None;
             }
-            "MAIL" => self.mail(args),
-            "RCPT" => return self.rcpt(args),
-            "DATA" => return self.data(args),
-            "RSET" => {
+        };
+        match command {
+            Command::Lhlo(name) => self.lhlo(name),
+            Command::MailFrom(from) => self.mail(from),
+            Command::RcptTo(address) => return self.rcpt(address),
+            Command::Data => return self.data(),
+            Command::Rset => {
                 if let State::Mail { envelope } = &self.state {
                     self.state = State::Ready { lhlo: envelope.lhlo.clone() };
                 }
-                self.reply("250 2.0.0 OK");
+                self.reply(ok());
             }
-            "NOOP" => self.reply("250 2.0.0 OK"),
-            "QUIT" => {
-                self.reply("221 2.0.0 Bye");
+            Command::Noop => self.reply(ok()),
+            Command::Quit => {
+                self.reply(Reply::new(221, [2, 0, 0], "Bye"));
                 self.state = State::Done;
                 self.closing = true;
             }
-            "VRFY" => self.reply("252 2.5.2 Cannot VRFY user"),
-            "STARTTLS" => self.starttls(args),
-            "HELO" | "EHLO" => self.bad_command("500 5.5.1 This is an LMTP server: use LHLO"),
-            _ => self.bad_command("500 5.5.2 Unknown command"),
+            Command::Vrfy => self.reply(Reply::new(252, [2, 5, 2], "Cannot VRFY user")),
+            Command::StartTls => self.starttls(),
         }
         None
     }
 
-    fn starttls(&mut self, args: &str) {
-        if !args.trim().is_empty() {
-            self.bad_command("501 5.5.4 STARTTLS takes no arguments");
-        } else if self.config.secure {
-            self.bad_command("503 5.5.1 TLS is already active");
+    /// A malformed command. MAIL or RCPT out of sequence is answered as such whatever its
+    /// arguments: the client's state is the more useful news.
+    fn malformed(&mut self, error: &ParseError) {
+        let sequence = match error.verb() {
+            Some(Verb::Mail) => self.mail_sequence().err(),
+            Some(Verb::Rcpt) => self.rcpt_sequence().err(),
+            _ => None,
+        };
+        match sequence {
+            Some(refusal) => self.refuse(refusal),
+            None => self.bad_command(error.reply()),
+        }
+    }
+
+    fn lhlo(&mut self, name: String) {
+        self.state = State::Ready { lhlo: name };
+        let mut lines = vec![self.config.hostname.clone()];
+        lines.extend(["PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME"].map(String::from));
+        if self.config.starttls && !self.config.secure {
+            lines.push("STARTTLS".into());
+        }
+        lines.push(format!("SIZE {}", self.config.max_message_size));
+        self.reply(Reply::multiline(250, lines));
+    }
+
+    fn starttls(&mut self) {
+        if self.config.secure {
+            self.bad_command(Reply::new(503, [5, 5, 1], "TLS is already active"));
         } else if !self.config.starttls {
-            self.bad_command("502 5.5.1 STARTTLS is not offered here");
+            self.bad_command(Reply::new(502, [5, 5, 1], "STARTTLS is not offered here"));
         } else {
-            self.reply("220 2.0.0 Ready to start TLS");
+            self.reply(Reply::new(220, [2, 0, 0], "Ready to start TLS"));
             // Pipelined plaintext after STARTTLS is dropped, never executed after the handshake.
             self.reader.clear();
             self.state = State::Start;
@@ -321,44 +362,46 @@ impl Session {
         }
     }
 
-    fn mail(&mut self, args: &str) {
-        let lhlo = match &self.state {
-            State::Ready { lhlo } => lhlo.clone(),
-            State::Start => return self.bad_command("503 5.5.1 Send LHLO first"),
-            _ => return self.bad_command("503 5.5.1 Sender already given"),
-        };
-        match parse_mail_from(args) {
-            Ok(from) if from.size.is_some_and(|s| s > self.config.max_message_size) => {
-                self.reply(&format!(
-                    "552 5.3.4 Message size exceeds the limit of {} octets",
-                    self.config.max_message_size
-                ));
-            }
-            Ok(from) => {
-                self.state =
-                    State::Mail { envelope: Envelope { lhlo, mail_from: from.address, recipients: Vec::new() } };
-                self.reply("250 2.1.0 Sender OK");
-            }
-            Err(reply) => self.bad_command(reply),
+    /// MAIL is allowed after LHLO, once per transaction; the LHLO name goes into the envelope.
+    fn mail_sequence(&self) -> Result<String, Refusal> {
+        match &self.state {
+            State::Ready { lhlo } => Ok(lhlo.clone()),
+            State::Start => Err(Refusal::bad(503, [5, 5, 1], "Send LHLO first")),
+            _ => Err(Refusal::bad(503, [5, 5, 1], "Sender already given")),
         }
     }
 
-    fn rcpt(&mut self, args: &str) -> Option<Step> {
+    fn mail(&mut self, from: MailFrom) {
+        let lhlo = match self.mail_sequence() {
+            Ok(lhlo) => lhlo,
+            Err(refusal) => return self.refuse(refusal),
+        };
+        let max = self.config.max_message_size;
+        if from.size.is_some_and(|size| size > max) {
+            self.reply(Reply::new(552, [5, 3, 4], format!("Message size exceeds the limit of {max} octets")));
+        } else {
+            self.state = State::Mail { envelope: Envelope { lhlo, mail_from: from.address, recipients: Vec::new() } };
+            self.reply(Reply::new(250, [2, 1, 0], "Sender OK"));
+        }
+    }
+
+    /// RCPT is allowed inside a transaction, up to the recipient limit (a temporary refusal: the
+    /// client sends the rest in another transaction).
+    fn rcpt_sequence(&self) -> Result<(), Refusal> {
         let State::Mail { envelope } = &self.state else {
-            self.bad_command("503 5.5.1 MAIL first");
-            return None;
+            return Err(Refusal::bad(503, [5, 5, 1], "MAIL first"));
         };
         if envelope.recipients.len() >= self.config.max_recipients {
-            self.reply("452 4.5.3 Too many recipients");
+            return Err(Refusal { reply: Reply::new(452, [4, 5, 3], "Too many recipients"), counted: false });
+        }
+        Ok(())
+    }
+
+    fn rcpt(&mut self, address: String) -> Option<Step> {
+        if let Err(refusal) = self.rcpt_sequence() {
+            self.refuse(refusal);
             return None;
         }
-        let address = match parse_rcpt_to(args) {
-            Ok(a) => a,
-            Err(reply) => {
-                self.bad_command(reply);
-                return None;
-            }
-        };
         match mailbox_of_recipient(&address, self.config.recipient_delimiter) {
             Ok(mailbox) => {
                 self.pending = Some(Pending::Rcpt(Recipient { address, mailbox: mailbox.clone() }));
@@ -366,21 +409,17 @@ impl Session {
             }
             Err(crate::address::AddressError::NotAscii) => {
                 // No SMTPUTF8 here, so no UTF-8 address can name an account.
-                self.reply("553 5.1.3 Address must be ASCII (SMTPUTF8 is not offered)");
+                self.reply(Reply::new(553, [5, 1, 3], "Address must be ASCII (SMTPUTF8 is not offered)"));
                 None
             }
             Err(_) => {
-                self.reply(&format!("550 5.1.1 <{address}> User unknown"));
+                self.reply(unknown_user(&address));
                 None
             }
         }
     }
 
-    fn data(&mut self, args: &str) -> Option<Step> {
-        if !args.trim().is_empty() {
-            self.bad_command("501 5.5.4 DATA takes no arguments");
-            return None;
-        }
+    fn data(&mut self) -> Option<Step> {
         let envelope = match std::mem::replace(&mut self.state, State::Done) {
             State::Mail { envelope } if !envelope.recipients.is_empty() => envelope,
             other => {
@@ -389,13 +428,13 @@ impl Session {
                     // A pipelining client sends DATA before it sees its RCPTs refused (say, 451
                     // while the store is down): a normal outcome, not abuse, so not counted
                     // towards the bad-command limit.
-                    State::Mail { .. } => self.reply("503 5.5.1 No valid recipients"),
-                    _ => self.bad_command("503 5.5.1 MAIL and RCPT first"),
+                    State::Mail { .. } => self.reply(Reply::new(503, [5, 5, 1], "No valid recipients")),
+                    _ => self.bad_command(Reply::new(503, [5, 5, 1], "MAIL and RCPT first")),
                 }
                 return None;
             }
         };
-        self.reply("354 Start mail input; end with <CRLF>.<CRLF>");
+        self.reply(Reply::plain(354, "Start mail input; end with <CRLF>.<CRLF>"));
         self.chunk.clear();
         let receiver = DataReceiver::new(self.config.max_message_size, self.config.max_line_length);
         self.state = State::Data { envelope: envelope.clone(), receiver, ended: false };
@@ -424,11 +463,13 @@ impl Session {
             return Some(Step::NeedInput);
         }
         let refusal = if receiver.has_bare_line_ending() {
-            Some("554 5.6.0 Message contains bare CR or LF; lines must end in CRLF".to_owned())
+            Some(Reply::new(554, [5, 6, 0], "Message contains bare CR or LF; lines must end in CRLF"))
         } else if receiver.too_big() {
-            Some(format!("552 5.3.4 Message exceeds the limit of {} octets", self.config.max_message_size))
+            let max = self.config.max_message_size;
+            Some(Reply::new(552, [5, 3, 4], format!("Message exceeds the limit of {max} octets")))
         } else if receiver.has_long_line() {
-            Some(format!("554 5.6.0 Message has a line longer than {} octets", self.config.max_line_length))
+            let max = self.config.max_line_length;
+            Some(Reply::new(554, [5, 6, 0], format!("Message has a line longer than {max} octets")))
         } else {
             None
         };
@@ -440,7 +481,7 @@ impl Session {
         match refusal {
             Some(refusal) => {
                 for _ in &envelope.recipients {
-                    self.reply(&refusal);
+                    self.reply(refusal.clone());
                 }
                 self.chunk.clear();
                 self.state = State::Ready { lhlo: envelope.lhlo };
@@ -452,4 +493,12 @@ impl Session {
             }
         }
     }
+}
+
+fn unknown_user(address: &str) -> Reply {
+    Reply::new(550, [5, 1, 1], format!("<{address}> User unknown"))
+}
+
+fn mailbox_full(address: &str) -> Reply {
+    Reply::new(552, [5, 2, 2], format!("<{address}> Mailbox full"))
 }
