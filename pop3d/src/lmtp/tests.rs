@@ -3,6 +3,8 @@
 use super::*;
 use crate::store::CHUNK_SIZE;
 
+mod parser;
+
 /// Known mailboxes; `fail@example.com` exists but its storage fails at commit.
 const KNOWN: [&str; 5] =
     ["alice@example.com", "bob@example.com", "fail@example.com", "carol@example.com", "dave@example.com"];

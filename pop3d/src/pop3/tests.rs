@@ -347,6 +347,7 @@ fn capabilities_depend_on_state_and_on_cleartext_policy() {
     assert_eq!(insecure.cmd("AUTH"), "+OK\r\nSCRAM-SHA-256\r\n.\r\n");
 }
 
+mod parser;
 mod security;
 
 #[test]
