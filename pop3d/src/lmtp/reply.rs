@@ -33,10 +33,6 @@ impl Reply {
         Self { code, enhanced, lines }
     }
 
-    pub fn code(&self) -> u16 {
-        self.code
-    }
-
     pub fn encode(&self, out: &mut Vec<u8>) {
         let mut text = String::new();
         for (i, line) in self.lines.iter().enumerate() {
