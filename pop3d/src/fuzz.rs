@@ -1,5 +1,5 @@
-//! Fuzz harnesses: the POP3 engine, the LMTP engine and the PROXY header parser driven by
-//! arbitrary bytes, with the invariants that must hold whatever a client sends.
+//! Fuzz harnesses: the POP3 engine, the LMTP engine, their command parsers and the PROXY header
+//! parser driven by arbitrary bytes, with the invariants that must hold whatever a client sends.
 //!
 //! They live in the library so that two runners share them: cargo-fuzz/libFuzzer targets in
 //! `fuzz/` (nightly, coverage-guided, long runs) and `tests/fuzz_corpus.rs` (stable, in every
@@ -268,6 +268,120 @@ pub fn lmtp_session(data: &[u8]) -> Reached {
     }
 }
 
+/// POP3 command lines through the parser alone: an accepted line parses again from its canonical
+/// form to the same command, the keyword's case never matters, and every refusal is one short
+/// `-ERR` line.
+pub fn pop3_command(data: &[u8]) -> Reached {
+    use crate::pop3::command::{self, ParseError};
+    for line in command_lines(data) {
+        let parsed = command::parse(line);
+        assert_eq!(command::parse(&flip_keyword_case(line)), parsed, "the keyword's case changed the parse");
+        match &parsed {
+            Ok(cmd) => {
+                let canonical = pop3_canonical(cmd);
+                assert_eq!(command::parse(canonical.as_bytes()).as_ref(), Ok(cmd), "{canonical:?} parsed differently");
+            }
+            Err(error) => {
+                let reply = error.reply().to_bytes();
+                check_pop3_write(&reply);
+                assert!(reply.starts_with(b"-ERR ") && reply.iter().filter(|&&b| b == b'\n').count() == 1);
+                let too_long = line.len() + 2 > crate::pop3::MAX_COMMAND_LINE;
+                assert_eq!(
+                    *error == ParseError::LineTooLong,
+                    too_long && !line.to_ascii_uppercase().starts_with(b"AUTH ")
+                );
+            }
+        }
+    }
+    Reached::default()
+}
+
+/// LMTP command lines through the parser alone, with the same invariants as [`pop3_command`].
+pub fn lmtp_command(data: &[u8]) -> Reached {
+    use crate::lmtp::command;
+    for line in command_lines(data) {
+        let parsed = command::parse(line);
+        assert_eq!(command::parse(&flip_keyword_case(line)), parsed, "the keyword's case changed the parse");
+        match &parsed {
+            Ok(cmd) => {
+                let canonical = lmtp_canonical(cmd);
+                assert_eq!(command::parse(canonical.as_bytes()).as_ref(), Ok(cmd), "{canonical:?} parsed differently");
+            }
+            Err(error) => {
+                let reply = error.reply().to_bytes();
+                check_lmtp_write(&reply);
+                assert!(matches!(reply[0], b'5') && reply.iter().filter(|&&b| b == b'\n').count() == 1);
+            }
+        }
+    }
+    Reached::default()
+}
+
+/// The input's lines without their line endings, as the line reader hands them over.
+fn command_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    data.split(|&b| b == b'\n').map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+}
+
+/// The line with the ASCII letters of its keyword (up to the first space) in the other case.
+fn flip_keyword_case(line: &[u8]) -> Vec<u8> {
+    let end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
+    let flip = |b: u8| if b.is_ascii_uppercase() { b.to_ascii_lowercase() } else { b.to_ascii_uppercase() };
+    line[..end].iter().map(|&b| flip(b)).chain(line[end..].iter().copied()).collect()
+}
+
+fn pop3_canonical(cmd: &crate::pop3::command::Command) -> String {
+    use crate::pop3::command::{Command, SaslMechanism};
+    let with = |verb: &str, n: &Option<_>| match n {
+        Some(n) => format!("{verb} {n}"),
+        None => verb.to_owned(),
+    };
+    match cmd {
+        Command::User(name) => format!("USER {name}"),
+        Command::Pass(password) => format!("PASS {}", password.expose()),
+        Command::Apop => "APOP".into(),
+        Command::Auth { mechanism, initial_response } => {
+            let name = mechanism.map(|m| match m {
+                SaslMechanism::Plain => "PLAIN",
+                SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+                SaslMechanism::OAuthBearer => "OAUTHBEARER",
+                SaslMechanism::XOAuth2 => "XOAUTH2",
+                SaslMechanism::Other => "X-OTHER",
+            });
+            let words = ["AUTH"].into_iter().chain(name).chain(initial_response.as_ref().map(|r| r.expose()));
+            words.collect::<Vec<_>>().join(" ")
+        }
+        Command::Stls => "STLS".into(),
+        Command::Capa => "CAPA".into(),
+        Command::Quit => "QUIT".into(),
+        Command::Stat => "STAT".into(),
+        Command::List(n) => with("LIST", n),
+        Command::Uidl(n) => with("UIDL", n),
+        Command::Retr(n) => format!("RETR {n}"),
+        Command::Top(n, lines) => format!("TOP {n} {lines}"),
+        Command::Dele(n) => format!("DELE {n}"),
+        Command::Rset => "RSET".into(),
+        Command::Noop => "NOOP".into(),
+    }
+}
+
+fn lmtp_canonical(cmd: &crate::lmtp::command::Command) -> String {
+    use crate::lmtp::command::Command;
+    match cmd {
+        Command::Lhlo(name) => format!("LHLO {name}"),
+        Command::MailFrom(from) => match from.size {
+            Some(size) => format!("MAIL FROM:<{}> SIZE={size}", from.address),
+            None => format!("MAIL FROM:<{}>", from.address),
+        },
+        Command::RcptTo(address) => format!("RCPT TO:<{address}>"),
+        Command::Data => "DATA".into(),
+        Command::Rset => "RSET".into(),
+        Command::Noop => "NOOP".into(),
+        Command::Quit => "QUIT".into(),
+        Command::Vrfy => "VRFY".into(),
+        Command::StartTls => "STARTTLS".into(),
+    }
+}
+
 /// Parses a PROXY header the way the server reads it (only as many octets as `parse` asks for)
 /// and checks that this agrees with parsing everything at once.
 pub fn proxy_header(data: &[u8]) -> Reached {
@@ -321,6 +435,17 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             ctl(&[0x04, 0xff, 255, 255, 255, 255], b"LHLO a.test\r\nSTARTTLS\r\nMAIL FROM:<e@x.test>\r\n\xffLHLO a.test\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\nbare\nlf\r\n.\r\n"),
             ctl(&[0x00, 0xfe, 3, 7, 11, 13], b"LHLO a.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\nSubject: smuggle\r\n\r\nx\n.\r\nMAIL FROM:<evil@x.test>\r\n.\r\nRSET\r\nNOOP\r\nVRFY x\r\n"),
         ],
+        "pop3_command" => vec![
+            b"CAPA\r\nuser alice@example.com\r\nPASS  pass word \r\nLIST 1\r\nUIDL\r\nTOP 2 0\r\nRETR 0\r\nDELE +1\r\nQUIT\r\n"
+                .to_vec(),
+            b"AUTH\r\nAUTH scram-sha-256 biws\r\nSTLS \r\nAPOP a b\r\nRETR 99999999999999999999\r\nNOOP \xff\r\n\t\0\r\n"
+                .to_vec(),
+        ],
+        "lmtp_command" => vec![
+            b"LHLO a.test\r\nMAIL FROM:<s@x.test> SIZE=100 BODY=8BITMIME\r\nRCPT TO:<@r:alice@example.com>\r\nDATA\r\n"
+                .to_vec(),
+            b"mail from: <>\r\nRCPT TO:<>\r\nMAIL FROM:<a SIZE=x\r\nEHLO x\r\nSTARTTLS now\r\nVRFY\r\n\xff\r\n".to_vec(),
+        ],
         "proxy_header" => {
             let v4 = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
             vec![
@@ -340,8 +465,13 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
 pub type Target = fn(&[u8]) -> Reached;
 
 /// The targets by name, for the runners.
-pub const TARGETS: &[(&str, Target)] =
-    &[("pop3_session", pop3_session), ("lmtp_session", lmtp_session), ("proxy_header", proxy_header)];
+pub const TARGETS: &[(&str, Target)] = &[
+    ("pop3_session", pop3_session),
+    ("lmtp_session", lmtp_session),
+    ("pop3_command", pop3_command),
+    ("lmtp_command", lmtp_command),
+    ("proxy_header", proxy_header),
+];
 
 #[cfg(test)]
 mod tests {
@@ -366,5 +496,24 @@ mod tests {
         let lmtp = sum("lmtp_session", lmtp_session);
         assert!(lmtp.deliveries >= 1 && lmtp.tls >= 1, "{lmtp:?}");
         assert_eq!(sum("proxy_header", proxy_header).logins, 6, "every PROXY seed parses");
+    }
+
+    #[test]
+    fn parser_seeds_hold_commands_that_parse_and_lines_that_do_not() {
+        for (target, f) in [("pop3_command", pop3_command as Target), ("lmtp_command", lmtp_command)] {
+            let seeds = seeds(target);
+            assert!(!seeds.is_empty());
+            seeds.iter().for_each(|seed| drop(f(seed)));
+        }
+        let pop3: Vec<bool> = seeds("pop3_command")
+            .iter()
+            .flat_map(|s| command_lines(s).map(|l| crate::pop3::command::parse(l).is_ok()).collect::<Vec<_>>())
+            .collect();
+        assert!(pop3.contains(&true) && pop3.contains(&false));
+        let lmtp: Vec<bool> = seeds("lmtp_command")
+            .iter()
+            .flat_map(|s| command_lines(s).map(|l| crate::lmtp::command::parse(l).is_ok()).collect::<Vec<_>>())
+            .collect();
+        assert!(lmtp.contains(&true) && lmtp.contains(&false));
     }
 }

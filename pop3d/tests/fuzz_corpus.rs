@@ -216,6 +216,16 @@ fn lmtp_session() {
 }
 
 #[test]
+fn pop3_command() {
+    fuzz("pop3_command");
+}
+
+#[test]
+fn lmtp_command() {
+    fuzz("lmtp_command");
+}
+
+#[test]
 fn proxy_header() {
     fuzz("proxy_header");
 }
