@@ -503,7 +503,9 @@ mod tests {
         for (target, f) in [("pop3_command", pop3_command as Target), ("lmtp_command", lmtp_command)] {
             let seeds = seeds(target);
             assert!(!seeds.is_empty());
-            seeds.iter().for_each(|seed| drop(f(seed)));
+            for seed in &seeds {
+                f(seed);
+            }
         }
         let pop3: Vec<bool> = seeds("pop3_command")
             .iter()
