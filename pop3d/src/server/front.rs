@@ -15,6 +15,7 @@ use super::conn::Conn;
 use super::limits::{ConnectionLimiter, ConnectionPermit};
 use super::ServerContext;
 use crate::metrics::ResultLabel;
+use crate::pop3::encode::RespCode;
 use crate::proxy::{self, Parse, ProxyHeader};
 
 /// How long a proxy has to send its header (Dovecot uses 3 s; load balancers send it at once).
@@ -104,12 +105,16 @@ pub async fn accept_loop<F>(
 
 /// Tells a refused client why, where the protocol allows it (not before an implicit-TLS handshake).
 async fn refuse(mut stream: TcpStream, spec: ListenerSpec) {
-    let refusal: &[u8] = match spec.protocol {
+    let refusal = match spec.protocol {
         _ if spec.implicit_tls => return,
-        Protocol::Pop3 => b"-ERR [SYS/TEMP] Too many connections, try again later.\r\n",
-        Protocol::Lmtp => b"421 4.3.2 Too many connections, try again later\r\n",
+        Protocol::Pop3 => {
+            crate::pop3::encode::Reply::err_code(RespCode::SysTemp, "Too many connections, try again later.").to_bytes()
+        }
+        Protocol::Lmtp => {
+            crate::lmtp::reply::Reply::new(421, [4, 3, 2], "Too many connections, try again later").to_bytes()
+        }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(refusal)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&refusal)).await;
 }
 
 async fn front_door(

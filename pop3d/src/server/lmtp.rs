@@ -14,6 +14,7 @@ use super::front::Client;
 use super::io::{pace, read_until, upgrade_to_tls, DataPace, Drain, IdleClock};
 use super::limits::CommandRate;
 use super::ServerContext;
+use crate::lmtp::reply::Reply;
 use crate::lmtp::{DeliveryResult, LmtpConfig, RcptCheck, Session, Step};
 use crate::metrics::ResultLabel;
 use crate::store::CHUNK_SIZE;
@@ -178,7 +179,7 @@ async fn read_input(
     let (deadline, cut) = clocks.next();
     let Waits { stop, may_stop, drain } = waits;
     if may_stop && drain.at_transaction_boundary() {
-        out.write_all(b"421 4.3.2 Server shutting down\r\n").await?;
+        out.write_all(&shutting_down()).await?;
         out.flush().await?;
         return Ok(false);
     }
@@ -192,7 +193,7 @@ async fn read_input(
     };
     match read {
         None if may_stop && drain.is_draining() && Instant::now() < deadline => {
-            out.write_all(b"421 4.3.2 Server shutting down\r\n").await?;
+            out.write_all(&shutting_down()).await?;
             out.flush().await?;
             Ok(false)
         }
@@ -273,4 +274,8 @@ async fn finish(ctx: &ServerContext, delivery: Delivery) -> Vec<DeliveryResult> 
         ctx.metrics.deliveries.get_or_create(&ResultLabel { result: label }).inc();
     }
     results
+}
+
+fn shutting_down() -> Vec<u8> {
+    Reply::new(421, [4, 3, 2], "Server shutting down").to_bytes()
 }

@@ -14,6 +14,7 @@ use super::ServerContext;
 use crate::auth::AuthOutcome;
 use crate::message_id::MessageId;
 use crate::metrics::ResultLabel;
+use crate::pop3::encode::{Reply, RespCode};
 use crate::pop3::{
     CommitOutcome, FetchOutcome, FetchRequest, LoginOutcome, LoginRequest, MessageEncoder, ScramKeysOutcome, Session,
     SessionConfig, Step,
@@ -71,7 +72,7 @@ async fn session(client: Client, ctx: &ServerContext, mut stop: watch::Receiver<
                 match read {
                     None if drain.is_draining() && Instant::now() < deadline => {
                         // Shutting down and the client went quiet: nothing is deleted, it reconnects elsewhere.
-                        out.write_all(b"-ERR [SYS/TEMP] Server shutting down.\r\n").await?;
+                        out.write_all(&Reply::err_code(RespCode::SysTemp, "Server shutting down.").to_bytes()).await?;
                         return out.flush().await;
                     }
                     None => {
