@@ -124,11 +124,27 @@ def measured(fn, json_path: Path):
 
 def reused(args, json_path: Path) -> dict | None:
     """With --reuse, a run already made into --out (its report and its .measured.json) is not run again."""
-    side = json_path.with_suffix(".measured.json")
-    if not (args.reuse and json_path.exists() and side.exists()):
+    if not (args.reuse and have_run(json_path)):
         return None
+    side = json_path.with_suffix(".measured.json")
+    report = json.loads(json_path.read_text().splitlines()[-1])
+    # The table's heading states one scenario for every row: a run of another one may not join it.
+    want = {"duration_s": args.duration, "users": args.users, "target_rate": args.rate, "size_mix": args.sizes}
+    if any(report.get(k) != v for k, v in want.items()):
+        raise SystemExit(f"{json_path} was made with { {k: report.get(k) for k in want} }, not {want}: "
+                         "remove it or run without --reuse")
     print(f"\n==> {json_path.stem}: reusing {json_path} and {side.name}", flush=True)
-    return json.loads(json_path.read_text().splitlines()[-1]) | json.loads(side.read_text())
+    return report | json.loads(side.read_text())
+
+
+def have_run(json_path: Path) -> bool:
+    return json_path.exists() and json_path.with_suffix(".measured.json").exists()
+
+
+def fresh(json_path: Path) -> None:
+    """A run about to be made: no report or measurement of an earlier one may be left to pair with it."""
+    json_path.unlink(missing_ok=True)
+    json_path.with_suffix(".measured.json").unlink(missing_ok=True)
 
 
 def run_popfleet(args, delay: int, out: Path) -> dict:
@@ -148,7 +164,7 @@ def run_popfleet(args, delay: int, out: Path) -> dict:
         time.sleep(5)  # the accounts reach dc2 before its readers log in
         label = f"popfleet-{delay}ms"
         json_path = out / f"{label}.json"
-        json_path.unlink(missing_ok=True)
+        fresh(json_path)
         cmd = [args.loadgen, "run", *common(args, label, json_path), "--password", PASSWORD,
                "--lmtp", f"{HOST}:{dc1.lmtp}", "--pop3", f"{HOST}:{dc1.pop3},{dc2.host}:{dc2.pop3}", "--settle", str(args.settle)]
         print(f"\n==> {label}: {' '.join(cmd)}", flush=True)
@@ -164,7 +180,7 @@ def run_baseline(args, delay: int, out: Path) -> dict:
     json_path = out / f"{label}.json"
     if (report := reused(args, json_path)) is not None:
         return report
-    json_path.unlink(missing_ok=True)
+    fresh(json_path)
     cmd = [args.loadgen, "lwt-baseline", *common(args, label, json_path), "--cassandra", points("dc1"),
            "--dc", "dc1", "--read-cassandra", points("dc2"), "--read-dc", "dc2",
            "--keyspace", "popfleet_lwt_baseline", "--replication", "dc1:3,dc2:3", "--reset", "--settle", str(args.settle)]
@@ -258,7 +274,7 @@ def main() -> None:
         args.duration = float(spec.split(":")[1]) if ":" in spec else full_duration
         labels = [f"{t}-{delay}ms" for t in ("popfleet", "lwt-baseline") if t in args.targets]
         # The cluster only for runs to make: with --reuse and every report there, just the table and chart.
-        if not (args.reuse and all((args.out / f"{x}.measured.json").exists() for x in labels)):
+        if not (args.reuse and all(have_run(args.out / f"{x}.json") for x in labels)):
             seed("up")
             seed("link-delay", str(delay))
             print(seed("status", check=False), flush=True)  # printed for the record; the runs decide

@@ -125,9 +125,9 @@ class Reader(threading.Thread):
     """POP3 sessions in a loop while the load runs: each marks a third of the mailbox deleted, then
     either QUITs (committed unless the reply is lost) or drops the connection (nothing deleted)."""
 
-    def __init__(self, srv, users, netns: str | None = None):
+    def __init__(self, srv, users, netns: str | None = None, timeout: float = 10):
         super().__init__(daemon=True)
-        self.srv, self.users, self.netns = srv, users, netns
+        self.srv, self.users, self.netns, self.timeout = srv, users, netns, timeout
         self.stop = threading.Event()
         self.committed: set = set()
         self.maybe: set = set()
@@ -142,7 +142,7 @@ class Reader(threading.Thread):
             addr, pw = rng.choice(self.users)
             marked = []
             try:
-                with self.srv.pop3(timeout=10) as p:
+                with self.srv.pop3(timeout=self.timeout) as p:
                     p.login(addr, pw)
                     listing = p.list()
                     for n in list(listing)[::3]:

@@ -144,7 +144,9 @@ def run_loads(dc1, dc2, mine: dict, tmp_path, seconds: float, rate: float = 10):
     retry by design, ADR 5 and server/pop3.rs missing_content, not a failed quorum.)"""
     loads = [Load(dc1, mine["dc1"], rate=rate, seconds=seconds, tmp=tmp_path),
              Load(dc2, mine["dc2"], rate=rate, seconds=seconds, tmp=tmp_path, prefix=IN_DC2)]
-    readers = [Reader(dc1, mine["dc1"]), Reader(dc2, mine["dc2"], netns=NETNS)]
+    # A client's patience above pop3d's: a login or TOP may make two reads that each meet the dead
+    # replica before Cassandra marks it down (5 s timeout, then the retry), within --cassandra-timeout-ms.
+    readers = [Reader(dc1, mine["dc1"], timeout=30), Reader(dc2, mine["dc2"], netns=NETNS, timeout=30)]
     for r in readers:
         r.start()
     return loads, readers
@@ -215,7 +217,7 @@ def test_two_nodes_of_dc1_down(server_factory, tmp_path, cluster):
     replicated(dc2, users)
     seconds = phase(45)
     load = Load(dc2, users, rate=10, seconds=seconds, tmp=tmp_path, prefix=IN_DC2)
-    reader = Reader(dc2, users, netns=NETNS)
+    reader = Reader(dc2, users, netns=NETNS, timeout=30)
     reader.start()
     time.sleep(seconds * 0.2)
     cluster.stop("n1", "n2")

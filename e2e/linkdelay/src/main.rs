@@ -44,8 +44,9 @@ struct Args {
 /// What the delayer did, for its exit line.
 #[derive(Default)]
 struct Counts {
+    /// Verdicts sent.
     delayed: u64,
-    /// Verdicts the kernel refused because it had already dropped the packet (see `receive`).
+    /// Of those, verdicts the kernel refused because it had already dropped the packet (see `receive`).
     gone: u64,
 }
 
@@ -57,12 +58,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => {
             eprintln!(
-                "popfleet-linkdelay: queue {q}: exiting, {delayed} packets delayed, {gone} dropped by the kernel"
+                "popfleet-linkdelay: queue {q}: exiting, {delayed} packets delayed, {gone} of them dropped by the kernel first"
             );
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("popfleet-linkdelay: queue {q}: {e:#} ({delayed} packets delayed, {gone} dropped by the kernel)");
+            eprintln!("popfleet-linkdelay: queue {q}: {e:#} ({delayed} packets delayed, {gone} of them dropped by the kernel first)");
             ExitCode::FAILURE
         }
     }

@@ -7,7 +7,8 @@
 //! quorum of live replicas is there. The driver's default policy retries a read timeout only when
 //! enough replicas answered (`received >= required`), so without this the crash of one node of
 //! three turned an in-flight RETR into `-ERR [SYS/TEMP]` (seen by the quorum test). Retried once,
-//! on the next coordinator of the plan; by then the node is usually marked down and left out.
+//! on the next coordinator of the plan, which leaves the node out once Cassandra has marked it
+//! down (until then it may pick it too, and the read fails after all: rarer, not impossible).
 //! Every statement pop3d sends is idempotent (reads, upserts, deletes), and a statement not marked
 //! so is never retried here. The retry needs time: `--cassandra-timeout-ms` bounds both attempts,
 //! so its default sits above Cassandra's read timeout (5 s).
