@@ -292,7 +292,13 @@ async fn reads_and_scans_get_past_more_tombstones_than_one_read_may_scan() {
 /// The test CA and certificates `e2e/cassandra up` made for TLS on the native port.
 fn tls_dir() -> std::path::PathBuf {
     std::env::var_os("POPFLEET_CASSANDRA_TLS_DIR").map(Into::into).unwrap_or_else(|| {
-        std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".local/state/popfleet/cassandra-tls")
+        // $POPFLEET_STATE/cassandra-tls, where e2e/cassandra writes them.
+        std::env::var_os("POPFLEET_STATE")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".local/state/popfleet")
+            })
+            .join("cassandra-tls")
     })
 }
 

@@ -29,7 +29,11 @@ pub fn require_env() {
 
 pub fn kubeconfig_path() -> PathBuf {
     std::env::var_os("KUBECONFIG").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".local/state/popfleet/kube/kubeconfig")
+        // $POPFLEET_STATE/kube/kubeconfig, where e2e/kube writes it.
+        std::env::var_os("POPFLEET_STATE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".local/state/popfleet"))
+            .join("kube/kubeconfig")
     })
 }
 
