@@ -27,14 +27,15 @@ pub fn require_env() {
     );
 }
 
+/// Where e2e/kube and e2e/cassandra keep their state: $POPFLEET_STATE, else ~/.local/state/popfleet.
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("POPFLEET_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".local/state/popfleet"))
+}
+
 pub fn kubeconfig_path() -> PathBuf {
-    std::env::var_os("KUBECONFIG").map(PathBuf::from).unwrap_or_else(|| {
-        // $POPFLEET_STATE/kube/kubeconfig, where e2e/kube writes it.
-        std::env::var_os("POPFLEET_STATE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".local/state/popfleet"))
-            .join("kube/kubeconfig")
-    })
+    std::env::var_os("KUBECONFIG").map(PathBuf::from).unwrap_or_else(|| state_dir().join("kube/kubeconfig"))
 }
 
 pub async fn client() -> Client {

@@ -172,13 +172,9 @@ async fn check_admin_access(server: &Pop3d, token: &str) {
 
 /// The test CA and certificates `e2e/cassandra up` made for TLS on the native port.
 fn cassandra_tls_dir() -> PathBuf {
-    std::env::var_os("POPFLEET_CASSANDRA_TLS_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        // $POPFLEET_STATE/cassandra-tls, where e2e/cassandra writes them.
-        std::env::var_os("POPFLEET_STATE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".local/state/popfleet"))
-            .join("cassandra-tls")
-    })
+    std::env::var_os("POPFLEET_CASSANDRA_TLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_dir().join("cassandra-tls"))
 }
 
 const SESSION: &str = r#"
