@@ -25,6 +25,10 @@ pub const MAX_MESSAGE_SIZE: u64 = 64 * 1024 * 1024;
 pub const MIN_FREE_SPACE_MB: u64 = 256;
 pub const AUTH_FAIL_DELAY_MS: u64 = 1000;
 pub const ACCOUNT_CACHE_SECS: u64 = 2;
+/// A day: longer than the first retries of every common MTA (Postfix retries for 5 days, but
+/// a message whose first copy is a day old is a fresh delivery to the reader), short enough that
+/// the records of a busy server stay a small fraction of its mail.
+pub const DEDUP_WINDOW_SECS: u64 = 86_400;
 /// SCRAM-SHA-256 keys sit next to the argon2id hash, so a stolen store is attacked through the
 /// cheaper of the two. OWASP's PBKDF2-HMAC-SHA256 figure (600,000) is its match for argon2id at
 /// 19 MiB, t=2 (pop3d's hash); RFC 7677's minimum of 4096 was the weak link.

@@ -31,6 +31,7 @@ pub struct FileConfig {
     pub min_free_space_mb: Option<u64>,
     pub auth_fail_delay_ms: Option<u64>,
     pub account_cache_secs: Option<u64>,
+    pub dedup_window_secs: Option<u64>,
     pub admin_token: Option<String>,
     pub admin_token_file: Option<PathBuf>,
     pub scram_iterations: Option<u32>,

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod dedup;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod lines;

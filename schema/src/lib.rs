@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "mailstore", cql: include_str!("../migrations/0001_mailstore.cql") },
     Migration { version: 2, name: "scram_keys", cql: include_str!("../migrations/0002_scram_keys.cql") },
     Migration { version: 3, name: "quota_and_secrets", cql: include_str!("../migrations/0003_quota_and_secrets.cql") },
+    Migration { version: 4, name: "recent_deliveries", cql: include_str!("../migrations/0004_recent_deliveries.cql") },
 ];
 
 /// The latest schema version.

@@ -67,6 +67,11 @@ pub struct ServeArgs {
     /// 0: always ask [default: 2].
     #[arg(long, env = "POP3D_ACCOUNT_CACHE_SECS")]
     pub account_cache_secs: Option<u64>,
+    /// Seconds a delivered message (recipient, Message-ID and content digest) is remembered, so an
+    /// MTA that retries it after a lost 250 gets 250 again without a second copy; messages without
+    /// a Message-ID are never deduplicated; 0: off [default: 86400].
+    #[arg(long, env = "POP3D_DEDUP_WINDOW_SECS")]
+    pub dedup_window_secs: Option<u64>,
     /// File holding the bearer token the admin API's account and repair routes require (the token
     /// itself may come from POP3D_ADMIN_TOKEN instead; there is no flag, so it never shows in `ps`).
     /// Unset: those routes answer loopback clients only.

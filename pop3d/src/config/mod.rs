@@ -48,6 +48,8 @@ pub struct Config {
     pub min_free_space: u64,
     pub auth_fail_delay: Duration,
     pub account_cache_ttl: Duration,
+    /// How long a delivery is remembered to absorb an MTA's retry; `None`: never.
+    pub dedup_window: Option<Duration>,
     /// Required by the admin API's account and repair routes; without one they answer loopback
     /// clients only, and the admin listener must be on loopback.
     pub admin_token: Option<String>,
@@ -125,6 +127,8 @@ impl Config {
             min_free_space: s.min_free_space_mb.unwrap_or(defaults::MIN_FREE_SPACE_MB) * 1024 * 1024,
             auth_fail_delay: Duration::from_millis(s.auth_fail_delay_ms.unwrap_or(defaults::AUTH_FAIL_DELAY_MS)),
             account_cache_ttl: secs(s.account_cache_secs.unwrap_or(defaults::ACCOUNT_CACHE_SECS)),
+            dedup_window: Some(secs(s.dedup_window_secs.unwrap_or(defaults::DEDUP_WINDOW_SECS)))
+                .filter(|w| !w.is_zero()),
             admin_token,
             scram_iterations: s.scram_iterations.unwrap_or(defaults::SCRAM_ITERATIONS),
             min_password_length: s.min_password_length.unwrap_or(defaults::MIN_PASSWORD_LENGTH),
@@ -331,6 +335,7 @@ fn flags_over_file(a: ServeArgs, f: FileConfig) -> Result<FileConfig, ConfigErro
         min_free_space_mb: a.min_free_space_mb.or(f.min_free_space_mb),
         auth_fail_delay_ms: a.auth_fail_delay_ms.or(f.auth_fail_delay_ms),
         account_cache_secs: a.account_cache_secs.or(f.account_cache_secs),
+        dedup_window_secs: a.dedup_window_secs.or(f.dedup_window_secs),
         // Resolved apart (`admin_token`): it has no flag, and the token file wins over it.
         admin_token: f.admin_token,
         admin_token_file: a.admin_token_file.or(f.admin_token_file),

@@ -64,6 +64,10 @@ pub enum DeliveryResult {
     Delivered {
         id: String,
     },
+    /// An MTA's retry of a delivery stored before (as `id`): answered 250, not stored again.
+    Duplicate {
+        id: String,
+    },
     /// The account was deleted while the message was on its way.
     UnknownUser,
     /// The message would take the mailbox over its quota.
@@ -257,6 +261,9 @@ impl Session {
             let reply = match results.get(i) {
                 Some(DeliveryResult::Delivered { id }) => {
                     Reply::new(250, [2, 0, 0], format!("<{address}> Delivered as {id}"))
+                }
+                Some(DeliveryResult::Duplicate { id }) => {
+                    Reply::new(250, [2, 0, 0], format!("<{address}> Already delivered as {id}"))
                 }
                 Some(DeliveryResult::UnknownUser) => unknown_user(address),
                 Some(DeliveryResult::OverQuota) => mailbox_full(address),

@@ -6,8 +6,14 @@ use crate::store::CHUNK_SIZE;
 mod parser;
 
 /// Known mailboxes; `fail@example.com` exists but its storage fails at commit.
-const KNOWN: [&str; 5] =
-    ["alice@example.com", "bob@example.com", "fail@example.com", "carol@example.com", "dave@example.com"];
+const KNOWN: [&str; 6] = [
+    "alice@example.com",
+    "bob@example.com",
+    "fail@example.com",
+    "carol@example.com",
+    "dave@example.com",
+    "erin@example.com",
+];
 
 #[derive(Default)]
 struct Harness {
@@ -78,6 +84,7 @@ impl Harness {
                             "fail@example.com" => DeliveryResult::TempFail,
                             "carol@example.com" => DeliveryResult::OverQuota,
                             "dave@example.com" => DeliveryResult::NoSpace,
+                            "erin@example.com" => DeliveryResult::Duplicate { id: "FIRST".into() },
                             _ => DeliveryResult::Delivered { id: "ID".into() },
                         })
                         .collect();
@@ -217,6 +224,16 @@ fn storage_failure_is_a_temporary_error_for_that_recipient_only() {
     assert_eq!(
         h.text("hi\r\n.\r\n"),
         "451 4.3.0 <fail@example.com> Temporary storage failure, try again later\r\n250 2.0.0 <alice@example.com> Delivered as ID\r\n"
+    );
+}
+
+#[test]
+fn a_retried_delivery_gets_250_with_the_id_of_its_first_copy() {
+    let mut h = Harness::new(100_000);
+    h.text("LHLO mx\r\nMAIL FROM:<a@b>\r\nRCPT TO:<erin@example.com>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\n");
+    assert_eq!(
+        h.text("hi\r\n.\r\n"),
+        "250 2.0.0 <erin@example.com> Already delivered as FIRST\r\n250 2.0.0 <alice@example.com> Delivered as ID\r\n"
     );
 }
 

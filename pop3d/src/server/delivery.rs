@@ -1,5 +1,7 @@
 //! One LMTP transaction's delivery: content chunks streamed to every recipient's message as
-//! they arrive, then the listing rows (the commit point), then the per-recipient results.
+//! they arrive, then the listing rows (the commit point), then the per-recipient results. A
+//! delivery the store remembers (an MTA's retry after a lost 250) is answered without a second
+//! copy: see `crate::dedup` and docs/adr/0008-exactly-once-delivery.md.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,6 +11,7 @@ use bytes::Bytes;
 use futures::future::{join_all, BoxFuture};
 use futures::stream::{FuturesUnordered, StreamExt};
 
+use crate::dedup::{DeliveryKey, KeyBuilder};
 use crate::lmtp::trace::{trace_headers, TraceInfo};
 use crate::lmtp::{DeliveryResult, Envelope};
 use crate::message_id::MessageId;
@@ -44,6 +47,75 @@ impl Quota {
     }
 }
 
+/// What a delivery is held to, from the server's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// A message whose id is older than this at commit is refused with a 4xx: the read
+    /// watermark relies on no row being linked long after its id was made.
+    pub max_age: std::time::Duration,
+    /// How long a delivery is remembered to absorb a retry; `None`: not at all.
+    pub dedup_window: Option<std::time::Duration>,
+}
+
+/// The commit step of one transaction, the same for each of its recipients.
+struct Commit<'a> {
+    store: &'a dyn MailStore,
+    accounts: &'a KnownAccounts,
+    max_age_ticks: u64,
+    now: u64,
+    /// The delivery's identity and how long to remember it, when it has one.
+    remember: Option<(DeliveryKey, std::time::Duration)>,
+}
+
+impl Commit<'_> {
+    /// Links one recipient's copy, unless it must not be (failed, over quota, too old, account
+    /// gone) or was stored already (a retry of a remembered delivery).
+    async fn one(&self, t: &Target) -> DeliveryResult {
+        if t.failed {
+            return DeliveryResult::TempFail;
+        }
+        if t.quota.is_some_and(|q| q.exceeded_by(t.size)) {
+            return DeliveryResult::OverQuota;
+        }
+        if self.now.saturating_sub(t.id.ticks()) > self.max_age_ticks {
+            tracing::warn!(mailbox = %t.mailbox, "delivery took too long to commit safely; refused with 4xx");
+            return DeliveryResult::TempFail;
+        }
+        // The account may have been deleted since RCPT; its mail must not outlive it.
+        match self.accounts.exists(self.store, &t.mailbox).await {
+            Ok(true) => {}
+            Ok(false) => return DeliveryResult::UnknownUser,
+            Err(_) => return DeliveryResult::TempFail,
+        }
+        let entry = ListingEntry { id: t.id, size: t.size };
+        let linked = match &self.remember {
+            Some((key, window)) => {
+                match self.store.recent_delivery(&t.mailbox, key).await {
+                    Ok(Some(first)) => {
+                        tracing::info!(mailbox = %t.mailbox, id = %first, "retried delivery absorbed: stored before as this id");
+                        return DeliveryResult::Duplicate { id: first.to_string() };
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Storing it anyway could make the very duplicate this check exists for.
+                        tracing::warn!(mailbox = %t.mailbox, error = %e, "looking up a delivery's earlier copy failed");
+                        return DeliveryResult::TempFail;
+                    }
+                }
+                self.store.link_remembered(&t.mailbox, entry, key, *window).await
+            }
+            None => self.store.link(&t.mailbox, entry).await,
+        };
+        match linked {
+            Ok(()) => DeliveryResult::Delivered { id: t.id.to_string() },
+            Err(e) => {
+                tracing::warn!(mailbox = %t.mailbox, error = %e, "linking a delivery failed");
+                DeliveryResult::TempFail
+            }
+        }
+    }
+}
+
 /// Chunk writes per recipient that may be unfinished while more of the message is read.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
@@ -62,6 +134,9 @@ pub struct Delivery {
     /// The store ran low on room while the copies were written: nothing more is stored and
     /// every recipient gets a 452.
     out_of_room: bool,
+    /// The message's identity, built as it streams in; `None` when deduplication is off.
+    key: Option<KeyBuilder>,
+    dedup_window: Option<std::time::Duration>,
 }
 
 impl Delivery {
@@ -74,7 +149,7 @@ impl Delivery {
         envelope: &Envelope,
         client_ip: IpAddr,
         hostname: &str,
-        max_age: std::time::Duration,
+        policy: Policy,
         quotas: &HashMap<String, Quota>,
     ) -> Self {
         let now = chrono::Utc::now();
@@ -100,9 +175,20 @@ impl Delivery {
                 quota: quotas.get(&rcpt.mailbox).copied(),
             });
         }
-        let max_age_ticks = (max_age.as_nanos() / 100) as u64;
+        let max_age_ticks = (policy.max_age.as_nanos() / 100) as u64;
         let in_flight = FuturesUnordered::new();
-        Self { store, in_flight, unsettled: 0, accounts, targets, next_index: 0, max_age_ticks, out_of_room: false }
+        Self {
+            store,
+            in_flight,
+            unsettled: 0,
+            accounts,
+            targets,
+            next_index: 0,
+            max_age_ticks,
+            out_of_room: false,
+            key: policy.dedup_window.map(|_| KeyBuilder::new()),
+            dedup_window: policy.dedup_window,
+        }
     }
 
     /// Octets the next chunk of `len` octets will write (one copy per recipient still on track),
@@ -128,6 +214,9 @@ impl Delivery {
             return;
         }
         let len = chunk.len() as u64;
+        if let Some(key) = self.key.as_mut() {
+            key.update(&chunk);
+        }
         if self.next_index == 0 {
             let chunks: Vec<Bytes> =
                 self.targets.iter().map(|t| Bytes::from([t.prefix.as_slice(), &chunk].concat())).collect();
@@ -175,48 +264,30 @@ impl Delivery {
             self.push(Vec::new()).await;
         }
         while self.settle_one().await {}
-        let (store, accounts, max_age_ticks, out_of_room) =
-            (&self.store, &self.accounts, self.max_age_ticks, self.out_of_room);
-        let now = MessageId::now_ticks();
-        let links = self.targets.iter().map(|t| async move {
-            if out_of_room {
-                return DeliveryResult::NoSpace;
-            }
-            if t.failed {
-                return DeliveryResult::TempFail;
-            }
-            if t.quota.is_some_and(|q| q.exceeded_by(t.size)) {
-                return DeliveryResult::OverQuota;
-            }
-            if now.saturating_sub(t.id.ticks()) > max_age_ticks {
-                tracing::warn!(mailbox = %t.mailbox, "delivery took too long to commit safely; refused with 4xx");
-                return DeliveryResult::TempFail;
-            }
-            // The account may have been deleted since RCPT; its mail must not outlive it.
-            match accounts.exists(store.as_ref(), &t.mailbox).await {
-                Ok(true) => {}
-                Ok(false) => return DeliveryResult::UnknownUser,
-                Err(_) => return DeliveryResult::TempFail,
-            }
-            match store.link(&t.mailbox, ListingEntry { id: t.id, size: t.size }).await {
-                Ok(()) => DeliveryResult::Delivered { id: t.id.to_string() },
-                Err(e) => {
-                    tracing::warn!(mailbox = %t.mailbox, error = %e, "linking a delivery failed");
-                    DeliveryResult::TempFail
-                }
-            }
-        });
-        let results = join_all(links).await;
-        // Content of failed recipients is orphaned; remove it now rather than wait for repair.
-        let failed: Vec<MessageId> = self
+        let key = self.key.take().and_then(KeyBuilder::finish);
+        let commit = Commit {
+            store: self.store.as_ref(),
+            accounts: &self.accounts,
+            max_age_ticks: self.max_age_ticks,
+            now: MessageId::now_ticks(),
+            remember: key.zip(self.dedup_window),
+        };
+        let results = if self.out_of_room {
+            vec![DeliveryResult::NoSpace; self.targets.len()]
+        } else {
+            join_all(self.targets.iter().map(|t| commit.one(t))).await
+        };
+        // Content not linked (failed, refused, or a retry already stored) is orphaned; remove it
+        // now rather than wait for repair.
+        let unlinked: Vec<MessageId> = self
             .targets
             .iter()
             .zip(&results)
             .filter(|(_, r)| !matches!(r, DeliveryResult::Delivered { .. }))
             .map(|(t, _)| t.id)
             .collect();
-        if !failed.is_empty() {
-            let _ = self.store.delete_content(&failed).await;
+        if !unlinked.is_empty() {
+            let _ = self.store.delete_content(&unlinked).await;
         }
         results
     }

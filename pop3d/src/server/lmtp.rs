@@ -9,7 +9,7 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::watch;
 
 use super::conn::Conn;
-use super::delivery::{Delivery, Quota};
+use super::delivery::{Delivery, Policy, Quota};
 use super::front::Client;
 use super::io::{pace, read_until, upgrade_to_tls, DataPace, Drain, IdleClock};
 use super::limits::CommandRate;
@@ -117,10 +117,13 @@ async fn session(
                 session.rcpt_done(check);
             }
             Step::DataStart(envelope) => {
-                let max_age = (config.watermark_margin / 2).min(std::time::Duration::from_secs(600));
+                let policy = Policy {
+                    max_age: (config.watermark_margin / 2).min(std::time::Duration::from_secs(600)),
+                    dedup_window: config.dedup_window,
+                };
                 let (store, accounts) = (ctx.store.clone(), ctx.accounts.clone());
                 *delivery = Some(
-                    Delivery::start(store, accounts, &envelope, peer.ip(), &config.hostname, max_age, &quotas).await,
+                    Delivery::start(store, accounts, &envelope, peer.ip(), &config.hostname, policy, &quotas).await,
                 );
                 clocks.data = Some(DataPace::new(config.min_data_rate));
             }
@@ -266,6 +269,7 @@ async fn finish(ctx: &ServerContext, delivery: Delivery) -> Vec<DeliveryResult> 
                 ctx.metrics.delivered_octets.inc_by(size);
                 "delivered"
             }
+            DeliveryResult::Duplicate { .. } => "duplicate",
             DeliveryResult::UnknownUser => "unknown_user",
             DeliveryResult::OverQuota => "over_quota",
             DeliveryResult::NoSpace => "no_space",

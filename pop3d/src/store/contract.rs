@@ -24,6 +24,38 @@ pub async fn run_all(store: &dyn MailStore) {
     many_messages_list_completely(store, 2_500).await;
     repair_scans_find_content_and_mailboxes(store).await;
     server_secrets_are_made_once_and_kept(store).await;
+    deliveries_are_remembered_per_mailbox_until_their_window_ends(store).await;
+}
+
+pub async fn deliveries_are_remembered_per_mailbox_until_their_window_ends(store: &dyn MailStore) {
+    use crate::dedup::DeliveryKey;
+    use std::time::Duration;
+    let (mailbox, other) = (fresh_mailbox("dedup"), fresh_mailbox("dedup-other"));
+    let key = DeliveryKey(rand::random());
+    assert_eq!(store.recent_delivery(&mailbox, &key).await.unwrap(), None, "nothing remembered yet");
+    let first = ListingEntry { id: MessageId::generate(), size: 3 };
+    store.put_chunk(&mailbox, first.id, 0, Bytes::from_static(b"abc")).await.unwrap();
+    store.link_remembered(&mailbox, first, &key, Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(store.listing(&mailbox).await.unwrap(), vec![first], "link_remembered links the message");
+    assert_eq!(store.recent_delivery(&mailbox, &key).await.unwrap(), Some(first.id));
+    assert_eq!(store.recent_delivery(&other, &key).await.unwrap(), None, "records are per mailbox");
+    assert_eq!(store.recent_delivery(&mailbox, &DeliveryKey(rand::random())).await.unwrap(), None);
+    expunge(store, &mailbox, &[first.id]).await.unwrap();
+    assert_eq!(
+        store.recent_delivery(&mailbox, &key).await.unwrap(),
+        Some(first.id),
+        "a delivery read and deleted is still remembered: its retry must not bring it back"
+    );
+
+    let short = DeliveryKey(rand::random());
+    let entry = ListingEntry { id: MessageId::generate(), size: 3 };
+    store.put_chunk(&other, entry.id, 0, Bytes::from_static(b"xyz")).await.unwrap();
+    store.link_remembered(&other, entry, &short, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(store.recent_delivery(&other, &short).await.unwrap(), Some(entry.id));
+    // Whole seconds on both backends (Cassandra's TTL unit): past the next second boundary + 1.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(store.recent_delivery(&other, &short).await.unwrap(), None, "a record ends with its window");
+    assert_eq!(store.listing(&other).await.unwrap(), vec![entry], "the message outlives its record");
 }
 
 pub async fn server_secrets_are_made_once_and_kept(store: &dyn MailStore) {

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{Account, ContentRef, ListingEntry, MailStore, RepairProgress, Result, StoreError};
+use crate::dedup::DeliveryKey;
 use crate::message_id::MessageId;
 
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
@@ -28,6 +29,15 @@ const CONTENT_OWNER: TableDefinition<u128, &str> = TableDefinition::new("content
 const PROGRESS: TableDefinition<&str, &[u8]> = TableDefinition::new("repair_progress");
 /// name -> 32 random bytes (see [`MailStore::server_secret`]).
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("server_secrets");
+/// (mailbox, delivery key) -> (id sort key, expiry in Unix seconds): deliveries remembered so an
+/// MTA's retry is recognised (see [`MailStore::link_remembered`]).
+const DELIVERIES: TableDefinition<(&str, &[u8]), (u128, u64)> = TableDefinition::new("recent_deliveries");
+/// (expiry, mailbox, delivery key): the same records by expiry, so expired ones are found
+/// without a scan of all of them.
+const DELIVERIES_BY_EXPIRY: TableDefinition<(u64, &str, &[u8]), ()> = TableDefinition::new("recent_deliveries_expiry");
+/// Expired records removed by each new one: deliveries clean up after themselves, no timer needed,
+/// and a burst after a quiet day does not pay for the whole backlog at once.
+const EXPIRED_PER_WRITE: usize = 16;
 
 pub struct EmbeddedStore {
     path: PathBuf,
@@ -55,6 +65,8 @@ fn open_database(path: &Path) -> Result<Database> {
     txn.open_table(CONTENT_OWNER).map_err(unavailable)?;
     txn.open_table(PROGRESS).map_err(unavailable)?;
     txn.open_table(SECRETS).map_err(unavailable)?;
+    txn.open_table(DELIVERIES).map_err(unavailable)?;
+    txn.open_table(DELIVERIES_BY_EXPIRY).map_err(unavailable)?;
     txn.commit().map_err(unavailable)?;
     Ok(db)
 }
@@ -151,6 +163,34 @@ impl EmbeddedStore {
     }
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Removes up to [`EXPIRED_PER_WRITE`] records whose window ended before `now`.
+fn forget_expired(
+    records: &mut redb::Table<(&str, &[u8]), (u128, u64)>,
+    by_expiry: &mut redb::Table<(u64, &str, &[u8]), ()>,
+    now: u64,
+) -> Result<()> {
+    let expired: Vec<(u64, String, Vec<u8>)> = by_expiry
+        .range::<(u64, &str, &[u8])>(..(now, "", &[][..]))
+        .map_err(unavailable)?
+        .take(EXPIRED_PER_WRITE)
+        .map(|item| item.map(|(k, _)| (k.value().0, k.value().1.to_owned(), k.value().2.to_vec())))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(unavailable)?;
+    for (expiry, mailbox, key) in expired {
+        by_expiry.remove((expiry, mailbox.as_str(), key.as_slice())).map_err(unavailable)?;
+        // A record written again since has a later expiry under the same key: keep it.
+        let current = records.get((mailbox.as_str(), key.as_slice())).map_err(unavailable)?.map(|v| v.value().1);
+        if current == Some(expiry) {
+            records.remove((mailbox.as_str(), key.as_slice())).map_err(unavailable)?;
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl MailStore for EmbeddedStore {
     fn backend(&self) -> &'static str {
@@ -230,6 +270,47 @@ impl MailStore for EmbeddedStore {
             let mut table = txn.open_table(LISTING).map_err(unavailable)?;
             table.insert((mailbox.as_str(), entry.id.sort_key()), entry.size).map_err(unavailable)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn link_remembered(
+        &self,
+        mailbox: &str,
+        entry: ListingEntry,
+        key: &DeliveryKey,
+        window: Duration,
+    ) -> Result<()> {
+        let (mailbox, key) = (mailbox.to_owned(), key.0);
+        let expires = unix_now().saturating_add(window.as_secs());
+        // One transaction: the row and its record are durable together, so no crash between them
+        // can leave a stored message that a retry would store again.
+        self.write(Durability::Immediate, move |txn| {
+            let mut listing = txn.open_table(LISTING).map_err(unavailable)?;
+            listing.insert((mailbox.as_str(), entry.id.sort_key()), entry.size).map_err(unavailable)?;
+            let mut records = txn.open_table(DELIVERIES).map_err(unavailable)?;
+            let mut by_expiry = txn.open_table(DELIVERIES_BY_EXPIRY).map_err(unavailable)?;
+            forget_expired(&mut records, &mut by_expiry, unix_now())?;
+            let old = records
+                .insert((mailbox.as_str(), key.as_slice()), (entry.id.sort_key(), expires))
+                .map_err(unavailable)?
+                .map(|v| v.value().1);
+            if let Some(old_expiry) = old {
+                by_expiry.remove((old_expiry, mailbox.as_str(), key.as_slice())).map_err(unavailable)?;
+            }
+            by_expiry.insert((expires, mailbox.as_str(), key.as_slice()), ()).map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn recent_delivery(&self, mailbox: &str, key: &DeliveryKey) -> Result<Option<MessageId>> {
+        let (mailbox, key) = (mailbox.to_owned(), key.0);
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let table = txn.open_table(DELIVERIES).map_err(unavailable)?;
+            let found = table.get((mailbox.as_str(), key.as_slice())).map_err(unavailable)?.map(|v| v.value());
+            Ok(found.filter(|(_, expires)| *expires > unix_now()).map(|(id, _)| MessageId::from_sort_key(id)))
         })
         .await
     }
@@ -395,5 +476,43 @@ impl MailStore for EmbeddedStore {
             Ok(secret)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(store: &EmbeddedStore) -> (u64, u64) {
+        let db = store.db.lock().unwrap().clone().unwrap();
+        let txn = db.begin_read().unwrap();
+        use redb::ReadableTableMetadata as _;
+        (
+            txn.open_table(DELIVERIES).unwrap().len().unwrap(),
+            txn.open_table(DELIVERIES_BY_EXPIRY).unwrap().len().unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn expired_delivery_records_are_removed_by_later_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let link = |window: u64| {
+            let store = &store;
+            async move {
+                let entry = ListingEntry { id: MessageId::generate(), size: 1 };
+                let key = DeliveryKey(rand::random());
+                store.link_remembered("m@x", entry, &key, Duration::from_secs(window)).await.unwrap();
+            }
+        };
+        for _ in 0..EXPIRED_PER_WRITE + 4 {
+            link(1).await;
+        }
+        assert_eq!(records(&store), (EXPIRED_PER_WRITE as u64 + 4, EXPIRED_PER_WRITE as u64 + 4));
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        link(3600).await;
+        assert_eq!(records(&store), (5, 5), "one write removes at most EXPIRED_PER_WRITE expired records");
+        link(3600).await;
+        assert_eq!(records(&store), (2, 2), "the next one removes the rest, and never a live record");
     }
 }

@@ -8,10 +8,13 @@ pub mod cassandra;
 pub mod contract;
 pub mod embedded;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::dedup::DeliveryKey;
 use crate::message_id::MessageId;
 
 /// Content is stored in chunks of at most this size, so no cell and no buffer is large.
@@ -92,6 +95,21 @@ pub trait MailStore: Send + Sync + 'static {
     /// Makes a message visible in its mailbox: the commit point of a delivery. Once this returns
     /// the message is durable at the store's configured consistency.
     async fn link(&self, mailbox: &str, entry: ListingEntry) -> Result<()>;
+    /// [`MailStore::link`], and the delivery remembered under `key` for `window` so that a
+    /// retry of it is recognised ([`MailStore::recent_delivery`]). The record is never visible
+    /// without the row: one transaction where the backend has them, else written after the row.
+    /// Only the link's failure is an error: once the row is there the message is delivered, and
+    /// a record that could not be written costs at most a duplicate if the MTA retries.
+    async fn link_remembered(
+        &self,
+        mailbox: &str,
+        entry: ListingEntry,
+        key: &DeliveryKey,
+        window: Duration,
+    ) -> Result<()>;
+    /// The message a delivery with `key` was stored as in `mailbox`, if it was remembered less
+    /// than its window ago. It may since have been deleted by its reader: a retry is still a retry.
+    async fn recent_delivery(&self, mailbox: &str, key: &DeliveryKey) -> Result<Option<MessageId>>;
     /// The mailbox's listing, oldest first.
     async fn listing(&self, mailbox: &str) -> Result<Vec<ListingEntry>>;
     /// Chunk `index` of a message, or `None` when there is no such chunk.

@@ -22,6 +22,7 @@ use scylla::statement::Consistency;
 use scylla::value::CqlTimeuuid;
 
 use super::{Account, ContentRef, ListingEntry, MailStore, RepairProgress, Result, StoreError};
+use crate::dedup::DeliveryKey;
 use crate::message_id::MessageId;
 use statements::Statements;
 
@@ -232,6 +233,37 @@ impl MailStore for CassandraStore {
         let values = (mailbox, timeuuid(entry.id), entry.size as i64);
         self.session.execute_unpaged(&self.s.link, values).await.map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn link_remembered(
+        &self,
+        mailbox: &str,
+        entry: ListingEntry,
+        key: &DeliveryKey,
+        window: Duration,
+    ) -> Result<()> {
+        self.link(mailbox, entry).await?;
+        // After the row, at the write consistency: a record seen anywhere means the message was
+        // stored. Not in one batch with the row: that would take a logged batch across two
+        // partitions (a batchlog write on two more nodes per delivery) to close a window of
+        // one round trip.
+        // Cassandra refuses a TTL over 20 years.
+        let ttl = window.as_secs().clamp(1, 630_720_000) as i32;
+        let values = (mailbox, key.0.as_slice(), timeuuid(entry.id), ttl);
+        if let Err(e) = self.session.execute_unpaged(&self.s.remember_delivery, values).await {
+            tracing::warn!(%mailbox, error = %e, "remembering a delivery failed; a retry of it would be stored again");
+        }
+        Ok(())
+    }
+
+    async fn recent_delivery(&self, mailbox: &str, key: &DeliveryKey) -> Result<Option<MessageId>> {
+        let values = (mailbox, key.0.as_slice());
+        let result = self.session.execute_unpaged(&self.s.recent_delivery, values).await.map_err(unavailable)?;
+        let rows = result.into_rows_result().map_err(unavailable)?;
+        match rows.maybe_first_row::<(CqlTimeuuid,)>().map_err(|e| StoreError::Corrupt(e.to_string()))? {
+            Some((id,)) => Ok(Some(message_id(id)?)),
+            None => Ok(None),
+        }
     }
 
     async fn listing(&self, mailbox: &str) -> Result<Vec<ListingEntry>> {

@@ -30,6 +30,8 @@ pub struct Statements {
     pub put_secret: PreparedStatement,
     pub get_progress: PreparedStatement,
     pub put_progress: PreparedStatement,
+    pub remember_delivery: PreparedStatement,
+    pub recent_delivery: PreparedStatement,
 }
 
 /// Page size of listing reads: one round trip for typical mailboxes, bounded memory for huge ones.
@@ -114,6 +116,14 @@ impl Statements {
             get_progress: r(format!("SELECT phase, cursor, checked, fixed FROM {ks}.repair_progress WHERE task = ?")).await?,
             put_progress: w(format!(
                 "INSERT INTO {ks}.repair_progress (task, phase, cursor, checked, fixed, updated_at) VALUES (?, ?, ?, ?, ?, toTimestamp(now()))"
+            ))
+            .await?,
+            remember_delivery: w(format!(
+                "INSERT INTO {ks}.recent_deliveries (mailbox, delivery_key, message_id) VALUES (?, ?, ?) USING TTL ?"
+            ))
+            .await?,
+            recent_delivery: r(format!(
+                "SELECT message_id FROM {ks}.recent_deliveries WHERE mailbox = ? AND delivery_key = ?"
             ))
             .await?,
         })
