@@ -125,7 +125,7 @@ pub async fn big_retr(t: &Target, size: usize, ex: &mut Extras) -> Result<()> {
     })
     .await?;
     match outcome {
-        Outcome::Accepted => {}
+        Outcome::Accepted { .. } => {}
         Outcome::Refused(code, text) => bail!("big message refused: {code} {text}"),
         Outcome::Closed(text) => bail!("big message: connection closed ({text})"),
     }
@@ -179,7 +179,7 @@ pub async fn stat_after_deletions(t: &Target, count: u64, ex: &mut Extras) -> Re
                     for i in (w..n).step_by(16) {
                         let msg = message::build(&format!("{tag}-{i}"), &user, 1024);
                         match l.deliver("load@popfleet.test", &user, &msg).await? {
-                            Outcome::Accepted => {}
+                            Outcome::Accepted { .. } => {}
                             Outcome::Refused(code, text) => bail!("fill refused: {code} {text}"),
                             Outcome::Closed(text) => bail!("fill: connection closed ({text})"),
                         }

@@ -11,7 +11,8 @@ pub struct LmtpClient {
 
 /// The outcome of one transaction as the server put it.
 pub enum Outcome {
-    Accepted,
+    /// 250; `again`: the server recognised a retry of a message it had stored already.
+    Accepted { again: bool },
     /// Reply code and text of the first non-2xx/3xx reply.
     Refused(u16, String),
     /// The server had closed the connection (or said 421 and closed it) before taking MAIL:
@@ -92,6 +93,10 @@ impl LmtpClient {
         }
         self.stream.get_mut().write_all(dot_stuffed).await?;
         let (code, text) = self.reply().await?;
-        Ok(if code == 250 { Outcome::Accepted } else { Outcome::Refused(code, text) })
+        Ok(if code == 250 {
+            Outcome::Accepted { again: text.contains("Already delivered as") }
+        } else {
+            Outcome::Refused(code, text)
+        })
     }
 }

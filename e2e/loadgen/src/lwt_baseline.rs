@@ -476,6 +476,8 @@ pub async fn run(load: &Load, target: &Target) -> Result<Report> {
         messages_deleted: r.map_or(0, |r| r.deleted),
         errors,
         reconnects: 0,
+        mta_retries: 0,
+        retries_absorbed: 0,
         server_peak_rss_mib: None,
         server_cpu_s: None,
         timeline: tally.timeline.intervals(elapsed),

@@ -106,6 +106,13 @@ struct Load {
     /// Seconds to wait between the two halves (replication to another datacenter).
     #[arg(long, default_value_t = 0.0)]
     settle: f64,
+    /// Times a delivery that failed temporarily (4xx, connection lost or refused) is sent again
+    /// with the same bytes, as an MTA does; errors then count deliveries that failed every try.
+    #[arg(long, default_value_t = 0)]
+    retries: u32,
+    /// Milliseconds between the tries of one delivery.
+    #[arg(long, default_value_t = 1000)]
+    retry_delay_ms: u64,
     /// Write "recipient token" for every delivery acknowledged.
     #[arg(long)]
     ledger: Option<PathBuf>,
@@ -181,6 +188,8 @@ impl Common {
             settle: Duration::from_secs_f64(l.settle),
             pids: self.pids.clone(),
             ledger: l.ledger.clone(),
+            retries: l.retries,
+            retry_delay: Duration::from_millis(l.retry_delay_ms),
             seed: l.seed,
         })
     }

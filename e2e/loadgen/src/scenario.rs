@@ -37,6 +37,9 @@ pub struct Scenario {
     pub settle: Duration,
     pub pids: Vec<u32>,
     pub ledger: Option<PathBuf>,
+    /// Tries after the first for a delivery that failed temporarily, `retry_delay` apart.
+    pub retries: u32,
+    pub retry_delay: Duration,
     pub seed: u64,
 }
 
@@ -54,6 +57,10 @@ struct Tally {
     delivered: u64,
     octets: u64,
     reconnects: u64,
+    /// Deliveries sent again after a temporary failure (an MTA's retries).
+    retried: u64,
+    /// Retries the server answered as already delivered (not stored again).
+    absorbed: u64,
 }
 
 /// Errors are grouped by the first words of their text, so "451 4.3.0 <x> ..." groups by code.
@@ -63,6 +70,15 @@ fn kind(prefix: &str, text: &str) -> String {
 }
 
 type Pool = Arc<Mutex<Vec<LmtpClient>>>;
+
+/// Whether an MTA would try the delivery again: a 4xx, or a connection that failed or closed.
+fn temporary(result: &Result<(Outcome, bool)>) -> bool {
+    match result {
+        Ok((Outcome::Accepted { .. }, _)) => false,
+        Ok((Outcome::Refused(code, _), _)) => (400..500).contains(code),
+        Ok((Outcome::Closed(_), _)) | Err(_) => true,
+    }
+}
 
 /// One delivery on a pooled connection; true when it took a second connection. As an MTA with a
 /// connection cache does: a reused connection that the server closed before taking anything
@@ -140,6 +156,7 @@ async fn deliveries(sc: &Scenario) -> Result<(Tally, Duration, u64)> {
     };
     let mut rng = StdRng::seed_from_u64(sc.seed);
     let run = format!("{:x}", sc.seed);
+    let (retries, retry_delay) = (sc.retries, sc.retry_delay);
     let start = Instant::now();
     let elapsed = pacing::open_loop(start, sc.rate, total, sc.concurrency, |Arrival { index: i, due, permit }| {
         let user_no = i as usize % sc.users;
@@ -151,16 +168,24 @@ async fn deliveries(sc: &Scenario) -> Result<(Tally, Duration, u64)> {
         let pool = pools[user_no % pools.len()].clone();
         let (tally, ledger) = (tally.clone(), ledger.clone());
         async move {
-            let result = deliver_one(&addr, &pool, &rcpt, &msg).await;
+            let mut tries = 0;
+            let result = loop {
+                let result = deliver_one(&addr, &pool, &rcpt, &msg).await;
+                tally.lock().unwrap().reconnects += u64::from(matches!(result, Ok((_, true))));
+                if tries == retries || !temporary(&result) {
+                    break result;
+                }
+                tokio::time::sleep(retry_delay).await;
+                tries += 1;
+            };
             let latency = due.elapsed();
             drop(permit);
             let at = due.duration_since(start) + latency;
             let mut t = tally.lock().unwrap();
-            if let Ok((_, true)) = result {
-                t.reconnects += 1;
-            }
+            t.retried += u64::from(tries);
             let failure = match result.map(|(outcome, _)| outcome) {
-                Ok(Outcome::Accepted) => {
+                Ok(Outcome::Accepted { again }) => {
+                    t.absorbed += u64::from(again);
                     t.lmtp.record(latency);
                     t.timeline.delivered(at, latency);
                     t.delivered += 1;
@@ -288,6 +313,8 @@ pub async fn run(sc: &Scenario) -> Result<Report> {
         messages_deleted: r.map_or(0, |r| r.deleted),
         errors,
         reconnects: tally.reconnects,
+        mta_retries: tally.retried,
+        retries_absorbed: tally.absorbed,
         server_peak_rss_mib: peak,
         server_cpu_s: cpu,
         timeline: tally.timeline.intervals(elapsed),

@@ -164,6 +164,10 @@ pub struct Report {
     /// Deliveries sent again on a new connection because the server had closed a pooled one
     /// before taking them (not errors: nothing had been accepted).
     pub reconnects: u64,
+    /// Deliveries sent again after a temporary failure (`--retries`), as an MTA does.
+    pub mta_retries: u64,
+    /// Of those, the ones the server recognised as stored already (answered 250, no second copy).
+    pub retries_absorbed: u64,
     pub server_peak_rss_mib: Option<f64>,
     pub server_cpu_s: Option<f64>,
     /// Deliveries per 10-second interval of the delivery phase.
@@ -220,6 +224,9 @@ impl Report {
             row("serial-level timeouts (baseline)", timeouts.to_string());
         }
         row("reconnects", self.reconnects.to_string());
+        if self.mta_retries > 0 {
+            row("MTA retries", format!("{} ({} already stored: absorbed)", self.mta_retries, self.retries_absorbed));
+        }
         row(
             "server",
             match (self.server_peak_rss_mib, self.server_cpu_s) {

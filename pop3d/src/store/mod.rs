@@ -96,10 +96,8 @@ pub trait MailStore: Send + Sync + 'static {
     /// the message is durable at the store's configured consistency.
     async fn link(&self, mailbox: &str, entry: ListingEntry) -> Result<()>;
     /// [`MailStore::link`], and the delivery remembered under `key` for `window` so that a
-    /// retry of it is recognised ([`MailStore::recent_delivery`]). The record is never visible
-    /// without the row: one transaction where the backend has them, else written after the row.
-    /// Only the link's failure is an error: once the row is there the message is delivered, and
-    /// a record that could not be written costs at most a duplicate if the MTA retries.
+    /// retry of it is recognised ([`MailStore::recent_delivery`]). Atomic: the record is never
+    /// visible without the row, and no crash leaves the row without its record.
     async fn link_remembered(
         &self,
         mailbox: &str,

@@ -242,17 +242,19 @@ impl MailStore for CassandraStore {
         key: &DeliveryKey,
         window: Duration,
     ) -> Result<()> {
-        self.link(mailbox, entry).await?;
-        // After the row, at the write consistency: a record seen anywhere means the message was
-        // stored. Not in one batch with the row: that would take a logged batch across two
-        // partitions (a batchlog write on two more nodes per delivery) to close a window of
-        // one round trip.
+        // Both tables are partitioned by mailbox, so this unlogged batch is one mutation of one
+        // partition key: each replica applies the row and its record together or not at all (no
+        // batchlog, no LWT), in one request instead of two.
+        let mut batch = Batch::new(BatchType::Unlogged);
+        batch.append_statement(self.s.link.clone());
+        batch.append_statement(self.s.remember_delivery.clone());
+        batch.set_consistency(self.s.link.get_consistency().unwrap_or(Consistency::LocalQuorum));
+        batch.set_is_idempotent(true);
         // Cassandra refuses a TTL over 20 years.
         let ttl = window.as_secs().clamp(1, 630_720_000) as i32;
-        let values = (mailbox, key.0.as_slice(), timeuuid(entry.id), ttl);
-        if let Err(e) = self.session.execute_unpaged(&self.s.remember_delivery, values).await {
-            tracing::warn!(%mailbox, error = %e, "remembering a delivery failed; a retry of it would be stored again");
-        }
+        let row = (mailbox, timeuuid(entry.id), entry.size as i64);
+        let record = (mailbox, key.0.as_slice(), timeuuid(entry.id), ttl);
+        self.session.batch(&batch, (row, record)).await.map_err(unavailable)?;
         Ok(())
     }
 
