@@ -1,0 +1,114 @@
+"""The fault ledger of exactly-once delivery (ADR 8): under a steady LMTP load, a proxy between
+the MTA (popfleet-load with --retries, the same bytes each try) and pop3d cuts connections right
+after the end of a message's data, so pop3d stores it and its 250 goes nowhere, as in a network
+cut or a client-side crash. The MTA sends each such message again. The ledger then counts the
+mail found per acknowledged delivery: with deduplication 0 duplicates and every cut absorbed; with
+it turned off (the control, embedded only) the same cuts make duplicates, so the check can fail.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import socket
+import threading
+
+import pytest
+
+from conftest import HOST, free_port
+from test_faults_cassandra import store_args
+from test_faults_load import Load, all_tokens, ledger_check, make_users, phase
+
+pytestmark = pytest.mark.faults
+
+END_OF_DATA = b"\r\n.\r\n"
+
+
+class CuttingProxy:
+    """TCP proxy to pop3d's LMTP port. After forwarding a client chunk that ends a message's data,
+    it closes both sides with probability `cut`: the server has the whole message, the client
+    never gets its reply."""
+
+    def __init__(self, upstream: tuple[str, int], cut: float):
+        self.upstream, self.cut = upstream, cut
+        self.host, self.lmtp_port = HOST, free_port()
+        self.cuts = 0
+        self.cut_tokens: set[str] = set()  # the messages whose reply was cut, each counted once
+        self.rng = random.Random(11)
+        self.lock = threading.Lock()
+        self.listener = socket.create_server((self.host, self.lmtp_port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+
+    def _should_cut(self, message: bytes) -> bool:
+        with self.lock:
+            if self.rng.random() >= self.cut:
+                return False
+            self.cuts += 1
+            token = re.search(rb"\r\nX-Load-Token: (\S+)\r\n", message)
+            assert token, "the load's messages carry X-Load-Token"
+            self.cut_tokens.add(token.group(1).decode())
+            return True
+
+    def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool):
+        message = b""  # client bytes since the last end of data
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+                if not from_client:
+                    continue
+                message += data
+                if message.endswith(END_OF_DATA):
+                    if self._should_cut(message):
+                        break
+                    message = b""
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self):
+        self.listener.close()
+
+
+@pytest.mark.parametrize("store,dedup", [("embedded", True), ("cassandra", True), ("embedded", False)],
+                         ids=["embedded", "cassandra", "embedded-dedup-off-control"])
+def test_replies_lost_after_the_commit_are_retried_and_stored_once(server_factory, tmp_path, store, dedup):
+    srv = server_factory(name="cut-replies", store_args=[] if store == "embedded" else store_args("dc1"),
+                         args=[] if dedup else ["--dedup-window-secs", "0"])
+    users = make_users(srv, 8, "cutreply")
+    proxy = CuttingProxy((srv.host, srv.lmtp_port), cut=0.2)
+    try:
+        load = Load(proxy, users, rate=30, seconds=phase(12 if dedup else 6), tmp=tmp_path, retries=8)
+        report = load.wait()
+    finally:
+        proxy.close()
+    acked, found = load.acked(), all_tokens(srv, users)
+    cut = len(proxy.cut_tokens)
+    print(f"\nCUT {proxy.cuts} replies after the data ({cut} messages); MTA retries {report['mta_retries']}, "
+          f"absorbed as already stored {report['retries_absorbed']}; load errors {report['errors']}")
+    assert cut > 0 and report["mta_retries"] == proxy.cuts, "each cut reply is followed by one retry"
+    assert not report["errors"], "a delivery failed on every try"
+    if dedup:
+        ledger_check(f"replies cut after the commit ({store})", acked, found, set(), set())
+        # A cut message was stored by its first attempt, so exactly one later try of it is answered
+        # "already delivered" (a try cut again is tried once more).
+        assert report["retries_absorbed"] == cut, report
+    else:
+        dup = {token for (_, token), n in found.items() if n > 1}
+        print(f"control, deduplication off: {len(dup)} messages stored more than once")
+        assert dup == proxy.cut_tokens, "without deduplication each cut message is stored again"
+        assert report["retries_absorbed"] == 0
