@@ -15,8 +15,9 @@ import threading
 
 import pytest
 
-from conftest import HOST, free_port
-from test_faults_cassandra import store_args
+from conftest import HOST, free_port, make_message
+from test_exactly_once import ALREADY, data_replies, first_id, uidls
+from test_faults_cassandra import eventually, store_args
 from test_faults_load import Load, all_tokens, ledger_check, make_users, phase
 
 pytestmark = pytest.mark.faults
@@ -112,3 +113,16 @@ def test_replies_lost_after_the_commit_are_retried_and_stored_once(server_factor
         print(f"control, deduplication off: {len(dup)} messages stored more than once")
         assert dup == proxy.cut_tokens, "without deduplication each cut message is stored again"
         assert report["retries_absorbed"] == 0
+
+
+def test_a_retry_that_fails_over_to_the_other_datacenter_is_recognised_there(server_factory):
+    """The MTA lost dc1's 250 and sends the message to dc2 (its next MX): the record was
+    replicated with the listing row, so dc2 answers with the id of dc1's copy."""
+    dc1 = server_factory(name="dc1", store_args=store_args("dc1"))
+    dc2 = server_factory(name="dc2", store_args=store_args("dc2"))
+    addr, pw = dc1.create_user(prefix="failover")
+    msg = make_message()
+    first = first_id(data_replies(dc1, [addr], msg)[0])
+    eventually(lambda: uidls(dc2, addr, pw) == [first], 30, "dc1's delivery replicated to dc2")
+    assert first_id(data_replies(dc2, [addr], msg)[0], ALREADY) == first
+    assert uidls(dc2, addr, pw) == [first] and uidls(dc1, addr, pw) == [first]
