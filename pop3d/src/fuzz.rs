@@ -9,8 +9,8 @@
 use crate::lmtp::{self, DeliveryResult, LmtpConfig, RcptCheck, Step as Step2};
 use crate::message_id::MessageId;
 use crate::pop3::{
-    CommitOutcome, FetchOutcome, LoginOutcome, LoginRequest, MessageEncoder, ScramKeysOutcome, Session, SessionConfig,
-    Step,
+    CommitOutcome, FetchOutcome, FetchRequest, LoginOutcome, LoginRequest, MessageEncoder, ScramKeysOutcome, Session,
+    SessionConfig, Step,
 };
 use crate::proxy::{self, Parse};
 use crate::sasl::scram::ScramKeys;
@@ -81,7 +81,6 @@ pub struct Reached {
 /// Drives a POP3 session. Control octets: 0 = config flags, 1 = how storage answers, then
 /// read lengths.
 pub fn pop3_session(data: &[u8]) -> Reached {
-    let mut reached = Reached::default();
     let input = Input::new(data, 6);
     let config = SessionConfig {
         cleartext_auth_allowed: input.flag(0, 0),
@@ -92,81 +91,31 @@ pub fn pop3_session(data: &[u8]) -> Reached {
         max_auth_failures: 3,
     };
     let answers = input.byte(1);
-    let listing: Vec<ListingEntry> =
-        (0..3).map(|_| ListingEntry { id: MessageId::generate(), size: CONTENT.len() as u64 }).collect();
+    let mut store = FakeMaildrop {
+        listing: (0..3).map(|_| ListingEntry { id: MessageId::generate(), size: CONTENT.len() as u64 }).collect(),
+        logged_in: false,
+        reached: Reached::default(),
+    };
     let mut session = Session::new(config);
-    let mut logged_in = false;
-    let mut closed = false;
     let mut reads = input.reads().into_iter();
     let mut turn = 0u32;
-    while !closed {
+    loop {
         turn += 1;
         let fail = answers.rotate_left(turn) & 1 == 1;
         match session.poll() {
             Step::Write(bytes) => check_pop3_write(&bytes),
             Step::NeedInput => match reads.next() {
                 Some(read) => session.feed(read),
-                None => return reached,
+                None => return store.reached,
             },
-            Step::Close => closed = true,
-            Step::Login(request) => {
-                assert!(!logged_in, "no second login");
-                let ok = match &request {
-                    LoginRequest::Password(c) => c.user == USER && c.password == PASSWORD,
-                    LoginRequest::Scram { proven, .. } => *proven,
-                    LoginRequest::Bearer { token, .. } => token == "good",
-                };
-                let outcome = match (ok, fail) {
-                    (true, false) => LoginOutcome::Ok { mailbox: USER.into(), listing: listing.clone() },
-                    (true, true) => LoginOutcome::TempFail,
-                    (false, _) => LoginOutcome::BadCredentials,
-                };
-                logged_in = matches!(outcome, LoginOutcome::Ok { .. });
-                reached.logins += u32::from(logged_in);
-                session.login_done(outcome);
-                assert_eq!(session.is_authenticated(), logged_in);
-            }
-            Step::ScramKeys { user } => {
-                reached.scram += 1;
-                let outcome = if fail {
-                    ScramKeysOutcome::TempFail
-                } else {
-                    let keys = if user == USER {
-                        ScramKeys::derive(PASSWORD, b"salt", 4096)
-                    } else {
-                        ScramKeys::decoy(&[7; 32], &user, 4096)
-                    };
-                    ScramKeysOutcome::Keys { keys, server_nonce: "srv".into() }
-                };
-                session.scram_keys_done(outcome);
-            }
-            Step::Fetch(request) => {
-                assert!(logged_in, "no fetch before login");
-                assert!(listing.iter().any(|e| e.id == request.entry.id));
-                reached.fetches += 1;
-                if fail {
-                    session.fetch_done(FetchOutcome::Missing);
-                } else {
-                    let mut out = request.ok_line.clone();
-                    let mut encoder = match request.top {
-                        Some(n) => MessageEncoder::top(n),
-                        None => MessageEncoder::whole(),
-                    };
-                    encoder.push(CONTENT, &mut out);
-                    encoder.finish(&mut out);
-                    assert!(out.ends_with(b"\r\n.\r\n"));
-                    session.fetch_done(FetchOutcome::Sent);
-                }
-            }
-            Step::Commit { ids, .. } => {
-                assert!(logged_in, "no expunge before login");
-                assert!(ids.iter().all(|id| listing.iter().any(|e| e.id == *id)), "expunge only listed messages");
-                reached.commits += 1;
-                session.commit_done(if fail { CommitOutcome::Failed } else { CommitOutcome::Ok });
-            }
+            Step::Close => return store.reached,
+            Step::Login(request) => store.login(&mut session, &request, fail),
+            Step::ScramKeys { user } => store.scram_keys(&mut session, &user, fail),
+            Step::Fetch(request) => store.fetch(&mut session, &request, fail),
+            Step::Commit { ids, .. } => store.commit(&mut session, &ids, fail),
             Step::StartTls => {
-                assert!(!logged_in, "STLS only before login");
-                reached.tls += 1;
+                assert!(!store.logged_in, "STLS only before login");
+                store.reached.tls += 1;
                 session.tls_started();
                 assert!(session.is_secure());
                 // Nothing read before the handshake may be executed after it.
@@ -175,7 +124,74 @@ pub fn pop3_session(data: &[u8]) -> Reached {
         }
         assert!(turn < 1_000_000, "the engine must make progress");
     }
-    reached
+}
+
+/// The store and account side of a fuzzed POP3 session: answers each step the engine asks for,
+/// failing where the input says, and checks the engine only asks what its state allows.
+struct FakeMaildrop {
+    listing: Vec<ListingEntry>,
+    logged_in: bool,
+    reached: Reached,
+}
+
+impl FakeMaildrop {
+    fn login(&mut self, session: &mut Session, request: &LoginRequest, fail: bool) {
+        assert!(!self.logged_in, "no second login");
+        let ok = match request {
+            LoginRequest::Password(c) => c.user == USER && c.password == PASSWORD,
+            LoginRequest::Scram { proven, .. } => *proven,
+            LoginRequest::Bearer { token, .. } => token == "good",
+        };
+        let outcome = match (ok, fail) {
+            (true, false) => LoginOutcome::Ok { mailbox: USER.into(), listing: self.listing.clone() },
+            (true, true) => LoginOutcome::TempFail,
+            (false, _) => LoginOutcome::BadCredentials,
+        };
+        self.logged_in = matches!(outcome, LoginOutcome::Ok { .. });
+        self.reached.logins += u32::from(self.logged_in);
+        session.login_done(outcome);
+        assert_eq!(session.is_authenticated(), self.logged_in);
+    }
+
+    fn scram_keys(&mut self, session: &mut Session, user: &str, fail: bool) {
+        self.reached.scram += 1;
+        let outcome = if fail {
+            ScramKeysOutcome::TempFail
+        } else {
+            let keys = if user == USER {
+                ScramKeys::derive(PASSWORD, b"salt", 4096)
+            } else {
+                ScramKeys::decoy(&[7; 32], user, 4096)
+            };
+            ScramKeysOutcome::Keys { keys, server_nonce: "srv".into() }
+        };
+        session.scram_keys_done(outcome);
+    }
+
+    fn fetch(&mut self, session: &mut Session, request: &FetchRequest, fail: bool) {
+        assert!(self.logged_in, "no fetch before login");
+        assert!(self.listing.iter().any(|e| e.id == request.entry.id));
+        self.reached.fetches += 1;
+        if fail {
+            return session.fetch_done(FetchOutcome::Missing);
+        }
+        let mut out = request.ok_line.clone();
+        let mut encoder = match request.top {
+            Some(n) => MessageEncoder::top(n),
+            None => MessageEncoder::whole(),
+        };
+        encoder.push(CONTENT, &mut out);
+        encoder.finish(&mut out);
+        assert!(out.ends_with(b"\r\n.\r\n"));
+        session.fetch_done(FetchOutcome::Sent);
+    }
+
+    fn commit(&mut self, session: &mut Session, ids: &[MessageId], fail: bool) {
+        assert!(self.logged_in, "no expunge before login");
+        assert!(ids.iter().all(|id| self.listing.iter().any(|e| e.id == *id)), "expunge only listed messages");
+        self.reached.commits += 1;
+        session.commit_done(if fail { CommitOutcome::Failed } else { CommitOutcome::Ok });
+    }
 }
 
 fn check_lmtp_write(bytes: &[u8]) {
