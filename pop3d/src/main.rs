@@ -113,7 +113,8 @@ fn pop3d_schema_latest() -> u32 {
 
 async fn repair(args: RepairArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.serve)?;
-    let store = pop3d::store::open(config.store, &config.data_dir, config.cassandra.as_ref()).await?;
+    let store =
+        pop3d::store::open(config.store, &config.data_dir, config.min_free_space, config.cassandra.as_ref()).await?;
     let options = pop3d::repair::RepairOptions {
         grace: std::time::Duration::from_secs(args.grace_secs),
         rate: args.rate,

@@ -129,7 +129,7 @@ async fn session(
             }
             Step::DataChunk(chunk) => {
                 if let Some(d) = delivery.as_mut() {
-                    if super::disk::room_for(config, d.copies_of(chunk.len())) {
+                    if ctx.store.room_for_content(d.copies_of(chunk.len())) {
                         d.push(chunk).await;
                     } else {
                         d.out_of_room();
@@ -227,7 +227,9 @@ async fn read_input(
 
 /// Whether `mailbox` may receive: an account, with room in the store and under its quota.
 async fn check_recipient(ctx: &ServerContext, mailbox: &str, quotas: &mut HashMap<String, Quota>) -> RcptCheck {
-    if !super::disk::room_for_mail(&ctx.config) {
+    // Room for one more message of the largest size (capped at 64 MiB): what a transaction really
+    // writes is checked again as each chunk's copies are written.
+    if !ctx.store.room_for_message(ctx.config.max_message_size.min(64 << 20)) {
         tracing::warn!(%mailbox, "refusing mail: the data directory is low on free space");
         return RcptCheck::NoSpace;
     }

@@ -2,7 +2,6 @@
 
 pub mod conn;
 mod delivery;
-mod disk;
 pub mod front;
 mod io;
 pub mod limits;
@@ -117,7 +116,7 @@ fn load_security(
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (tls, bearer) = load_security(&config, &stop_rx)?;
-    let store = crate::store::open(config.store, &config.data_dir, config.cassandra.as_ref())
+    let store = crate::store::open(config.store, &config.data_dir, config.min_free_space, config.cassandra.as_ref())
         .await
         .context("opening the store")?;
     let ctx = ServerContext::with_security(config.clone(), store, tls, bearer);

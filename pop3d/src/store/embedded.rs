@@ -45,6 +45,8 @@ pub struct EmbeddedStore {
     db: std::sync::Mutex<Option<Arc<Database>>>,
     /// Serialises closing and reopening; also spaces out reopen attempts.
     reopen: tokio::sync::Mutex<Option<Instant>>,
+    /// The free space new mail must leave on the disk.
+    reserve: super::room::Reserve,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -83,7 +85,14 @@ impl EmbeddedStore {
         std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("mail.redb");
         let db = open_database(&path)?;
-        Ok(Self { path, db: std::sync::Mutex::new(Some(Arc::new(db))), reopen: tokio::sync::Mutex::new(None) })
+        let reserve = super::room::Reserve { dir: dir.to_owned(), reserve: 0 };
+        Ok(Self { path, db: std::sync::Mutex::new(Some(Arc::new(db))), reopen: tokio::sync::Mutex::new(None), reserve })
+    }
+
+    /// Keeps `octets` free on the store's file system: mail that would leave less is refused.
+    pub fn keeping_free(mut self, octets: u64) -> Self {
+        self.reserve.reserve = octets;
+        self
     }
 
     /// The open database, reopening it (at most once a second) if an I/O error closed it.
@@ -199,6 +208,18 @@ impl MailStore for EmbeddedStore {
 
     async fn ping(&self) -> Result<()> {
         self.blocking(|db| db.begin_read().map(|_| ()).map_err(unavailable)).await
+    }
+
+    fn room_for_message(&self, size: u64) -> bool {
+        self.reserve.leaves_room_after(size)
+    }
+
+    /// redb is a copy-on-write B-tree: pages a transaction replaces stay allocated until a later
+    /// durable commit frees them, so content takes up to about twice its size on disk for a while
+    /// (a 60-copy delivery on a small file system ran out of room at half the reserve without
+    /// this factor).
+    fn room_for_content(&self, octets: u64) -> bool {
+        self.reserve.leaves_room_after(octets.saturating_mul(2))
     }
 
     async fn put_account(&self, account: &Account) -> Result<()> {

@@ -7,6 +7,7 @@
 pub mod cassandra;
 pub mod contract;
 pub mod embedded;
+mod room;
 
 use std::time::Duration;
 
@@ -83,6 +84,19 @@ pub trait MailStore: Send + Sync + 'static {
 
     /// Succeeds when the store can serve reads and writes.
     async fn ping(&self) -> Result<()>;
+
+    /// Whether another message of up to `size` octets may be accepted (checked at LMTP RCPT). A
+    /// store on a disk of its own refuses mail before a write could fill that disk; where the
+    /// store's nodes manage their disks (Cassandra) there is nothing to check here.
+    fn room_for_message(&self, _size: u64) -> bool {
+        true
+    }
+
+    /// Whether `octets` more content can be written now (checked for each chunk's copies while a
+    /// message is written, so many recipients cannot write past the reserve).
+    fn room_for_content(&self, _octets: u64) -> bool {
+        true
+    }
 
     async fn put_account(&self, account: &Account) -> Result<()>;
     async fn get_account(&self, address: &str) -> Result<Option<Account>>;
@@ -192,12 +206,13 @@ pub async fn deliver(store: &dyn MailStore, mailbox: &str, id: MessageId, conten
     Ok(entry)
 }
 
-/// Opens the store a server is configured for: the embedded one in `data_dir`, or the Cassandra
-/// cluster of `cassandra` (which `store = cassandra` requires). `pop3d serve` and `pop3d repair`
-/// both start here.
+/// Opens the store a server is configured for: the embedded one in `data_dir`, keeping
+/// `min_free_space` octets free on its disk, or the Cassandra cluster of `cassandra` (which
+/// `store = cassandra` requires). `pop3d serve` and `pop3d repair` both start here.
 pub async fn open(
     kind: pop3d_config::StoreKind,
     data_dir: &std::path::Path,
+    min_free_space: u64,
     cassandra: Option<&cassandra::CassandraConfig>,
 ) -> anyhow::Result<std::sync::Arc<dyn MailStore>> {
     use anyhow::Context as _;
@@ -205,7 +220,7 @@ pub async fn open(
         pop3d_config::StoreKind::Embedded => {
             let dir = data_dir.to_owned();
             let store = tokio::task::spawn_blocking(move || embedded::EmbeddedStore::open(&dir)).await??;
-            Ok(std::sync::Arc::new(store))
+            Ok(std::sync::Arc::new(store.keeping_free(min_free_space)))
         }
         pop3d_config::StoreKind::Cassandra => {
             let settings = cassandra.context("cassandra settings missing")?;
