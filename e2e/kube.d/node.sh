@@ -236,7 +236,9 @@ host_rule() {
 teardown_routes() {
     local table line
     for table in filter nat; do
-        iptables -t "$table" -S | grep -- "--comment \"\?$RULE_TAG" | sed 's/^-A /-D /' | while read -r line; do
+        # grep finds nothing once the rules are gone: under pipefail that must not end `down` halfway
+        # (the control plane would stay up after the node is gone).
+        { iptables -t "$table" -S | grep -- "--comment \"\?$RULE_TAG" || true; } | sed 's/^-A /-D /' | while read -r line; do
             eval "iptables -t $table $line" || true
         done
     done
