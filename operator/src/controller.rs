@@ -11,6 +11,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
@@ -28,9 +29,12 @@ use kube::{Api, Client, Resource, ResourceExt};
 use crate::backoff::Backoff;
 use crate::keyspace::{self, Credentials, Sessions, Target};
 use crate::resources::{self, LABEL_MANAGED_BY};
+use crate::secret_watch::{self, SecretWatches};
 use crate::status::{self, KeyspaceOutcome, Observation};
 use crate::telemetry::{ErrorLabels, Metrics, ResultLabels};
 use crate::{admin_token, children, Error, Result, FIELD_MANAGER, FINALIZER};
+
+type SecretEvent = std::result::Result<PartialObjectMeta<Secret>, watcher::Error>;
 use crds::{DeletionPolicy, KeyspaceStatus, Pop3Cluster, Pop3ClusterStatus};
 use schema::tls::TlsMaterial;
 
@@ -42,12 +46,19 @@ pub struct Context {
     pub sessions: Sessions,
     pub backoff: Backoff,
     pub resync: Duration,
+    /// One watch per Secret a cluster uses (see `secret_watch`).
+    pub secret_watches: SecretWatches,
+    /// Their events, taken once by `run` for the controller.
+    secret_events: std::sync::Mutex<Option<BoxStream<'static, SecretEvent>>>,
 }
 
 impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>, instance: String, resync: Duration) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) };
+        let (secret_watches, events) = SecretWatches::new(client.clone());
         Context {
+            secret_watches,
+            secret_events: std::sync::Mutex::new(Some(events.boxed())),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
@@ -114,24 +125,15 @@ pub async fn run(
     let controller = Controller::for_stream(trigger, reader);
     let store = controller.store();
     // A Secret change (renewed certificate, rotated password or admin token) reconciles the
-    // clusters using it. Metadata only: which Secret changed is all the mapper needs, and the
-    // reconcile GETs the few it uses; a full watch would stream every Secret's data in the
-    // cluster (or namespace) to the operator, to be thrown away.
-    let secrets = watcher(scoped::<PartialObjectMeta<Secret>>(&client, &namespace), watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
+    // clusters using it; only the Secrets some cluster uses are watched (see `secret_watch`).
+    let secrets = ctx.secret_events.lock().expect("not poisoned").take().expect("run is called once per Context");
     let secret_mapper = move |secret: PartialObjectMeta<Secret>| {
         let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
         store
             .state()
             .into_iter()
             .filter(|c| c.namespace().as_deref() == Some(ns.as_str()))
-            .filter(|c| {
-                admin_token::secret_name(c) == name
-                    || c.spec.pop3.tls.as_ref().is_some_and(|t| t.secret_name == name)
-                    || c.spec.cassandra.tls.as_ref().is_some_and(|t| t.secret_name == name)
-                    || c.spec.cassandra.credentials_secret.as_ref().is_some_and(|s| s.name == name)
-            })
+            .filter(|c| secret_watch::referenced(c).contains(&name))
             .map(|c| ObjectRef::from_obj(&*c))
             .collect::<Vec<_>>()
     };
@@ -220,6 +222,8 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
 async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
     let ns = cluster.namespace().unwrap_or_default();
     let spec = &cluster.spec;
+    // Before any Secret is read: a change after the read is then seen by the watch.
+    ctx.secret_watches.track(&cluster);
     let was_paused = status::is_true(cluster.status.as_ref(), status::PAUSED);
     if spec.paused {
         // Reads only: the Deployments' state goes into the status so `kubectl get` stays true.
@@ -496,6 +500,7 @@ async fn cleanup(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action>
         }
     }
     ctx.sessions.forget(&key(&cluster)).await;
+    ctx.secret_watches.forget(&cluster);
     ctx.backoff.succeeded(&key(&cluster));
     Ok(Action::await_change())
 }

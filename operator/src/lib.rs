@@ -6,6 +6,7 @@
 //! - `resources`: the child objects, pure functions of the spec (unit tested);
 //! - `network_policy`: who may reach which port of the pop3d pods;
 //! - `admin_token`: the admin API's per-cluster token Secret;
+//! - `secret_watch`: one metadata-only watch per Secret a cluster uses;
 //! - `pop3d_config`: the pop3d TOML the ConfigMap carries;
 //! - `keyspace`: Cassandra sessions and the keyspace step (shared code in `schema::cassandra`);
 //! - `status`: conditions and their transitions;
@@ -20,6 +21,7 @@ pub mod keyspace;
 pub mod network_policy;
 pub mod pop3d_config;
 pub mod resources;
+pub mod secret_watch;
 pub mod status;
 pub mod telemetry;
 

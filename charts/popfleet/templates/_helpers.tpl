@@ -86,8 +86,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["list", "watch", "create", "patch", "delete"]
-# Reads the TLS, Cassandra credentials and admin token Secrets a Pop3Cluster names, and watches Secrets so
-# a renewed certificate, rotated password or rotated token reconciles its clusters. Creates a cluster's
+# Reads the TLS, Cassandra credentials and admin token Secrets a Pop3Cluster names, and watches each of them
+# by name (fieldSelector metadata.name, metadata only) so a renewed certificate, rotated password or rotated
+# token reconciles its clusters; the names are only known at run time, so list/watch cannot carry resourceNames. Creates a cluster's
 # admin token Secret (<cluster>-admin-token) once when the spec names none; never updates, patches or
 # deletes a Secret (the garbage collector removes the generated one with its Pop3Cluster).
 - apiGroups: [""]
