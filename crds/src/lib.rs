@@ -8,9 +8,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint};
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -108,6 +111,15 @@ pub struct Pop3ClusterSpec {
     #[schemars(schema_with = "schemas::config_overrides")]
     pub config: BTreeMap<String, String>,
 
+    /// The pop3d pods of every datacenter: extra labels and annotations, priority, registry
+    /// credentials and an overlay of the pod template.
+    #[serde(default)]
+    pub pod: PodOptions,
+
+    /// The PodDisruptionBudget of each datacenter's pods.
+    #[serde(default)]
+    pub pod_disruption_budget: PodDisruptionBudgetSpec,
+
     /// While true the operator writes nothing (no child object, no Cassandra DDL) and only
     /// reports `ReconciliationPaused=True`; changes are applied when it is set back to false.
     #[serde(default)]
@@ -127,9 +139,15 @@ pub struct DatacenterSpec {
     #[schemars(length(min = 1, max = 20), regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
 
-    /// Number of pop3d pods in this datacenter (0 stops it).
+    /// Number of pop3d pods in this datacenter (0 stops it); ignored while `autoscaled`.
     #[schemars(range(min = 0, max = 100))]
     pub replicas: i32,
+
+    /// Leave the Deployment's `replicas` to a HorizontalPodAutoscaler (or anything else that
+    /// scales it): the operator stops setting it and never reverts a change. Switching an existing
+    /// datacenter to true keeps its current count until the autoscaler changes it.
+    #[serde(default)]
+    pub autoscaled: bool,
 
     /// The Cassandra datacenter these pods are local to (default: the same name). pop3d sends
     /// every request to this datacenter only.
@@ -170,8 +188,14 @@ impl DatacenterSpec {
     }
 }
 
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.externalTrafficPolicy) || (has(self.type) && self.type != 'ClusterIP')")
+        .message("externalTrafficPolicy needs type NodePort or LoadBalancer"),
+    validation = Rule::new("!has(self.loadBalancerSourceRanges) || (has(self.type) && self.type == 'LoadBalancer')")
+        .message("loadBalancerSourceRanges needs type LoadBalancer"),
+)]
 pub struct ServiceSpec {
     /// Service type.
     #[serde(default, rename = "type")]
@@ -179,6 +203,75 @@ pub struct ServiceSpec {
     /// Annotations of the Service (load balancer settings and the like).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// `Local` keeps the client's address (pop3d's per-IP authentication penalty needs it) and
+    /// sends traffic only to nodes with a ready pop3d pod; the Kubernetes default `Cluster` hides
+    /// the client behind the node's address. NodePort and LoadBalancer only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<TrafficPolicy>,
+    /// Client CIDRs the cloud load balancer admits (LoadBalancer only; empty: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 64)))]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))").message("loadBalancerSourceRanges are CIDRs, e.g. 203.0.113.0/24"))]
+    pub load_balancer_source_ranges: Vec<String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrafficPolicy {
+    Cluster,
+    Local,
+}
+
+/// What the pop3d pods carry besides what the operator sets.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOptions {
+    /// Extra labels of the pods. Keys the operator sets (`popfleet.io/*`, `app.kubernetes.io/name`,
+    /// `instance`, `managed-by`) are refused: the Services and PDBs select pods by them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "schemas::pod_labels")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations of the pods. `popfleet.io/*` keys are refused: the operator's hashes
+    /// that roll the pods live there.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "schemas::pod_annotations")]
+    pub annotations: BTreeMap<String, String>,
+    /// PriorityClass of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub priority_class_name: Option<String>,
+    /// Secrets (in the Pop3Cluster's namespace) with credentials for the image's registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// A partial pod template (`metadata`, `spec`) merged into every datacenter's Deployment by
+    /// the API server (server-side apply, under its own field manager `popfleet-operator-overlay`):
+    /// lists merge by their keys (containers, env and volumes by name), so a sidecar or an extra
+    /// env var of the `pop3d` container is added, not replaced. A field the operator sets can only
+    /// be given the value the operator gives it: the apiserver reports the conflict, the overlay
+    /// is not applied and the status says why (Degraded, reason PodTemplateOverlayConflict).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schemas::template_overlay")]
+    pub template_overlay: Option<serde_json::Value>,
+}
+
+/// The PodDisruptionBudget of each datacenter. Neither bound set: `maxUnavailable: 1`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.maxUnavailable) && has(self.minAvailable))").message("set maxUnavailable or minAvailable, not both"))]
+pub struct PodDisruptionBudgetSpec {
+    /// false: no PodDisruptionBudget (the operator deletes the one it made).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_available: Option<IntOrString>,
+}
+
+impl Default for PodDisruptionBudgetSpec {
+    fn default() -> Self {
+        PodDisruptionBudgetSpec { enabled: true, max_unavailable: None, min_available: None }
+    }
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]

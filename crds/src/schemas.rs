@@ -63,3 +63,39 @@ pub fn replication(_: &mut SchemaGenerator) -> Schema {
         ]
     })
 }
+
+fn metadata_map(max: u32, refused: &str, message: &str) -> Schema {
+    json_schema!({
+        "type": "object",
+        "maxProperties": max,
+        "additionalProperties": { "type": "string", "maxLength": 1024 },
+        "x-kubernetes-validations": [
+            { "rule": format!("self.all(k, k.size() <= 317 && !({refused}))"), "message": message }
+        ]
+    })
+}
+
+pub fn pod_labels(_: &mut SchemaGenerator) -> Schema {
+    metadata_map(
+        32,
+        "k.startsWith('popfleet.io/') || k in ['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/managed-by']",
+        "pod labels cannot be popfleet.io/* or app.kubernetes.io/{name,instance,managed-by}: the operator sets those",
+    )
+}
+
+pub fn pod_annotations(_: &mut SchemaGenerator) -> Schema {
+    metadata_map(
+        64,
+        "k.startsWith('popfleet.io/')",
+        "pod annotations cannot be popfleet.io/*: the operator keeps its hashes there",
+    )
+}
+
+/// Untyped on purpose: the API server checks the merged pod template when the overlay is applied
+/// (the full PodTemplateSpec schema would make the CRD several times its size).
+pub fn template_overlay(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::resources::{self, Children, LABEL_DATACENTER};
 use crate::status::DcObservation;
 use crate::telemetry::Metrics;
-use crate::{Result, FIELD_MANAGER};
+use crate::{overlay, Result, FIELD_MANAGER};
 use crds::{DatacenterSpec, DatacenterStatus, Pop3Cluster};
 
 /// Server-side apply with the operator's field manager. `force`: the operator is the authority
@@ -34,37 +34,85 @@ where
     Ok(applied)
 }
 
-/// Applies one datacenter's objects (ConfigMap first: the pods mount it) and returns the
-/// Deployment as the API server has it now, status included.
-pub async fn apply_datacenter(client: &Client, ns: &str, c: &Children, metrics: &Metrics) -> Result<Deployment> {
-    apply(client, ns, &c.config_map, metrics).await?;
-    apply(client, ns, &c.service_account, metrics).await?;
-    apply(client, ns, &c.service, metrics).await?;
-    apply(client, ns, &c.pdb, metrics).await?;
+/// Applies one datacenter's objects (ConfigMap first: the pods mount it), then the pod template
+/// overlay, and returns the Deployment as the API server has it now, status included, with the
+/// overlay's refusal if there was one.
+pub async fn apply_datacenter(
+    client: &Client,
+    cluster: &Pop3Cluster,
+    dc: &DatacenterSpec,
+    c: &Children,
+    metrics: &Metrics,
+) -> Result<(Deployment, Option<(String, String)>)> {
+    let ns = cluster.namespace().unwrap_or_default();
+    apply(client, &ns, &c.config_map, metrics).await?;
+    apply(client, &ns, &c.service_account, metrics).await?;
+    apply(client, &ns, &c.service, metrics).await?;
+    if let Some(pdb) = &c.pdb {
+        apply(client, &ns, pdb, metrics).await?;
+    }
     // Before the Deployment: new pods should not start without the fence around their admin port.
     if let Some(np) = &c.network_policy {
-        apply(client, ns, np, metrics).await?;
+        apply(client, &ns, np, metrics).await?;
     }
-    apply(client, ns, &c.deployment, metrics).await
+    if dc.autoscaled {
+        hand_over_replicas(client, &ns, &c.deployment, metrics).await?;
+    }
+    let deployment = apply(client, &ns, &c.deployment, metrics).await?;
+    overlay::apply(client, cluster, dc, deployment, metrics).await
+}
+
+/// Field manager that keeps a Deployment's replica count when the operator lets go of it.
+pub const REPLICAS_HANDOVER_MANAGER: &str = "popfleet-operator-replicas-handover";
+
+/// When a datacenter becomes `autoscaled`, the operator's apply leaves `replicas` out. Were the
+/// operator its only owner, server-side apply would remove the field and the Deployment would
+/// fall back to 1 replica until the autoscaler acts. So the current count is first applied under
+/// a manager of its own that nothing ever re-applies: it keeps the value until the autoscaler's
+/// first write takes the field over (the handover Kubernetes documents for HPA migrations).
+async fn hand_over_replicas(client: &Client, ns: &str, desired: &Deployment, metrics: &Metrics) -> Result<()> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let Some(live) = api.get_opt(&desired.name_any()).await? else { return Ok(()) };
+    let operator_owns_replicas = live.managed_fields().iter().any(|m| {
+        m.manager.as_deref() == Some(FIELD_MANAGER)
+            && m.operation.as_deref() == Some("Apply")
+            && m.fields_v1.as_ref().is_some_and(|f| f.0.pointer("/f:spec/f:replicas").is_some())
+    });
+    let Some(replicas) = live.spec.as_ref().and_then(|s| s.replicas).filter(|_| operator_owns_replicas) else {
+        return Ok(());
+    };
+    let body = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": live.name_any(), "namespace": ns},
+        "spec": {"replicas": replicas},
+    });
+    api.patch(&live.name_any(), &PatchParams::apply(REPLICAS_HANDOVER_MANAGER), &Patch::Apply(&body)).await?;
+    metrics.write("apply");
+    Ok(())
 }
 
 /// What a datacenter looks like from its Deployment (None: not there yet).
 pub fn observe(dc: &DatacenterSpec, deployment: Option<&Deployment>) -> DcObservation {
     let status = deployment.and_then(|d| d.status.clone()).unwrap_or_default();
     let generation = deployment.and_then(|d| d.metadata.generation).unwrap_or(0);
+    // Autoscaled: the count the autoscaler set is the one wanted.
+    let desired = match deployment.and_then(|d| d.spec.as_ref()?.replicas) {
+        Some(r) if dc.autoscaled => r,
+        _ => dc.replicas,
+    };
     let ready = status.ready_replicas.unwrap_or(0);
     let updated = status.updated_replicas.unwrap_or(0);
     let total = status.replicas.unwrap_or(0);
     let rolled_out = deployment.is_some()
         && status.observed_generation.unwrap_or(0) >= generation
-        && updated >= dc.replicas
-        && ready >= dc.replicas
-        && total == dc.replicas;
+        && updated >= desired
+        && ready >= desired
+        && total == desired;
     DcObservation {
         status: DatacenterStatus {
             name: dc.name.clone(),
             cassandra_datacenter: dc.cassandra_dc().to_owned(),
-            replicas: dc.replicas,
+            replicas: desired,
             ready_replicas: ready,
             updated_replicas: updated,
         },
@@ -111,15 +159,17 @@ where
     Ok(removed)
 }
 
-/// Deletes the objects of datacenters no longer in the spec, and the NetworkPolicies when they
-/// are turned off; returns the names of the datacenters removed.
+/// Deletes the objects of datacenters no longer in the spec, and the NetworkPolicies and
+/// PodDisruptionBudgets when they are turned off; returns the names of the datacenters removed.
 pub async fn prune(client: &Client, cluster: &Pop3Cluster, metrics: &Metrics) -> Result<BTreeSet<String>> {
     let keep: BTreeSet<&str> = cluster.spec.datacenters.iter().map(|d| d.name.as_str()).collect();
     let keep_policies = if cluster.spec.network_policy.enabled { keep.clone() } else { BTreeSet::new() };
     let policies = prune_kind::<NetworkPolicy>(client, cluster, &keep_policies, metrics).await?;
     let mut removed = prune_kind::<Deployment>(client, cluster, &keep, metrics).await?;
     removed.extend(prune_kind::<Service>(client, cluster, &keep, metrics).await?);
-    removed.extend(prune_kind::<PodDisruptionBudget>(client, cluster, &keep, metrics).await?);
+    let keep_pdbs = if cluster.spec.pod_disruption_budget.enabled { keep.clone() } else { BTreeSet::new() };
+    let pdbs = prune_kind::<PodDisruptionBudget>(client, cluster, &keep_pdbs, metrics).await?;
+    removed.extend(pdbs.into_iter().filter(|dc| !keep.contains(dc.as_str())));
     removed.extend(prune_kind::<ConfigMap>(client, cluster, &keep, metrics).await?);
     removed.extend(prune_kind::<ServiceAccount>(client, cluster, &keep, metrics).await?);
     removed.extend(policies.into_iter().filter(|dc| !keep.contains(dc.as_str())));

@@ -298,7 +298,9 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
     let mut observed = Vec::new();
     for dc in &spec.datacenters {
         let children = resources::build(&cluster, dc, &secrets)?;
-        let deployment = children::apply_datacenter(&ctx.client, &ns, &children, &ctx.metrics).await?;
+        let (deployment, refused) =
+            children::apply_datacenter(&ctx.client, &cluster, dc, &children, &ctx.metrics).await?;
+        problems.extend(refused);
         observed.push(children::observe(dc, Some(&deployment)));
     }
     let removed = children::prune(&ctx.client, &cluster, &ctx.metrics).await?;

@@ -5,6 +5,7 @@
 //! - `controller`: the reconcile loop (finalizer, pause, apply, cleanup, status, events);
 //! - `resources`: the child objects, pure functions of the spec (unit tested);
 //! - `network_policy`: who may reach which port of the pop3d pods;
+//! - `overlay`: the user's pod template overlay, merged by the apiserver;
 //! - `admin_token`: the admin API's per-cluster token Secret;
 //! - `secret_watch`: one metadata-only watch per Secret a cluster uses;
 //! - `pop3d_config`: the pop3d TOML the ConfigMap carries;
@@ -19,6 +20,7 @@ pub mod children;
 pub mod controller;
 pub mod keyspace;
 pub mod network_policy;
+pub mod overlay;
 pub mod pop3d_config;
 pub mod resources;
 pub mod secret_watch;

@@ -120,7 +120,8 @@ pub struct Children {
     pub config_map: ConfigMap,
     pub service_account: ServiceAccount,
     pub service: Service,
-    pub pdb: PodDisruptionBudget,
+    /// None when `spec.podDisruptionBudget.enabled` is false.
+    pub pdb: Option<PodDisruptionBudget>,
     pub deployment: Deployment,
     /// None when `spec.networkPolicy.enabled` is false.
     pub network_policy: Option<NetworkPolicy>,
@@ -172,25 +173,38 @@ fn service(cluster: &Pop3Cluster, dc: &DatacenterSpec) -> Result<Service> {
         ServiceType::NodePort => "NodePort",
         ServiceType::LoadBalancer => "LoadBalancer",
     };
+    let ranges = &dc.service.load_balancer_source_ranges;
     Ok(Service {
         metadata,
         spec: Some(ServiceSpec {
             type_: Some(type_.into()),
             selector: Some(selector_labels(cluster, &dc.name)),
             ports: Some(ports),
+            external_traffic_policy: dc.service.external_traffic_policy.map(|p| format!("{p:?}")),
+            load_balancer_source_ranges: (!ranges.is_empty()).then(|| ranges.clone()),
             ..Default::default()
         }),
         ..Default::default()
     })
 }
 
-fn pdb(cluster: &Pop3Cluster, dc: &DatacenterSpec) -> Result<PodDisruptionBudget> {
-    Ok(PodDisruptionBudget {
+/// None when `spec.podDisruptionBudget.enabled` is false (the prune then deletes it).
+fn pdb(cluster: &Pop3Cluster, dc: &DatacenterSpec) -> Result<Option<PodDisruptionBudget>> {
+    let spec = &cluster.spec.pod_disruption_budget;
+    if !spec.enabled {
+        return Ok(None);
+    }
+    // Default one pod at a time: POP3 sessions are short and clients retry, but a node drain must
+    // not take a whole datacenter's pop3d away at once.
+    let max_unavailable = match (&spec.max_unavailable, &spec.min_available) {
+        (None, None) => Some(IntOrString::Int(1)),
+        (m, _) => m.clone(),
+    };
+    Ok(Some(PodDisruptionBudget {
         metadata: meta(cluster, &dc.name)?,
         spec: Some(PodDisruptionBudgetSpec {
-            // One pod at a time: POP3 sessions are short and clients retry, but a node drain must
-            // not take a whole datacenter's pop3d away at once.
-            max_unavailable: Some(IntOrString::Int(1)),
+            max_unavailable,
+            min_available: spec.min_available.clone(),
             selector: Some(LabelSelector {
                 match_labels: Some(selector_labels(cluster, &dc.name)),
                 ..Default::default()
@@ -198,7 +212,7 @@ fn pdb(cluster: &Pop3Cluster, dc: &DatacenterSpec) -> Result<PodDisruptionBudget
             ..Default::default()
         }),
         ..Default::default()
-    })
+    }))
 }
 
 /// The pop3d command line; the e2e test runs exactly this (with the binary's local path).
@@ -220,17 +234,29 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
-fn pod_annotations(config_hash: &str, secrets: &SecretFacts) -> BTreeMap<String, String> {
-    [
-        (CONFIG_HASH_ANNOTATION, Some(config_hash)),
-        (TLS_HASH_ANNOTATION, secrets.pop3_tls_hash.as_deref()),
-        (CASSANDRA_TLS_HASH_ANNOTATION, secrets.cassandra_tls_hash.as_deref()),
-        (ADMIN_TOKEN_HASH_ANNOTATION, secrets.admin_token_hash.as_deref()),
-        (CASSANDRA_CREDENTIALS_HASH_ANNOTATION, secrets.cassandra_credentials_hash.as_deref()),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
-    .collect()
+/// The user's annotations, then the operator's hashes (the CRD refuses `popfleet.io/*` keys
+/// from the user; inserting ours last keeps them even if that rule were bypassed).
+fn pod_annotations(spec: &Pop3ClusterSpec, config_hash: &str, secrets: &SecretFacts) -> BTreeMap<String, String> {
+    let mut annotations = spec.pod.annotations.clone();
+    annotations.extend(
+        [
+            (CONFIG_HASH_ANNOTATION, Some(config_hash)),
+            (TLS_HASH_ANNOTATION, secrets.pop3_tls_hash.as_deref()),
+            (CASSANDRA_TLS_HASH_ANNOTATION, secrets.cassandra_tls_hash.as_deref()),
+            (ADMIN_TOKEN_HASH_ANNOTATION, secrets.admin_token_hash.as_deref()),
+            (CASSANDRA_CREDENTIALS_HASH_ANNOTATION, secrets.cassandra_credentials_hash.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+    );
+    annotations
+}
+
+/// The user's pod labels, then the operator's (which the Service and PDB select by).
+fn pod_labels(cluster: &Pop3Cluster, dc: &str) -> BTreeMap<String, String> {
+    let mut l = cluster.spec.pod.labels.clone();
+    l.extend(labels(cluster, dc));
+    l
 }
 
 fn container_ports(spec: &Pop3ClusterSpec) -> Vec<ContainerPort> {
@@ -378,12 +404,16 @@ fn deployment(
         tolerations: dc.tolerations.clone(),
         affinity: dc.affinity.clone(),
         topology_spread_constraints: dc.topology_spread_constraints.clone(),
+        priority_class_name: cluster.spec.pod.priority_class_name.clone(),
+        image_pull_secrets: Some(cluster.spec.pod.image_pull_secrets.clone()).filter(|s| !s.is_empty()),
         ..Default::default()
     };
     Ok(Deployment {
         metadata: meta(cluster, &dc.name)?,
         spec: Some(DeploymentSpec {
-            replicas: Some(dc.replicas),
+            // Left out when autoscaled: server-side apply then gives up the field, and whatever
+            // the autoscaler writes stays (see `children::hand_over_replicas`).
+            replicas: (!dc.autoscaled).then_some(dc.replicas),
             selector: LabelSelector { match_labels: Some(selector_labels(cluster, &dc.name)), ..Default::default() },
             // Surge first: a datacenter with one pod keeps serving while the new one starts.
             strategy: Some(DeploymentStrategy {
@@ -395,8 +425,8 @@ fn deployment(
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(cluster, &dc.name)),
-                    annotations: Some(pod_annotations(config_hash, secrets)),
+                    labels: Some(pod_labels(cluster, &dc.name)),
+                    annotations: Some(pod_annotations(&cluster.spec, config_hash, secrets)),
                     ..Default::default()
                 }),
                 spec: Some(pod),

@@ -50,7 +50,7 @@ fn names_labels_and_owner() {
     for meta in [
         &ch.config_map.metadata,
         &ch.service.metadata,
-        &ch.pdb.metadata,
+        &ch.pdb.as_ref().unwrap().metadata,
         &ch.service_account.metadata,
         &ch.network_policy.as_ref().unwrap().metadata,
     ] {
@@ -278,4 +278,89 @@ fn admin_token_is_mounted_and_rolls_the_pods() {
 fn hashes_are_stable() {
     assert_eq!(sha256_hex(&[b"a", b"bc"]), sha256_hex(&[b"a", b"bc"]));
     assert_ne!(sha256_hex(&[b"a", b"bc"]), sha256_hex(&[b"ab", b"c"]), "length-prefixed: no ambiguity");
+}
+
+#[test]
+fn pod_knobs_reach_the_template_and_the_operator_keeps_its_own_keys() {
+    let c = cluster(serde_json::json!({"pod": {
+        "labels": {"team": "mail"},
+        "annotations": {"prometheus.io/scrape": "true"},
+        "priorityClassName": "mail-critical",
+        "imagePullSecrets": [{"name": "registry"}]
+    }}));
+    let mut c2 = c.clone();
+    // The CRD refuses these keys; the operator's values win even if they got through.
+    c2.spec.pod.labels.insert(LABEL_DATACENTER.into(), "evil".into());
+    c2.spec.pod.annotations.insert(CONFIG_HASH_ANNOTATION.into(), "evil".into());
+    for (c, dc) in [(&c, "dc1"), (&c2, "dc1")] {
+        let d = build(c, &c.spec.datacenters[0], &SecretFacts::default()).unwrap().deployment;
+        let t = d.spec.unwrap().template;
+        let (labels, annotations) = {
+            let m = t.metadata.unwrap();
+            (m.labels.unwrap(), m.annotations.unwrap())
+        };
+        assert_eq!(labels["team"], "mail");
+        assert_eq!(labels[LABEL_DATACENTER], dc);
+        assert_eq!(annotations["prometheus.io/scrape"], "true");
+        assert_ne!(annotations[CONFIG_HASH_ANNOTATION], "evil");
+        let pod = t.spec.unwrap();
+        assert_eq!(pod.priority_class_name.as_deref(), Some("mail-critical"));
+        assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "registry");
+    }
+    // Not set: the fields stay out of the apply (nothing to own).
+    let plain = cluster(serde_json::json!({}));
+    let pod = build(&plain, &plain.spec.datacenters[0], &SecretFacts::default()).unwrap().deployment;
+    let pod = pod.spec.unwrap().template.spec.unwrap();
+    assert_eq!((pod.priority_class_name, pod.image_pull_secrets), (None, None));
+}
+
+#[test]
+fn service_traffic_policy_and_source_ranges() {
+    let c = cluster(serde_json::json!({"datacenters": [
+        {"name": "dc1", "replicas": 1, "service": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+          "loadBalancerSourceRanges": ["203.0.113.0/24"]}}
+    ]}));
+    let s = build(&c, &c.spec.datacenters[0], &SecretFacts::default()).unwrap().service.spec.unwrap();
+    assert_eq!(s.external_traffic_policy.as_deref(), Some("Local"));
+    assert_eq!(s.load_balancer_source_ranges, Some(vec!["203.0.113.0/24".to_owned()]));
+    let plain = cluster(serde_json::json!({}));
+    let s = build(&plain, &plain.spec.datacenters[1], &SecretFacts::default()).unwrap().service.spec.unwrap();
+    assert_eq!((s.external_traffic_policy, s.load_balancer_source_ranges), (None, None));
+}
+
+#[test]
+fn pod_disruption_budget_is_configurable_or_off() {
+    let pdb = |extra| {
+        let c = cluster(extra);
+        build(&c, &c.spec.datacenters[0], &SecretFacts::default()).unwrap().pdb.map(|p| p.spec.unwrap())
+    };
+    let default = pdb(serde_json::json!({})).unwrap();
+    assert_eq!((default.max_unavailable, default.min_available), (Some(IntOrString::Int(1)), None));
+    let min = pdb(serde_json::json!({"podDisruptionBudget": {"minAvailable": "50%"}})).unwrap();
+    assert_eq!((min.max_unavailable, min.min_available), (None, Some(IntOrString::String("50%".into()))));
+    let max = pdb(serde_json::json!({"podDisruptionBudget": {"maxUnavailable": 2}})).unwrap();
+    assert_eq!((max.max_unavailable, max.min_available), (Some(IntOrString::Int(2)), None));
+    assert!(pdb(serde_json::json!({"podDisruptionBudget": {"enabled": false}})).is_none());
+}
+
+#[test]
+fn autoscaled_datacenter_leaves_replicas_out() {
+    let c = cluster(serde_json::json!({"datacenters": [{"name": "dc1", "replicas": 2, "autoscaled": true}]}));
+    let d = build(&c, &c.spec.datacenters[0], &SecretFacts::default()).unwrap().deployment;
+    assert_eq!(d.spec.as_ref().unwrap().replicas, None);
+    // Serialised for server-side apply: the field is absent, not null (null would be an error).
+    assert!(serde_json::to_value(&d).unwrap()["spec"].get("replicas").is_none());
+}
+
+#[test]
+fn template_overlay_is_the_deployments_pod_template() {
+    let overlay = serde_json::json!({"spec": {"containers": [{"name": "sidecar", "image": "busybox"}]}});
+    let c = cluster(serde_json::json!({"pod": {"templateOverlay": overlay}}));
+    let body = crate::overlay::body(&c, &c.spec.datacenters[1]);
+    assert_eq!(body["metadata"]["name"], "mail-west");
+    assert_eq!(body["metadata"]["namespace"], "ns");
+    assert_eq!(body["spec"]["template"], overlay);
+    // No overlay: an empty apply, which releases what an earlier overlay set.
+    let plain = cluster(serde_json::json!({}));
+    assert!(crate::overlay::body(&plain, &plain.spec.datacenters[0]).get("spec").is_none());
 }
