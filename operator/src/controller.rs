@@ -29,10 +29,11 @@ use kube::{Api, Client, Resource, ResourceExt};
 use crate::backoff::Backoff;
 use crate::keyspace::{self, Credentials, Sessions, Target};
 use crate::resources::{self, LABEL_MANAGED_BY};
+use crate::secret_facts;
 use crate::secret_watch::{self, SecretWatches};
 use crate::status::{self, KeyspaceOutcome, Observation};
 use crate::telemetry::{ErrorLabels, Metrics, ResultLabels};
-use crate::{admin_token, children, Error, Result, FIELD_MANAGER, FINALIZER};
+use crate::{children, Error, Result, FIELD_MANAGER, FINALIZER};
 
 type SecretEvent = std::result::Result<PartialObjectMeta<Secret>, watcher::Error>;
 use crds::{DeletionPolicy, KeyspaceStatus, Pop3Cluster, Pop3ClusterStatus};
@@ -220,7 +221,6 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
 }
 
 async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = cluster.namespace().unwrap_or_default();
     let spec = &cluster.spec;
     // Before any Secret is read: a change after the read is then seen by the watch.
     ctx.secret_watches.track(&cluster);
@@ -243,52 +243,9 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
     if was_paused {
         ctx.event(&cluster, EventType::Normal, "Resumed", "spec.paused is false: applying the spec".into()).await;
     }
-    let mut problems = Vec::new();
-
-    let mut secrets = resources::SecretFacts::default();
-    if let Some(t) = &spec.pop3.tls {
-        secrets.pop3_tls_hash = Some(match secret(&ctx.client, &ns, &t.secret_name).await? {
-            Some(s) => resources::sha256_hex(&[
-                &secret_bytes(&s, "tls.crt").unwrap_or_default(),
-                &secret_bytes(&s, "tls.key").unwrap_or_default(),
-            ]),
-            None => {
-                problems.push(("TlsSecretMissing".to_owned(), format!("TLS Secret {} not found", t.secret_name)));
-                "missing".to_owned()
-            }
-        });
-    }
-    if let Some(t) = &spec.cassandra.tls {
-        let found = secret(&ctx.client, &ns, &t.secret_name).await?;
-        let (ca, crt, key) = match &found {
-            Some(s) => (secret_bytes(s, "ca.crt"), secret_bytes(s, "tls.crt"), secret_bytes(s, "tls.key")),
-            None => (None, None, None),
-        };
-        if ca.is_none() {
-            problems.push((
-                "CassandraTlsSecretMissing".to_owned(),
-                match found {
-                    None => format!("Cassandra TLS Secret {} not found", t.secret_name),
-                    Some(_) => format!("Cassandra TLS Secret {} has no ca.crt", t.secret_name),
-                },
-            ));
-        }
-        secrets.cassandra_client_cert = crt.is_some() && key.is_some();
-        secrets.cassandra_tls_hash =
-            Some(resources::sha256_hex(&[&ca.unwrap_or_default(), &crt.unwrap_or_default(), &key.unwrap_or_default()]));
-    }
-
-    let token = admin_token::ensure(&ctx.client, &cluster, &ctx.metrics).await?;
-    secrets.admin_token_hash = Some(token.hash);
-    if let Some(c) = &spec.cassandra.credentials_secret {
-        // A missing Secret or key is reported by the keyspace step, which needs the credentials too.
-        let found = secret(&ctx.client, &ns, &c.name).await?;
-        let value = |key: &str| found.as_ref().and_then(|s| secret_bytes(s, key)).unwrap_or_default();
-        secrets.cassandra_credentials_hash =
-            Some(resources::sha256_hex(&[&token.hash_key, &value(&c.username_key), &value(&c.password_key)]));
-    }
-    problems.extend(token.problem);
-    if let Some(name) = token.created {
+    let facts = secret_facts::read(&ctx.client, &cluster, &ctx.metrics).await?;
+    let (secrets, mut problems) = (facts.secrets, facts.problems);
+    if let Some(name) = facts.token_created {
         let note = format!("created Secret {name} with a new admin API token (key token)");
         ctx.event(&cluster, EventType::Normal, "AdminTokenCreated", note).await;
     }

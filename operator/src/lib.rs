@@ -7,6 +7,7 @@
 //! - `network_policy`: who may reach which port of the pop3d pods;
 //! - `overlay`: the user's pod template overlay, merged by the apiserver;
 //! - `admin_token`: the admin API's per-cluster token Secret;
+//! - `secret_facts`: what the objects depend on in the Secrets a cluster names;
 //! - `secret_watch`: one metadata-only watch per Secret a cluster uses;
 //! - `pop3d_config`: the pop3d TOML the ConfigMap carries;
 //! - `keyspace`: Cassandra sessions and the keyspace step (shared code in `schema::cassandra`);
@@ -23,6 +24,7 @@ pub mod network_policy;
 pub mod overlay;
 pub mod pop3d_config;
 pub mod resources;
+pub mod secret_facts;
 pub mod secret_watch;
 pub mod status;
 pub mod telemetry;
