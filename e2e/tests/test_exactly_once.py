@@ -142,3 +142,15 @@ def test_a_delivery_is_forgotten_when_its_window_ends(server_factory):
     later = first_id(data_replies(srv, [addr], msg)[0])
     assert later != first, "past the window the same message is a new delivery"
     assert sorted(uidls(srv, addr, pw)) == sorted([first, later])
+
+
+def test_a_retry_of_the_message_that_filled_the_mailbox_is_not_refused_as_over_quota(server_factory):
+    srv = server_factory(name="quota", args=["--mailbox-quota-mb", "1"])
+    addr, pw = srv.create_user(prefix="quota")
+    # ~700 KB: fits once; a second copy would not.
+    msg = make_message(body_lines=[f"line {i:06d} " + "x" * 60 for i in range(10_000)])
+    first = first_id(data_replies(srv, [addr], msg)[0])
+    # Room at RCPT (the mailbox is under its quota), and the retry is recognised before the
+    # quota is weighed: 250 with the first id, not a 552 that would make the MTA bounce it.
+    assert first_id(data_replies(srv, [addr], msg)[0], ALREADY) == first
+    assert uidls(srv, addr, pw) == [first]

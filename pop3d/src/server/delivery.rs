@@ -74,9 +74,6 @@ impl Commit<'_> {
         if t.failed {
             return DeliveryResult::TempFail;
         }
-        if t.quota.is_some_and(|q| q.exceeded_by(t.size)) {
-            return DeliveryResult::OverQuota;
-        }
         if self.now.saturating_sub(t.id.ticks()) > self.max_age_ticks {
             tracing::warn!(mailbox = %t.mailbox, "delivery took too long to commit safely; refused with 4xx");
             return DeliveryResult::TempFail;
@@ -87,23 +84,28 @@ impl Commit<'_> {
             Ok(false) => return DeliveryResult::UnknownUser,
             Err(_) => return DeliveryResult::TempFail,
         }
+        // Before the quota: a retry of a message that filled the mailbox was delivered, and a
+        // 552 would make the MTA bounce it.
+        if let Some((key, _)) = &self.remember {
+            match self.store.recent_delivery(&t.mailbox, key).await {
+                Ok(Some(first)) => {
+                    tracing::info!(mailbox = %t.mailbox, id = %first, "retried delivery absorbed: stored before as this id");
+                    return DeliveryResult::Duplicate { id: first.to_string() };
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Storing it anyway could make the very duplicate this check exists for.
+                    tracing::warn!(mailbox = %t.mailbox, error = %e, "looking up a delivery's earlier copy failed");
+                    return DeliveryResult::TempFail;
+                }
+            }
+        }
+        if t.quota.is_some_and(|q| q.exceeded_by(t.size)) {
+            return DeliveryResult::OverQuota;
+        }
         let entry = ListingEntry { id: t.id, size: t.size };
         let linked = match &self.remember {
-            Some((key, window)) => {
-                match self.store.recent_delivery(&t.mailbox, key).await {
-                    Ok(Some(first)) => {
-                        tracing::info!(mailbox = %t.mailbox, id = %first, "retried delivery absorbed: stored before as this id");
-                        return DeliveryResult::Duplicate { id: first.to_string() };
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        // Storing it anyway could make the very duplicate this check exists for.
-                        tracing::warn!(mailbox = %t.mailbox, error = %e, "looking up a delivery's earlier copy failed");
-                        return DeliveryResult::TempFail;
-                    }
-                }
-                self.store.link_remembered(&t.mailbox, entry, key, *window).await
-            }
+            Some((key, window)) => self.store.link_remembered(&t.mailbox, entry, key, *window).await,
             None => self.store.link(&t.mailbox, entry).await,
         };
         match linked {
