@@ -21,11 +21,22 @@ use crate::message_id::MessageId;
 /// Content is stored in chunks of at most this size, so no cell and no buffer is large.
 pub const CHUNK_SIZE: usize = 64 * 1024;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The store could not answer now (node down, timeout, I/O error). Clients should retry.
+    /// The store could not answer now (too few live replicas, no connection, I/O error).
+    /// Clients should retry.
     #[error("storage temporarily unavailable: {0}")]
     Unavailable(String),
+    /// The store did not answer in time (a replica slow or gone). Clients should retry.
+    #[error("storage timed out: {0}")]
+    Timeout(String),
+    /// The store shed the request (a node overloaded or rate-limiting). Clients should retry.
+    #[error("storage overloaded: {0}")]
+    Overloaded(String),
+    /// Any other failure of a request (refused by the store, unexpected answer). Clients should
+    /// retry; a steady rate of these is a bug or a schema problem.
+    #[error("storage request failed: {0}")]
+    Failed(String),
     /// The store is set up wrongly (keyspace missing or behind, unknown datacenter): retrying
     /// will not help, an operator must act.
     #[error("storage misconfigured: {0}")]
@@ -33,6 +44,20 @@ pub enum StoreError {
     /// Stored data could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+}
+
+impl StoreError {
+    /// The metrics label: what the on-call engineer does differently for each.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Timeout(_) => "timeout",
+            StoreError::Overloaded(_) => "overloaded",
+            StoreError::Failed(_) => "other",
+            StoreError::Misconfigured(_) => "misconfigured",
+            StoreError::Corrupt(_) => "corrupt",
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -12,9 +12,9 @@ use futures::TryStreamExt;
 use scylla::errors::{DbError, NextPageError, NextRowError, PagerExecutionError, RequestAttemptError, RequestError};
 use scylla::value::CqlTimeuuid;
 
-use super::{message_id, timeuuid, unavailable, CassandraStore};
+use super::{errors, message_id, timeuuid, CassandraStore};
 use crate::message_id::MessageId;
-use crate::store::{ListingEntry, Result};
+use crate::store::{ListingEntry, Result, StoreError};
 
 /// Most queries one listing may take while splitting; past that the failure is reported.
 const MAX_QUERIES: usize = 256;
@@ -24,37 +24,42 @@ const MIN_SLICE_TICKS: u64 = 10_000;
 /// How a read of one slice failed; the first two are reasons to read a narrower slice.
 pub(super) enum SliceError {
     /// Cassandra refused the read (in practice: too many tombstones in the slice).
-    ReadFailure(String),
+    ReadFailure(StoreError),
     /// The replicas did not finish in time: too much to scan, or a replica is slow.
-    Timeout(String),
-    Other(String),
+    Timeout(StoreError),
+    Other(StoreError),
 }
 
-fn classify(e: &NextPageError, text: String) -> SliceError {
-    match e {
-        NextPageError::RequestFailure(RequestError::LastAttemptError(RequestAttemptError::DbError(
-            DbError::ReadFailure { .. },
-            _,
-        ))) => SliceError::ReadFailure(text),
-        NextPageError::RequestFailure(RequestError::LastAttemptError(RequestAttemptError::DbError(
-            DbError::ReadTimeout { .. },
-            _,
-        ))) => SliceError::Timeout(text),
-        _ => SliceError::Other(text),
+/// Which [`SliceError`] a failed page is, the error itself sorted by [`errors`].
+fn classify(e: &NextPageError, error: StoreError) -> SliceError {
+    let db = match e {
+        NextPageError::RequestFailure(RequestError::LastAttemptError(RequestAttemptError::DbError(db, _))) => Some(db),
+        _ => None,
+    };
+    match db {
+        Some(DbError::ReadFailure { .. }) => SliceError::ReadFailure(error),
+        Some(DbError::ReadTimeout { .. }) => SliceError::Timeout(error),
+        _ => SliceError::Other(error),
     }
 }
 
 pub(super) fn from_pager(e: PagerExecutionError) -> SliceError {
     match &e {
-        PagerExecutionError::NextPageError(p) => classify(p, e.to_string()),
-        _ => SliceError::Other(e.to_string()),
+        PagerExecutionError::NextPageError(p) => {
+            let page = p.clone();
+            classify(&page, errors::pager(e))
+        }
+        _ => SliceError::Other(errors::pager(e)),
     }
 }
 
 pub(super) fn from_row(e: NextRowError) -> SliceError {
     match &e {
-        NextRowError::NextPageError(p) => classify(p, e.to_string()),
-        _ => SliceError::Other(e.to_string()),
+        NextRowError::NextPageError(p) => {
+            let page = p.clone();
+            classify(&page, errors::next_row(e))
+        }
+        _ => SliceError::Other(errors::next_row(e)),
     }
 }
 
@@ -80,12 +85,12 @@ impl CassandraStore {
                 Ok(mut rows) => out.append(&mut rows),
                 // A timeout is a slow replica as often as a heavy slice: splitting would multiply
                 // the wait at login, so it is reported at once.
-                Err(SliceError::Other(e) | SliceError::Timeout(e)) => return Err(unavailable(e)),
+                Err(SliceError::Other(e) | SliceError::Timeout(e)) => return Err(e),
                 Err(SliceError::ReadFailure(e)) => {
                     // An open range ends, for splitting, a little past now: no id is made later.
                     let top = hi.unwrap_or_else(|| MessageId::now_ticks().max(lo) + 600 * 10_000_000);
                     if queries >= MAX_QUERIES || top.saturating_sub(lo) < 2 * MIN_SLICE_TICKS {
-                        return Err(unavailable(e));
+                        return Err(e);
                     }
                     let mid = lo + (top - lo) / 2;
                     tracing::debug!(%mailbox, lo, mid, "listing slice failed (tombstones?); splitting it");
@@ -110,10 +115,10 @@ impl CassandraStore {
             }
         }
         .map_err(from_pager)?;
-        let mut rows = pager.rows_stream::<(CqlTimeuuid, i64)>().map_err(|e| SliceError::Other(e.to_string()))?;
+        let mut rows = pager.rows_stream::<(CqlTimeuuid, i64)>().map_err(|e| SliceError::Other(errors::failed(e)))?;
         let mut out = Vec::new();
         while let Some((id, size)) = rows.try_next().await.map_err(from_row)? {
-            let id = message_id(id).map_err(|e| SliceError::Other(e.to_string()))?;
+            let id = message_id(id).map_err(SliceError::Other)?;
             out.push(ListingEntry { id, size: size.max(0) as u64 });
         }
         Ok(out)

@@ -3,6 +3,7 @@
 
 /// Keyspace and migrations live in the `schema` crate, shared with the operator.
 pub use schema::cassandra as migrate;
+mod errors;
 mod listing;
 mod retry;
 mod scan;
@@ -125,8 +126,8 @@ fn check_local_dc(session: &Session, local_dc: &str) -> Result<()> {
 
 impl CassandraStore {
     async fn read_secret(&self, name: &str) -> Result<Option<[u8; 32]>> {
-        let result = self.session.execute_unpaged(&self.s.get_secret, (name,)).await.map_err(unavailable)?;
-        let rows = result.into_rows_result().map_err(unavailable)?;
+        let result = self.session.execute_unpaged(&self.s.get_secret, (name,)).await.map_err(errors::execution)?;
+        let rows = result.into_rows_result().map_err(errors::failed)?;
         let row = rows.maybe_first_row::<(Option<Vec<u8>>,)>().map_err(|e| StoreError::Corrupt(e.to_string()))?;
         match row.and_then(|(v,)| v) {
             Some(v) => {
@@ -167,7 +168,10 @@ impl MailStore for CassandraStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.session.execute_unpaged(&self.s.get_account, ("ping@readiness.invalid",)).await.map_err(unavailable)?;
+        self.session
+            .execute_unpaged(&self.s.get_account, ("ping@readiness.invalid",))
+            .await
+            .map_err(errors::execution)?;
         Ok(())
     }
 
@@ -178,13 +182,13 @@ impl MailStore for CassandraStore {
             &account.scram_sha256,
             account.quota.map(|q| i64::try_from(q).unwrap_or(i64::MAX)),
         );
-        self.session.execute_unpaged(&self.s.put_account, values).await.map_err(unavailable)?;
+        self.session.execute_unpaged(&self.s.put_account, values).await.map_err(errors::execution)?;
         Ok(())
     }
 
     async fn get_account(&self, address: &str) -> Result<Option<Account>> {
-        let result = self.session.execute_unpaged(&self.s.get_account, (address,)).await.map_err(unavailable)?;
-        let rows = result.into_rows_result().map_err(unavailable)?;
+        let result = self.session.execute_unpaged(&self.s.get_account, (address,)).await.map_err(errors::execution)?;
+        let rows = result.into_rows_result().map_err(errors::failed)?;
         let row = rows
             .maybe_first_row::<(String, Option<String>, Option<String>, Option<i64>)>()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -197,7 +201,7 @@ impl MailStore for CassandraStore {
     }
 
     async fn delete_account(&self, address: &str) -> Result<()> {
-        self.session.execute_unpaged(&self.s.delete_account, (address,)).await.map_err(unavailable)?;
+        self.session.execute_unpaged(&self.s.delete_account, (address,)).await.map_err(errors::execution)?;
         Ok(())
     }
 
@@ -206,7 +210,7 @@ impl MailStore for CassandraStore {
             return Ok(secret);
         }
         let fresh: [u8; 32] = rand::random();
-        self.session.execute_unpaged(&self.s.put_secret, (name, fresh.as_slice())).await.map_err(unavailable)?;
+        self.session.execute_unpaged(&self.s.put_secret, (name, fresh.as_slice())).await.map_err(errors::execution)?;
         // Read back: another server may have written a greater value at the same moment.
         self.read_secret(name)
             .await?
@@ -214,10 +218,10 @@ impl MailStore for CassandraStore {
     }
 
     async fn list_accounts(&self) -> Result<Vec<String>> {
-        let pager = self.session.execute_iter(self.s.list_accounts.clone(), ()).await.map_err(unavailable)?;
-        let mut rows = pager.rows_stream::<(String,)>().map_err(unavailable)?;
+        let pager = self.session.execute_iter(self.s.list_accounts.clone(), ()).await.map_err(errors::pager)?;
+        let mut rows = pager.rows_stream::<(String,)>().map_err(errors::failed)?;
         let mut out = Vec::new();
-        while let Some((address,)) = rows.try_next().await.map_err(unavailable)? {
+        while let Some((address,)) = rows.try_next().await.map_err(errors::next_row)? {
             out.push(address);
         }
         Ok(out)
@@ -225,13 +229,13 @@ impl MailStore for CassandraStore {
 
     async fn put_chunk(&self, mailbox: &str, id: MessageId, index: u32, data: Bytes) -> Result<()> {
         let values = (timeuuid(id), index as i32, mailbox, data.as_ref());
-        self.session.execute_unpaged(&self.s.put_chunk, values).await.map_err(unavailable)?;
+        self.session.execute_unpaged(&self.s.put_chunk, values).await.map_err(errors::execution)?;
         Ok(())
     }
 
     async fn link(&self, mailbox: &str, entry: ListingEntry) -> Result<()> {
         let values = (mailbox, timeuuid(entry.id), entry.size as i64);
-        self.session.execute_unpaged(&self.s.link, values).await.map_err(unavailable)?;
+        self.session.execute_unpaged(&self.s.link, values).await.map_err(errors::execution)?;
         Ok(())
     }
 
@@ -254,14 +258,14 @@ impl MailStore for CassandraStore {
         let ttl = window.as_secs().clamp(1, 630_720_000) as i32;
         let row = (mailbox, timeuuid(entry.id), entry.size as i64);
         let record = (mailbox, key.0.as_slice(), timeuuid(entry.id), ttl);
-        self.session.batch(&batch, (row, record)).await.map_err(unavailable)?;
+        self.session.batch(&batch, (row, record)).await.map_err(errors::execution)?;
         Ok(())
     }
 
     async fn recent_delivery(&self, mailbox: &str, key: &DeliveryKey) -> Result<Option<MessageId>> {
         let values = (mailbox, key.0.as_slice());
-        let result = self.session.execute_unpaged(&self.s.recent_delivery, values).await.map_err(unavailable)?;
-        let rows = result.into_rows_result().map_err(unavailable)?;
+        let result = self.session.execute_unpaged(&self.s.recent_delivery, values).await.map_err(errors::execution)?;
+        let rows = result.into_rows_result().map_err(errors::failed)?;
         match rows.maybe_first_row::<(CqlTimeuuid,)>().map_err(|e| StoreError::Corrupt(e.to_string()))? {
             Some((id,)) => Ok(Some(message_id(id)?)),
             None => Ok(None),
@@ -274,9 +278,12 @@ impl MailStore for CassandraStore {
     }
 
     async fn get_chunk(&self, id: MessageId, index: u32) -> Result<Option<Bytes>> {
-        let result =
-            self.session.execute_unpaged(&self.s.get_chunk, (timeuuid(id), index as i32)).await.map_err(unavailable)?;
-        let rows = result.into_rows_result().map_err(unavailable)?;
+        let result = self
+            .session
+            .execute_unpaged(&self.s.get_chunk, (timeuuid(id), index as i32))
+            .await
+            .map_err(errors::execution)?;
+        let rows = result.into_rows_result().map_err(errors::failed)?;
         let row = rows.maybe_first_row::<(Option<Vec<u8>>,)>().map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(row.map(|(data,)| Bytes::from(data.unwrap_or_default())))
     }
@@ -292,7 +299,7 @@ impl MailStore for CassandraStore {
             }
             batch.set_consistency(self.s.unlink.get_consistency().unwrap_or(Consistency::LocalQuorum));
             batch.set_is_idempotent(true);
-            self.session.batch(&batch, values).await.map_err(unavailable)?;
+            self.session.batch(&batch, values).await.map_err(errors::execution)?;
         }
         Ok(())
     }
@@ -302,7 +309,7 @@ impl MailStore for CassandraStore {
         for slice in ids.chunks(64) {
             try_join_all(slice.iter().map(|id| self.session.execute_unpaged(&self.s.delete_content, (timeuuid(*id),))))
                 .await
-                .map_err(unavailable)?;
+                .map_err(errors::execution)?;
         }
         Ok(())
     }
@@ -312,9 +319,12 @@ impl MailStore for CassandraStore {
     }
 
     async fn has_listing(&self, mailbox: &str, id: MessageId) -> Result<bool> {
-        let result =
-            self.session.execute_unpaged(&self.s.has_listing, (mailbox, timeuuid(id))).await.map_err(unavailable)?;
-        Ok(result.into_rows_result().map_err(unavailable)?.rows_num() > 0)
+        let result = self
+            .session
+            .execute_unpaged(&self.s.has_listing, (mailbox, timeuuid(id)))
+            .await
+            .map_err(errors::execution)?;
+        Ok(result.into_rows_result().map_err(errors::failed)?.rows_num() > 0)
     }
 
     async fn scan_mailboxes(&self, cursor: Option<String>, limit: usize) -> Result<(Vec<String>, Option<String>)> {
@@ -322,7 +332,10 @@ impl MailStore for CassandraStore {
     }
 
     async fn set_low_watermark(&self, mailbox: &str, floor: MessageId) -> Result<()> {
-        self.session.execute_unpaged(&self.s.set_watermark, (timeuuid(floor), mailbox)).await.map_err(unavailable)?;
+        self.session
+            .execute_unpaged(&self.s.set_watermark, (timeuuid(floor), mailbox))
+            .await
+            .map_err(errors::execution)?;
         Ok(())
     }
 
@@ -331,8 +344,8 @@ impl MailStore for CassandraStore {
             return Ok(None);
         };
         let result =
-            self.session.execute_unpaged(&self.s.listing_below, (mailbox, floor)).await.map_err(unavailable)?;
-        let rows = result.into_rows_result().map_err(unavailable)?;
+            self.session.execute_unpaged(&self.s.listing_below, (mailbox, floor)).await.map_err(errors::execution)?;
+        let rows = result.into_rows_result().map_err(errors::failed)?;
         match rows.maybe_first_row::<(CqlTimeuuid,)>().map_err(|e| StoreError::Corrupt(e.to_string()))? {
             Some((id,)) => Ok(Some(message_id(id)?)),
             None => Ok(None),
@@ -340,8 +353,8 @@ impl MailStore for CassandraStore {
     }
 
     async fn load_progress(&self, task: &str) -> Result<Option<RepairProgress>> {
-        let result = self.session.execute_unpaged(&self.s.get_progress, (task,)).await.map_err(unavailable)?;
-        let rows = result.into_rows_result().map_err(unavailable)?;
+        let result = self.session.execute_unpaged(&self.s.get_progress, (task,)).await.map_err(errors::execution)?;
+        let rows = result.into_rows_result().map_err(errors::failed)?;
         let row = rows
             .maybe_first_row::<(Option<String>, Option<String>, Option<i64>, Option<i64>)>()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -355,15 +368,16 @@ impl MailStore for CassandraStore {
 
     async fn save_progress(&self, task: &str, p: &RepairProgress) -> Result<()> {
         let values = (task, &p.phase, &p.cursor, p.checked as i64, p.fixed as i64);
-        self.session.execute_unpaged(&self.s.put_progress, values).await.map_err(unavailable)?;
+        self.session.execute_unpaged(&self.s.put_progress, values).await.map_err(errors::execution)?;
         Ok(())
     }
 }
 
 impl CassandraStore {
     async fn low_watermark(&self, mailbox: &str) -> Result<Option<CqlTimeuuid>> {
-        let result = self.session.execute_unpaged(&self.s.get_watermark, (mailbox,)).await.map_err(unavailable)?;
-        let rows = result.into_rows_result().map_err(unavailable)?;
+        let result =
+            self.session.execute_unpaged(&self.s.get_watermark, (mailbox,)).await.map_err(errors::execution)?;
+        let rows = result.into_rows_result().map_err(errors::failed)?;
         let row = rows.maybe_first_row::<(Option<CqlTimeuuid>,)>().map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(row.and_then(|(w,)| w))
     }

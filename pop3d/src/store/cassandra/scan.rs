@@ -17,8 +17,8 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimeuuid;
 
 use super::listing::{from_pager, from_row, SliceError};
-use super::{message_id, unavailable, CassandraStore};
-use crate::store::{ContentRef, Result};
+use super::{errors, message_id, CassandraStore};
+use crate::store::{ContentRef, Result, StoreError};
 
 /// Ranges narrower than this (out of 2^64 tokens) are not halved further.
 const MIN_SPAN: u64 = 1 << 24;
@@ -47,7 +47,7 @@ enum Piece<R> {
     Stuck {
         lo: i64,
         hi: i64,
-        error: String,
+        error: StoreError,
     },
 }
 
@@ -85,8 +85,8 @@ impl CassandraStore {
                         _ => continue,
                     }
                 }
-                Err(SliceError::Other(e)) => return Err(unavailable(e)),
-                Err(SliceError::Timeout(e)) if timeouts >= MAX_TIMEOUT_SPLITS => return Err(unavailable(e)),
+                Err(SliceError::Other(e)) => return Err(e),
+                Err(SliceError::Timeout(e)) if timeouts >= MAX_TIMEOUT_SPLITS => return Err(e),
                 Err(SliceError::Timeout(e)) => {
                     timeouts += 1;
                     e
@@ -120,7 +120,7 @@ impl CassandraStore {
         R: for<'f, 'm> DeserializeRow<'f, 'm>,
     {
         let pager = self.session.execute_iter(statement.clone(), (lo, hi, limit as i32)).await.map_err(from_pager)?;
-        let mut rows = pager.rows_stream::<R>().map_err(|e| SliceError::Other(e.to_string()))?;
+        let mut rows = pager.rows_stream::<R>().map_err(|e| SliceError::Other(errors::failed(e)))?;
         let mut out = Vec::new();
         while let Some(row) = rows.try_next().await.map_err(from_row)? {
             out.push(row);
@@ -143,7 +143,7 @@ impl CassandraStore {
                 }
                 // No partition of `content` holds many tombstones (a message has at most a few
                 // hundred chunks), so a sliver that still fails is an outage, not a heavy key.
-                Piece::Stuck { error, .. } => return Err(unavailable(error)),
+                Piece::Stuck { error, .. } => return Err(error),
             }
         }
         Ok((out, next))
@@ -165,7 +165,7 @@ impl CassandraStore {
                         let rows = self
                             .token_slice::<(String, i64)>(statement, lo, hi, 100_000)
                             .await
-                            .map_err(|_| unavailable(&error))?;
+                            .map_err(|_| error.clone())?;
                         names.extend(rows.into_iter().map(|r| r.0));
                     }
                     names.sort();
