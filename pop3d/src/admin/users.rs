@@ -193,12 +193,20 @@ async fn start_repair(
     }
     let task_ctx = ctx.clone();
     tokio::spawn(async move {
+        let started = crate::metrics::unix_now();
+        // A run that resumes an interrupted one covers only from when that one began, which is
+        // not known here: only a fresh run moves the "covered until" gauge.
+        let resumed = match task_ctx.store.load_progress(crate::repair::TASK).await {
+            Ok(Some(p)) if !options.reset && p.phase != "done" => Some(p.fixed),
+            _ => None,
+        };
         let progress_ctx = task_ctx.clone();
         let result = crate::repair::run(task_ctx.store.as_ref(), options, move |p| {
             let mut s = progress_ctx.repair.lock().unwrap();
             (s.phase, s.checked, s.fixed) = (p.phase.clone(), p.checked, p.fixed);
         })
         .await;
+        record_repair(&task_ctx.metrics.repair, &result, started, resumed, options.grace);
         let mut status = task_ctx.repair.lock().unwrap();
         status.running = false;
         if let Err(e) = result {
@@ -208,4 +216,22 @@ async fn start_repair(
     });
     let status = ctx.repair.lock().unwrap().clone();
     Ok((StatusCode::ACCEPTED, Json(status)))
+}
+
+/// The repair metrics of a finished run. `resumed`: the fixed count the run resumed from.
+fn record_repair(
+    m: &crate::metrics::RepairMetrics,
+    result: &crate::store::Result<crate::store::RepairProgress>,
+    started: f64,
+    resumed: Option<u64>,
+    grace: std::time::Duration,
+) {
+    let label = if result.is_ok() { "completed" } else { "failed" };
+    m.runs.get_or_create(&crate::metrics::ResultLabel { result: label }).inc();
+    if let Ok(p) = result {
+        m.fixed.inc_by(p.fixed.saturating_sub(resumed.unwrap_or(0)));
+        if resumed.is_none() {
+            m.covered_until.set(started - grace.as_secs_f64());
+        }
+    }
 }

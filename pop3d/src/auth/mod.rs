@@ -20,7 +20,11 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use sha2::{Digest, Sha256};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 use crate::address::normalise;
+use crate::metrics::AuthFailureLabels;
 use crate::oauth::BearerValidator;
 use crate::sasl::scram::ScramKeys;
 use crate::store::{Account, MailStore};
@@ -103,6 +107,8 @@ pub struct Authenticator {
     cache: Mutex<HashMap<String, CacheEntry>>,
     penalties: Penalties,
     bearer: Option<Arc<BearerValidator>>,
+    /// `pop3d_auth_failures_total`: why logins were refused, which the reply never says.
+    failures: Family<AuthFailureLabels, Counter>,
 }
 
 impl Authenticator {
@@ -115,7 +121,27 @@ impl Authenticator {
             cache: Mutex::new(HashMap::new()),
             penalties: Penalties::new(base_delay),
             bearer: None,
+            failures: Family::default(),
         }
+    }
+
+    /// Counts refusals by mechanism and reason in `failures` (the server's registered family).
+    pub fn with_failure_metrics(mut self, failures: Family<AuthFailureLabels, Counter>) -> Self {
+        self.failures = failures;
+        self
+    }
+
+    /// A refusal, counted with its reason. The client sees the same reply and delay for each.
+    fn refused(&self, mechanism: &'static str, reason: &'static str) -> AuthOutcome {
+        self.failures.get_or_create(&AuthFailureLabels { mechanism, reason }).inc();
+        AuthOutcome::BadCredentials
+    }
+
+    /// The store could not be asked: counted as the reason `store_error`.
+    fn store_failed(&self, mechanism: &'static str, e: &crate::store::StoreError) -> AuthOutcome {
+        tracing::warn!(error = %e, "account lookup failed");
+        self.failures.get_or_create(&AuthFailureLabels { mechanism, reason: "store_error" }).inc();
+        AuthOutcome::TempFail
     }
 
     /// Enables OAUTHBEARER/XOAUTH2 with this token validator.
@@ -188,7 +214,9 @@ impl Authenticator {
         let outcome = match normalise(user) {
             // Decoy keys cannot be proven, so a proof means the account had real keys.
             Ok(address) if proven => AuthOutcome::Ok(address),
-            _ => AuthOutcome::BadCredentials,
+            // An unknown user and a wrong password fail the same proof: one reason.
+            Ok(_) => self.refused("scram", "bad_proof"),
+            Err(_) => self.refused("scram", "invalid_user"),
         };
         self.settle(ip, user, outcome).await
     }
@@ -196,6 +224,7 @@ impl Authenticator {
     /// Validates a bearer token; `user` is the identity the client named, which must match the
     /// token's user claim when given. The account must exist.
     pub async fn authenticate_bearer(&self, ip: IpAddr, user: Option<&str>, token: &str) -> AuthOutcome {
+        const M: &str = "bearer";
         let claimed = match self.bearer.as_ref().map(|v| v.validate(token)) {
             Some(Ok(claimed)) => normalise(&claimed).ok(),
             Some(Err(e)) => {
@@ -212,31 +241,34 @@ impl Authenticator {
         let outcome = match claimed {
             Some(address) if named_ok => match self.store.get_account(&address).await {
                 Ok(Some(account)) => AuthOutcome::Ok(account.address),
-                Ok(None) => AuthOutcome::BadCredentials,
-                Err(e) => {
-                    tracing::warn!(error = %e, "account lookup failed");
-                    AuthOutcome::TempFail
-                }
+                Ok(None) => self.refused(M, "unknown_user"),
+                Err(e) => self.store_failed(M, &e),
             },
-            _ => AuthOutcome::BadCredentials,
+            Some(_) => self.refused(M, "token_user_mismatch"),
+            None => self.refused(M, "invalid_token"),
         };
         self.settle(ip, user.unwrap_or(""), outcome).await
     }
 
     async fn check(&self, authzid: Option<&str>, user: &str, password: &str) -> AuthOutcome {
+        const M: &str = "password";
         let address = normalise(user).ok();
         let authz_ok = match (authzid, &address) {
             (None, _) => true,
             (Some(z), Some(a)) => normalise(z).ok().as_ref() == Some(a),
             (Some(_), None) => false,
         };
+        // Refused before the store is asked; the dummy hash below still costs the same time.
+        let early = match &address {
+            None => Some("invalid_user"),
+            Some(_) if !authz_ok => Some("authzid_mismatch"),
+            Some(_) if password.len() > MAX_PASSWORD_LEN => Some("password_too_long"),
+            Some(_) => None,
+        };
         let account = match &address {
-            Some(a) if authz_ok && password.len() <= MAX_PASSWORD_LEN => match self.store.get_account(a).await {
+            Some(a) if early.is_none() => match self.store.get_account(a).await {
                 Ok(account) => account,
-                Err(e) => {
-                    tracing::warn!(error = %e, "account lookup failed");
-                    return AuthOutcome::TempFail;
-                }
+                Err(e) => return self.store_failed(M, &e),
             },
             _ => None,
         };
@@ -266,7 +298,8 @@ impl Authenticator {
                 );
                 AuthOutcome::Ok(account.address)
             }
-            _ => AuthOutcome::BadCredentials,
+            Some(_) => self.refused(M, "wrong_password"),
+            None => self.refused(M, early.unwrap_or("unknown_user")),
         }
     }
 
@@ -312,6 +345,29 @@ mod tests {
             auth.authenticate(ip, Some("bob@example.com"), "alice@example.com", "s3cret pw").await,
             AuthOutcome::BadCredentials
         );
+    }
+
+    #[tokio::test]
+    async fn refusals_are_counted_by_mechanism_and_reason() {
+        let (_dir, auth) = setup().await;
+        let failures = Family::<AuthFailureLabels, Counter>::default();
+        let auth = auth.with_failure_metrics(failures.clone());
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        auth.authenticate(ip, None, "alice@example.com", "wrong").await;
+        auth.authenticate(ip, None, "bob@example.com", "s3cret pw").await;
+        auth.authenticate(ip, None, "not an address", "x").await;
+        auth.authenticate(ip, Some("bob@example.com"), "alice@example.com", "s3cret pw").await;
+        auth.authenticate(ip, None, "alice@example.com", &"x".repeat(MAX_PASSWORD_LEN + 1)).await;
+        auth.finish_scram(ip, "alice@example.com", false).await;
+        auth.authenticate_bearer(ip, None, "not a token").await;
+        assert!(matches!(auth.authenticate(ip, None, "alice@example.com", "s3cret pw").await, AuthOutcome::Ok(_)));
+        let count = |mechanism, reason| failures.get_or_create(&AuthFailureLabels { mechanism, reason }).get();
+        for reason in ["wrong_password", "unknown_user", "invalid_user", "authzid_mismatch", "password_too_long"] {
+            assert_eq!(count("password", reason), 1, "{reason}");
+        }
+        assert_eq!(count("scram", "bad_proof"), 1);
+        assert_eq!(count("bearer", "invalid_token"), 1);
+        assert_eq!(count("password", "store_error"), 0, "a success counts nothing");
     }
 
     #[tokio::test]

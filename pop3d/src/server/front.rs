@@ -14,7 +14,6 @@ use tokio::sync::watch;
 use super::conn::Conn;
 use super::limits::{ConnectionLimiter, ConnectionPermit};
 use super::ServerContext;
-use crate::metrics::ResultLabel;
 use crate::pop3::encode::RespCode;
 use crate::proxy::{self, Parse, ProxyHeader};
 
@@ -146,8 +145,7 @@ async fn front_door(
     if spec.implicit_tls {
         let acceptor = ctx.tls.as_ref().ok_or("implicit TLS without a certificate")?;
         let result = conn.start_tls(acceptor, HANDSHAKE_TIMEOUT).await;
-        let outcome = if result.is_ok() { "ok" } else { "failed" };
-        ctx.metrics.tls_handshakes.get_or_create(&ResultLabel { result: outcome }).inc();
+        ctx.metrics.tls_handshake(spec.name, &result);
         result.map_err(|e| format!("TLS handshake failed: {e}"))?;
         secure = true;
     }

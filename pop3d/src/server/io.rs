@@ -9,16 +9,19 @@ use super::conn::Conn;
 use super::front::HANDSHAKE_TIMEOUT;
 use super::limits::CommandRate;
 use super::ServerContext;
-use crate::metrics::ResultLabel;
 
-/// STLS / STARTTLS: flushes the plaintext reply, runs the handshake and counts it. False when no
-/// certificate is configured (the engines never ask then; the caller closes).
-pub async fn upgrade_to_tls(out: &mut BufWriter<Conn>, ctx: &ServerContext) -> std::io::Result<bool> {
+/// STLS / STARTTLS: flushes the plaintext reply, runs the handshake and counts it under
+/// `protocol` (`pop3` or `lmtp`). False when no certificate is configured (the engines never ask
+/// then; the caller closes).
+pub async fn upgrade_to_tls(
+    out: &mut BufWriter<Conn>,
+    ctx: &ServerContext,
+    protocol: &'static str,
+) -> std::io::Result<bool> {
     out.flush().await?;
     let Some(acceptor) = ctx.tls.as_ref() else { return Ok(false) };
     let result = out.get_mut().start_tls(acceptor, HANDSHAKE_TIMEOUT).await;
-    let label = if result.is_ok() { "ok" } else { "failed" };
-    ctx.metrics.tls_handshakes.get_or_create(&ResultLabel { result: label }).inc();
+    ctx.metrics.tls_handshake(protocol, &result);
     result.map(|()| true)
 }
 

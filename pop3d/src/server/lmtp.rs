@@ -107,7 +107,7 @@ async fn session(
                 }
             }
             Step::StartTls => {
-                if !upgrade_to_tls(&mut out, ctx).await? {
+                if !upgrade_to_tls(&mut out, ctx, "lmtp").await? {
                     return Ok(());
                 }
                 session.tls_started();
@@ -139,7 +139,9 @@ async fn session(
             Step::DataEnd => {
                 clocks.data = None;
                 let Some(d) = delivery.take() else { return Ok(()) };
+                let committing = Instant::now();
                 let results = finish(ctx, d).await;
+                ctx.metrics.lmtp_transaction_duration.observe(committing.elapsed().as_secs_f64());
                 tracing::info!(%peer, recipients = results.len(), "lmtp delivery");
                 session.data_done(results);
                 drain.transaction_ended();

@@ -65,7 +65,10 @@ impl ServerContext {
         let metrics = Metrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
-        let mut auth = Authenticator::new(store.clone(), config.auth_fail_delay, config.scram_iterations);
+        // Every store call of the server goes through the timing decorator, the authenticator's too.
+        let store: Arc<dyn MailStore> = Arc::new(crate::store::timed::Timed::new(store, metrics.store.clone()));
+        let mut auth = Authenticator::new(store.clone(), config.auth_fail_delay, config.scram_iterations)
+            .with_failure_metrics(metrics.auth_failures.clone());
         let oauth = bearer.is_some();
         if let Some(validator) = bearer {
             auth = auth.with_bearer(validator);

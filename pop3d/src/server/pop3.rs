@@ -13,7 +13,7 @@ use super::limits::CommandRate;
 use super::ServerContext;
 use crate::auth::AuthOutcome;
 use crate::message_id::MessageId;
-use crate::metrics::ResultLabel;
+use crate::metrics::{LoginLabels, ResultLabel};
 use crate::pop3::encode::{Reply, RespCode};
 use crate::pop3::{
     CommitOutcome, FetchOutcome, FetchRequest, LoginOutcome, LoginRequest, MessageEncoder, ScramKeysOutcome, Session,
@@ -90,7 +90,7 @@ async fn session(client: Client, ctx: &ServerContext, mut stop: watch::Receiver<
                 }
             }
             Step::StartTls => {
-                if !upgrade_to_tls(&mut out, ctx).await? {
+                if !upgrade_to_tls(&mut out, ctx, "pop3").await? {
                     return Ok(());
                 }
                 session.tls_started();
@@ -117,6 +117,7 @@ async fn session(client: Client, ctx: &ServerContext, mut stop: watch::Receiver<
                 session.fetch_done(outcome);
             }
             Step::Commit { mailbox: m, ids, oldest_kept } => {
+                let committing = Instant::now();
                 // The rows are the commit point (see `store::expunge`); content goes after the reply.
                 let unlinked = if ids.is_empty() { Ok(()) } else { ctx.store.unlink(&m, &ids).await };
                 let outcome = match unlinked {
@@ -132,6 +133,7 @@ async fn session(client: Client, ctx: &ServerContext, mut stop: watch::Receiver<
                         CommitOutcome::Failed
                     }
                 };
+                ctx.metrics.quit_commit_duration.observe(committing.elapsed().as_secs_f64());
                 session.commit_done(outcome);
             }
             Step::Close => {
@@ -160,6 +162,7 @@ async fn raise_watermark(ctx: &ServerContext, mailbox: &str, login_ticks: u64, o
 }
 
 async fn login(ctx: &ServerContext, peer: SocketAddr, request: &LoginRequest) -> LoginOutcome {
+    let started = Instant::now();
     let ip = peer.ip();
     let (user, outcome) = match request {
         LoginRequest::Password(c) => {
@@ -182,10 +185,21 @@ async fn login(ctx: &ServerContext, peer: SocketAddr, request: &LoginRequest) ->
         AuthOutcome::TempFail => ("tempfail", LoginOutcome::TempFail),
     };
     ctx.metrics.logins.get_or_create(&ResultLabel { result: label }).inc();
+    let labels = LoginLabels { mechanism: mechanism(request), result: label };
+    ctx.metrics.login_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     if label != "ok" {
         tracing::info!(%peer, user = %crate::logsafe::Untrusted(user), result = label, "pop3 login refused");
     }
     result
+}
+
+/// The metrics label of a login's mechanism.
+pub fn mechanism(request: &LoginRequest) -> &'static str {
+    match request {
+        LoginRequest::Password(_) => "password",
+        LoginRequest::Scram { .. } => "scram",
+        LoginRequest::Bearer { .. } => "bearer",
+    }
 }
 
 /// Streams a message chunk by chunk through the encoder. An error after the `+OK` line has been

@@ -8,6 +8,7 @@ pub mod cassandra;
 pub mod contract;
 pub mod embedded;
 mod room;
+pub mod timed;
 
 use std::time::Duration;
 
