@@ -207,7 +207,9 @@ def parse_metrics(text: str) -> dict[str, float]:
 def test_metrics_prometheus_text(server, user):
     status, text = server.admin("GET", "/metrics")
     assert status == 200
-    assert server.last_content_type.startswith("text/plain"), server.last_content_type
+    # prometheus_client writes OpenMetrics (`# EOF`, counters typed without `_total`): said so.
+    assert server.last_content_type.startswith("application/openmetrics-text; version=1.0.0"), server.last_content_type
+    assert text.endswith("# EOF\n"), text[-200:]
     assert isinstance(text, str)
     before = parse_metrics(text)
     assert before, "no samples in /metrics"
@@ -220,6 +222,60 @@ def test_metrics_prometheus_text(server, user):
     status, text = server.admin("GET", "/metrics")
     after = parse_metrics(text)
     assert after != before, "no metric changed after an LMTP delivery and a POP3 session"
+
+
+def sample(samples: dict[str, float], name: str, **labels: str) -> float:
+    """The sum of the samples named `name` whose labels include `labels` (0 when there is none)."""
+    total = 0.0
+    for key, value in samples.items():
+        n, _, rest = key.partition("{")
+        have = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', rest))
+        if n == name and all(have.get(k) == v for k, v in labels.items()):
+            total += value
+    return total
+
+
+def test_metrics_latency_histograms_after_a_session(server, user):
+    """A delivery, a good and a bad login, a RETR and a QUIT with a deletion: each new histogram and
+    counter moves, with its labels, and histograms are consistent (+Inf bucket == count)."""
+    status, ready = server.admin("GET", "/readyz")
+    assert status == 200
+    backend = ready["store"]
+    _, text = server.admin("GET", "/metrics")
+    before = parse_metrics(text)
+    addr, pw = user
+    assert server.deliver(addr, make_message()) == {}
+    with server.pop3() as p:
+        p.cmd(f"USER {addr}")
+        assert p.cmd("PASS not-the-password").startswith(b"-ERR")
+    with server.session(addr, pw) as p:
+        p.retr(1)
+        p.ok("DELE 1")
+        assert p.quit().startswith(b"+OK")
+    _, text = server.admin("GET", "/metrics")
+    after = parse_metrics(text)
+    moved = lambda name, **labels: sample(after, name, **labels) - sample(before, name, **labels)
+    for family in ("lmtp_transaction_duration_seconds", "pop3_login_duration_seconds",
+                   "pop3_quit_commit_duration_seconds", "store_operation_duration_seconds"):
+        assert f"# TYPE pop3d_{family} histogram" in text, family
+    assert moved("pop3d_lmtp_transaction_duration_seconds_count") >= 1
+    assert moved("pop3d_pop3_login_duration_seconds_count", mechanism="password", result="ok") >= 1
+    assert moved("pop3d_pop3_login_duration_seconds_count", mechanism="password", result="bad_credentials") >= 1
+    assert moved("pop3d_auth_failures_total", mechanism="password", reason="wrong_password") >= 1
+    assert moved("pop3d_pop3_quit_commit_duration_seconds_count") >= 1
+    for op in ("get_account", "put_chunk", "link", "listing", "get_chunk", "unlink"):
+        assert moved("pop3d_store_operation_duration_seconds_count", backend=backend, operation=op) >= 1, op
+    # The deletion's content goes after the reply: the reaper's call shows up a moment later.
+    deadline = time.time() + 10
+    while sample(after, "pop3d_store_operation_duration_seconds_count", operation="delete_content") <= \
+            sample(before, "pop3d_store_operation_duration_seconds_count", operation="delete_content"):
+        assert time.time() < deadline, "no delete_content call timed after QUIT"
+        time.sleep(0.2)
+        after = parse_metrics(server.admin("GET", "/metrics")[1])
+    inf = sample(after, "pop3d_lmtp_transaction_duration_seconds_bucket", le="+Inf")
+    assert inf == sample(after, "pop3d_lmtp_transaction_duration_seconds_count") >= 1
+    assert sample(after, "pop3d_store_errors_total") == sample(before, "pop3d_store_errors_total"), \
+        "a healthy session made store errors"
 
 
 # ------------------------------------------------------------------------------------------

@@ -268,7 +268,7 @@ def test_ops_listener_serves_only_health_readiness_and_metrics(server_factory, o
     assert call("GET", "/healthz").status == 200
     assert call("GET", "/readyz").status == 200
     r = call("GET", "/metrics")
-    assert r.status == 200 and r.headers["content-type"].startswith("text/plain"), r
+    assert r.status == 200 and r.headers["content-type"].startswith("application/openmetrics-text"), r
     victim = unique_address("victim")
     for method, path, body in [("GET", "/users", None),
                                ("PUT", f"/users/{victim}", {"password": "taken-over-1"}),

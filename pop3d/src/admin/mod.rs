@@ -101,10 +101,14 @@ async fn readyz(State(ctx): Ctx) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(json!({ "status": "ready", "store": ctx.store.backend() })))
 }
 
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 async fn metrics(State(ctx): Ctx) -> Response {
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &ctx.registry) {
-        Ok(()) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+        // What prometheus_client writes is OpenMetrics (`# EOF`, counter families typed without
+        // `_total`); labelled as the 0.0.4 text format, Prometheus lost the counters' types.
+        Ok(()) => ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response(),
         Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
