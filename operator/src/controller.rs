@@ -177,9 +177,9 @@ async fn reconcile(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Actio
     )
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
-    let label = if result.is_ok() { "ok" } else { "error" };
-    ctx.metrics.reconciles.get_or_create(&ResultLabels { result: label }).inc();
+    let label = ResultLabels { result: if result.is_ok() { "ok" } else { "error" } };
+    ctx.metrics.duration.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+    ctx.metrics.reconciles.get_or_create(&label).inc();
     if result.is_ok() {
         ctx.backoff.succeeded(&key);
     }
