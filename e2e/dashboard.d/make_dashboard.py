@@ -51,8 +51,9 @@ ROWS = [
     ("Errors", [
         ("Store errors by kind", "reqps",
          [(f"sum by (backend, kind) (rate(pop3d_store_errors_total{{{SEL}}}[{RATE}]))", "{{backend}} {{kind}}")]),
+        # `or vector(0)`: no 4xx series at all is 0 %, not "no data".
         ("LMTP 4xx share", "percentunit", [(
-            f'sum(rate(pop3d_deliveries_total{{{SEL}, result=~"tempfail|no_space"}}[{RATE}])) '
+            f'(sum(rate(pop3d_deliveries_total{{{SEL}, result=~"tempfail|no_space"}}[{RATE}])) or vector(0)) '
             f"/ sum(rate(pop3d_deliveries_total{{{SEL}}}[{RATE}]))", "4xx")]),
         ("TLS handshakes", "reqps",
          [(f"sum by (protocol, result) (rate(pop3d_tls_handshakes_total{{{SEL}}}[{RATE}]))", "{{protocol}} {{result}}")]),
