@@ -263,8 +263,11 @@ def test_metrics_latency_histograms_after_a_session(server, user):
     assert moved("pop3d_pop3_login_duration_seconds_count", mechanism="password", result="bad_credentials") >= 1
     assert moved("pop3d_auth_failures_total", mechanism="password", reason="wrong_password") >= 1
     assert moved("pop3d_pop3_quit_commit_duration_seconds_count") >= 1
-    for op in ("get_account", "put_chunk", "link", "listing", "get_chunk", "unlink"):
-        assert moved("pop3d_store_operation_duration_seconds_count", backend=backend, operation=op) >= 1, op
+    ops = "pop3d_store_operation_duration_seconds_count"
+    for op in ("get_account", "put_chunk", "listing", "get_chunk", "unlink"):
+        assert moved(ops, backend=backend, operation=op) >= 1, op
+    # The commit: `link_remembered` when the delivery is remembered for retries (ADR 8), else `link`.
+    assert moved(ops, backend=backend, operation="link") + moved(ops, backend=backend, operation="link_remembered") >= 1
     # The deletion's content goes after the reply: the reaper's call shows up a moment later.
     deadline = time.time() + 10
     while sample(after, "pop3d_store_operation_duration_seconds_count", operation="delete_content") <= \
