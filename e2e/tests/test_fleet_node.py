@@ -97,7 +97,8 @@ def operator(node):
     for ns in (OP_NS, MAIL_NS):
         kubectl("create", "ns", ns)
     # --take-ownership: the CRD may be kept (resource-policy keep) from an earlier release.
-    helm("install", RELEASE, str(REPO / "charts" / "popfleet"), "-n", OP_NS, "--take-ownership",
+    # --force-conflicts: Helm 4 applies server-side, and another manager may hold the CRD's fields.
+    helm("install", RELEASE, str(REPO / "charts" / "popfleet"), "-n", OP_NS, "--take-ownership", "--force-conflicts",
          "--set", "image.repository=popfleet/operator", "--set", "image.tag=0.1.0",
          "--set", "image.pullPolicy=Never", "--set-json", f"tolerations=[{json.dumps(TOLERATION)}]",
          "--wait", "--timeout", "180s", timeout=240)
