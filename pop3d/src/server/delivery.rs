@@ -136,9 +136,9 @@ pub struct Delivery {
     /// The store ran low on room while the copies were written: nothing more is stored and
     /// every recipient gets a 452.
     out_of_room: bool,
-    /// The message's identity, built as it streams in; `None` when deduplication is off.
-    key: Option<KeyBuilder>,
-    dedup_window: Option<std::time::Duration>,
+    /// The message's identity, built as it streams in, and the window it is remembered for;
+    /// `None`: deduplication is off.
+    dedup: Option<(KeyBuilder, std::time::Duration)>,
 }
 
 impl Delivery {
@@ -188,8 +188,7 @@ impl Delivery {
             next_index: 0,
             max_age_ticks,
             out_of_room: false,
-            key: policy.dedup_window.map(|_| KeyBuilder::new()),
-            dedup_window: policy.dedup_window,
+            dedup: policy.dedup_window.map(|window| (KeyBuilder::new(), window)),
         }
     }
 
@@ -216,7 +215,7 @@ impl Delivery {
             return;
         }
         let len = chunk.len() as u64;
-        if let Some(key) = self.key.as_mut() {
+        if let Some((key, _)) = self.dedup.as_mut() {
             key.update(&chunk);
         }
         if self.next_index == 0 {
@@ -266,13 +265,12 @@ impl Delivery {
             self.push(Vec::new()).await;
         }
         while self.settle_one().await {}
-        let key = self.key.take().and_then(KeyBuilder::finish);
         let commit = Commit {
             store: self.store.as_ref(),
             accounts: &self.accounts,
             max_age_ticks: self.max_age_ticks,
             now: MessageId::now_ticks(),
-            remember: key.zip(self.dedup_window),
+            remember: self.dedup.take().and_then(|(key, window)| Some((key.finish()?, window))),
         };
         let results = if self.out_of_room {
             vec![DeliveryResult::NoSpace; self.targets.len()]
