@@ -12,13 +12,15 @@ use k8s_openapi::api::core::v1::{
     Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod schemas;
+mod status;
+
+pub use status::{DatacenterRollout, DatacenterStatus, KeyspaceStatus, Pop3ClusterStatus};
 
 /// The value types of pop3d's settings the spec carries, from pop3d's configuration contract.
 pub use pop3d_config::ConsistencyLevel;
@@ -36,7 +38,13 @@ pub use pop3d_config::ConsistencyLevel;
     status = "Pop3ClusterStatus",
     derive = "PartialEq",
     doc = "A multi-datacenter fleet of pop3d servers sharing one Cassandra keyspace.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.ready", description = "ready/desired pods, all datacenters"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "every datacenter runs the current spec with all pods ready"
+    ),
+    printcolumn(name = "Pods", type_ = "string", json_path = ".status.ready", description = "ready/desired pods, all datacenters"),
     printcolumn(
         name = "Available",
         type_ = "string",
@@ -50,6 +58,7 @@ pub use pop3d_config::ConsistencyLevel;
     printcolumn(name = "Repair", type_ = "boolean", json_path = ".status.keyspace.repairNeeded", description = "a replication change needs nodetool repair"),
     printcolumn(name = "Paused", type_ = "boolean", json_path = ".spec.paused"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Rolling", type_ = "string", json_path = ".status.rolling", priority = 1, description = "datacenters whose rollout is under way"),
     printcolumn(name = "Datacenters", type_ = "string", json_path = ".status.datacenterSummary", priority = 1, description = "ready/desired per datacenter"),
     printcolumn(name = "KeyspaceName", type_ = "string", json_path = ".spec.cassandra.keyspace", priority = 1),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 42")
@@ -490,76 +499,6 @@ fn default_true() -> bool {
 
 /// Label of the pods the NetworkPolicy lets reach the admin API (value `"true"`).
 pub const ADMIN_CLIENT_LABEL: &str = "popfleet.io/admin-client";
-
-/// What the operator observed.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct Pop3ClusterStatus {
-    /// The generation of the spec the status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-
-    /// Available, Progressing, Degraded, KeyspaceReady, ReconciliationPaused.
-    #[serde(default)]
-    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
-    pub conditions: Vec<Condition>,
-
-    /// Ready pods over desired pods, all datacenters (`3/4`).
-    #[serde(default)]
-    pub ready: String,
-
-    #[serde(default)]
-    pub replicas: i32,
-
-    #[serde(default)]
-    pub ready_replicas: i32,
-
-    /// Ready/desired per datacenter, for `kubectl get -o wide` (`dc1 2/2, dc2 1/1`).
-    #[serde(default)]
-    pub datacenter_summary: String,
-
-    /// Per datacenter.
-    #[serde(default)]
-    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
-    pub datacenters: Vec<DatacenterStatus>,
-
-    /// The keyspace as last read from Cassandra.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keyspace: Option<KeyspaceStatus>,
-}
-
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct DatacenterStatus {
-    pub name: String,
-    pub cassandra_datacenter: String,
-    pub replicas: i32,
-    pub ready_replicas: i32,
-    pub updated_replicas: i32,
-}
-
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct KeyspaceStatus {
-    pub name: String,
-    /// Replication factor per Cassandra datacenter, as Cassandra reports it (including
-    /// datacenters this resource does not list).
-    #[serde(default)]
-    pub replication: BTreeMap<String, String>,
-    /// Latest schema migration applied.
-    pub schema_version: i32,
-    /// True after the operator changed the replication: until a full repair runs
-    /// (`nodetool repair -full <keyspace>` on every node), new replicas lack older mail.
-    #[serde(default)]
-    pub repair_needed: bool,
-    /// When the replication last changed (RFC 3339). After the repair, acknowledge it with
-    /// `kubectl annotate pop3cluster NAME popfleet.io/repaired=<this value>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replication_changed_at: Option<String>,
-    /// The replication change that needs the repair, `before -> after`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repair_reason: Option<String>,
-}
 
 /// Annotation with which a user acknowledges the repair after a replication change.
 pub const REPAIRED_ANNOTATION: &str = "popfleet.io/repaired";

@@ -38,7 +38,7 @@ fn names_scope_and_subresources() {
     assert!(version.subresources.as_ref().unwrap().status.is_some());
     let columns: Vec<_> =
         version.additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
-    assert!(columns.starts_with(&["Ready", "Available", "Keyspace"]), "{columns:?}");
+    assert!(columns.starts_with(&["Ready", "Pods", "Available", "Keyspace"]), "{columns:?}");
 }
 
 #[test]

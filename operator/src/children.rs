@@ -14,10 +14,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::resources::{self, Children, LABEL_DATACENTER};
-use crate::status::DcObservation;
+use crate::status::{DcObservation, STUCK_ROLLOUT};
 use crate::telemetry::Metrics;
 use crate::{overlay, Result, FIELD_MANAGER};
-use crds::{DatacenterSpec, DatacenterStatus, Pop3Cluster};
+use crds::{DatacenterRollout, DatacenterSpec, DatacenterStatus, Pop3Cluster};
 
 /// Server-side apply with the operator's field manager. `force`: the operator is the authority
 /// on the fields it sets, so a hand edit of one of them is taken back (drift correction); fields
@@ -103,11 +103,25 @@ pub fn observe(dc: &DatacenterSpec, deployment: Option<&Deployment>) -> DcObserv
     let ready = status.ready_replicas.unwrap_or(0);
     let updated = status.updated_replicas.unwrap_or(0);
     let total = status.replicas.unwrap_or(0);
-    let rolled_out = deployment.is_some()
-        && status.observed_generation.unwrap_or(0) >= generation
-        && updated >= desired
-        && ready >= desired
-        && total == desired;
+    let current = status.observed_generation.unwrap_or(0) >= generation;
+    let rolled_out = deployment.is_some() && current && updated >= desired && ready >= desired && total == desired;
+    // Only for the generation it is about: a new template starts a new deadline.
+    let stalled = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Progressing" && c.status == "False" && c.reason.as_deref() == Some(STUCK_ROLLOUT))
+        .filter(|_| current && !rolled_out)
+        .map(|c| {
+            let name = deployment.map(|d| d.name_any()).unwrap_or_default();
+            format!("Deployment {name}: {STUCK_ROLLOUT}: {}", c.message.as_deref().unwrap_or(""))
+        });
+    let image = deployment.and_then(pop3d_image).unwrap_or_default();
+    let rollout = match (&stalled, rolled_out) {
+        (Some(_), _) => DatacenterRollout::Stalled,
+        (None, true) => DatacenterRollout::Complete,
+        (None, false) => DatacenterRollout::RollingOut,
+    };
     DcObservation {
         status: DatacenterStatus {
             name: dc.name.clone(),
@@ -115,9 +129,28 @@ pub fn observe(dc: &DatacenterSpec, deployment: Option<&Deployment>) -> DcObserv
             replicas: desired,
             ready_replicas: ready,
             updated_replicas: updated,
+            version: image_version(&image),
+            image,
+            rollout: Some(rollout),
         },
         rolled_out,
+        stalled,
     }
+}
+
+/// The image of the Deployment template's pop3d container.
+fn pop3d_image(d: &Deployment) -> Option<String> {
+    let pod = d.spec.as_ref()?.template.spec.as_ref()?;
+    pod.containers.iter().find(|c| c.name == resources::CONTAINER).and_then(|c| c.image.clone())
+}
+
+/// The tag of an image reference (`registry:5000/pop3d:0.3.1@sha256:…` gives `0.3.1`), None
+/// without one: a registry's port is not a tag, and a digest alone names no version.
+pub fn image_version(image: &str) -> Option<String> {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    let (_, tag) = last.split_once(':')?;
+    (!tag.is_empty()).then(|| tag.to_owned())
 }
 
 /// Reads the Deployments without writing anything (paused clusters).
@@ -174,4 +207,66 @@ pub async fn prune(client: &Client, cluster: &Pop3Cluster, metrics: &Metrics) ->
     removed.extend(prune_kind::<ServiceAccount>(client, cluster, &keep, metrics).await?);
     removed.extend(policies.into_iter().filter(|dc| !keep.contains(dc.as_str())));
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dc() -> DatacenterSpec {
+        serde_json::from_value(serde_json::json!({"name": "dc1", "replicas": 2})).unwrap()
+    }
+
+    fn deployment(generation: i64, status: serde_json::Value) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "m-dc1", "generation": generation},
+            "spec": {"replicas": 2, "selector": {}, "template": {"spec": {"containers": [
+                {"name": "sidecar", "image": "other:1"},
+                {"name": "pop3d", "image": "registry:5000/popfleet/pop3d:0.3.1"}
+            ]}}},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn image_and_version_come_from_the_pop3d_container() {
+        let d = deployment(
+            3,
+            serde_json::json!({"observedGeneration": 3, "replicas": 2, "readyReplicas": 2, "updatedReplicas": 2}),
+        );
+        let o = observe(&dc(), Some(&d));
+        assert_eq!(o.status.image, "registry:5000/popfleet/pop3d:0.3.1");
+        assert_eq!(o.status.version.as_deref(), Some("0.3.1"));
+        assert_eq!(o.status.rollout, Some(DatacenterRollout::Complete));
+        assert!(o.rolled_out && o.stalled.is_none());
+        let missing = observe(&dc(), None);
+        assert_eq!((missing.status.rollout, missing.status.image.as_str()), (Some(DatacenterRollout::RollingOut), ""));
+    }
+
+    #[test]
+    fn versions_are_tags_only() {
+        assert_eq!(image_version("pop3d:1.2").as_deref(), Some("1.2"));
+        assert_eq!(image_version("reg:5000/pop3d").as_deref(), None, "a port is not a tag");
+        assert_eq!(image_version("reg:5000/pop3d@sha256:abc").as_deref(), None, "a digest names no version");
+        assert_eq!(image_version("reg/pop3d:2.0@sha256:abc").as_deref(), Some("2.0"));
+        assert_eq!(image_version("pop3d").as_deref(), None);
+    }
+
+    #[test]
+    fn a_deployment_past_its_progress_deadline_is_stalled() {
+        let stuck = serde_json::json!({"observedGeneration": 3, "replicas": 3, "readyReplicas": 2, "updatedReplicas": 1,
+            "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                            "message": "ReplicaSet \"m-dc1-7f\" has timed out progressing."}]});
+        let o = observe(&dc(), Some(&deployment(3, stuck.clone())));
+        assert_eq!(o.status.rollout, Some(DatacenterRollout::Stalled));
+        assert_eq!(
+            o.stalled.as_deref(),
+            Some("Deployment m-dc1: ProgressDeadlineExceeded: ReplicaSet \"m-dc1-7f\" has timed out progressing.")
+        );
+        // A new template (generation 4) not yet seen by the Deployment controller: the old
+        // deadline says nothing about it.
+        let o = observe(&dc(), Some(&deployment(4, stuck)));
+        assert_eq!((o.stalled, o.status.rollout), (None, Some(DatacenterRollout::RollingOut)));
+    }
 }

@@ -58,6 +58,9 @@ pub struct SecretFacts {
     pub cassandra_credentials_hash: Option<String>,
 }
 
+/// The name of the pop3d container in the pod template.
+pub const CONTAINER: &str = "pop3d";
+
 /// The uid/gid of distroless/chainguard "nonroot" images.
 const NONROOT_ID: i64 = 65532;
 /// The preStop pause before SIGTERM (see `container`).
@@ -345,7 +348,7 @@ fn volumes(cluster: &Pop3Cluster, config_map: &str) -> (Vec<VolumeMount>, Vec<Vo
 
 fn container(spec: &Pop3ClusterSpec, dc: &DatacenterSpec, mounts: Vec<VolumeMount>) -> Container {
     Container {
-        name: "pop3d".into(),
+        name: CONTAINER.into(),
         image: Some(spec.image.clone()),
         image_pull_policy: spec.image_pull_policy.map(|p| format!("{p:?}")),
         command: Some(command()),

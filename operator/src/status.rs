@@ -1,18 +1,26 @@
 //! Status: conditions in the Kubernetes convention (Scylla-style Available / Progressing /
-//! Degraded, plus KeyspaceReady and ReconciliationPaused), computed from what was observed.
+//! Degraded, plus KeyspaceReady and ReconciliationPaused, and kstatus' Ready / Reconciling /
+//! Stalled for GitOps tools), computed from what was observed.
 //!
 //! A condition's `lastTransitionTime` only moves when its status flips, and the status is only
 //! written when it differs from the stored one, so a settled cluster sees no writes at all.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crds::{DatacenterStatus, KeyspaceStatus, Pop3Cluster, Pop3ClusterStatus};
+use crds::{DatacenterRollout, DatacenterStatus, KeyspaceStatus, Pop3Cluster, Pop3ClusterStatus};
 
 pub const AVAILABLE: &str = "Available";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const KEYSPACE_READY: &str = "KeyspaceReady";
 pub const PAUSED: &str = "ReconciliationPaused";
+/// kstatus (sigs.k8s.io/cli-utils), read by Flux and Argo CD: `Ready` True with a current
+/// `observedGeneration` is Current, `Reconciling` True is InProgress, `Stalled` True is Failed.
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+/// The reason a Deployment gives when its rollout made no progress within its deadline.
+pub const STUCK_ROLLOUT: &str = "ProgressDeadlineExceeded";
 
 /// One datacenter as observed from its Deployment.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -20,6 +28,8 @@ pub struct DcObservation {
     pub status: DatacenterStatus,
     /// The Deployment controller has seen the latest template and finished rolling it out.
     pub rolled_out: bool,
+    /// The Deployment's message when it reports `ProgressDeadlineExceeded`.
+    pub stalled: Option<String>,
 }
 
 /// The keyspace step's outcome for this reconcile.
@@ -82,7 +92,66 @@ pub fn compute(cluster: &Pop3Cluster, obs: &Observation, now: &Time) -> Pop3Clus
         condition(t, ok, reason, message, generation, &old.conditions, now)
     };
 
-    let keyspace_cond = match &obs.keyspace {
+    let keyspace_cond = keyspace_condition(&obs.keyspace, &old, &c);
+    let keyspace_ok = keyspace_cond.status == "True";
+
+    let not_serving: Vec<&str> =
+        dcs.iter().filter(|d| d.replicas > 0 && d.ready_replicas == 0).map(|d| d.name.as_str()).collect();
+    let available = if !keyspace_ok {
+        c(AVAILABLE, false, "KeyspaceNotReady", "pop3d cannot serve before the keyspace is ready".into())
+    } else if !not_serving.is_empty() {
+        c(AVAILABLE, false, "NoReadyPods", format!("no ready pop3d pod in {}", not_serving.join(", ")))
+    } else {
+        c(AVAILABLE, true, "Serving", format!("ready pods: {summary}"))
+    };
+
+    let rolling = rolling_messages(obs);
+    let progressing = if obs.paused {
+        c(PROGRESSING, false, "Paused", "reconciliation is paused".into())
+    } else if !rolling.is_empty() {
+        c(PROGRESSING, true, "RollingOut", rolling.join("; "))
+    } else {
+        c(PROGRESSING, false, "RolloutComplete", "every datacenter runs the latest spec".into())
+    };
+
+    let problems = problems(obs);
+    let degraded = match problems.first() {
+        Some((reason, _)) => c(DEGRADED, true, reason, join_messages(&problems)),
+        None => c(DEGRADED, false, "AsExpected", "no problem observed".into()),
+    };
+
+    let paused = if obs.paused {
+        c(PAUSED, true, "Paused", "spec.paused is true: the operator writes nothing until it is false".into())
+    } else {
+        c(PAUSED, false, "Reconciling", "changes are applied".into())
+    };
+    let [ready, reconciling, stalled] = kstatus(obs, &problems, &keyspace_cond, &rolling, &summary, &c);
+
+    Pop3ClusterStatus {
+        observed_generation: generation,
+        conditions: vec![ready, reconciling, stalled, available, progressing, degraded, keyspace_cond, paused],
+        ready: format!("{ready_replicas}/{replicas}"),
+        replicas,
+        ready_replicas,
+        datacenter_summary: summary,
+        rolling: obs
+            .datacenters
+            .iter()
+            .filter(|d| d.status.rollout == Some(DatacenterRollout::RollingOut))
+            .map(|d| d.status.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        datacenters: dcs,
+        keyspace,
+    }
+}
+
+fn keyspace_condition(
+    outcome: &KeyspaceOutcome,
+    old: &Pop3ClusterStatus,
+    c: &impl Fn(&str, bool, &str, String) -> Condition,
+) -> Condition {
+    match outcome {
         KeyspaceOutcome::Ready(k) if k.repair_needed => c(
             KEYSPACE_READY,
             true,
@@ -110,21 +179,12 @@ pub fn compute(cluster: &Pop3Cluster, obs: &Observation, now: &Time) -> Pop3Clus
             .find(|c| c.type_ == KEYSPACE_READY)
             .cloned()
             .unwrap_or_else(|| c(KEYSPACE_READY, false, "NotChecked", "the keyspace has not been checked yet".into())),
-    };
-    let keyspace_ok = keyspace_cond.status == "True";
+    }
+}
 
-    let not_serving: Vec<&str> =
-        dcs.iter().filter(|d| d.replicas > 0 && d.ready_replicas == 0).map(|d| d.name.as_str()).collect();
-    let available = if !keyspace_ok {
-        c(AVAILABLE, false, "KeyspaceNotReady", "pop3d cannot serve before the keyspace is ready".into())
-    } else if !not_serving.is_empty() {
-        c(AVAILABLE, false, "NoReadyPods", format!("no ready pop3d pod in {}", not_serving.join(", ")))
-    } else {
-        c(AVAILABLE, true, "Serving", format!("ready pods: {summary}"))
-    };
-
-    let rolling: Vec<String> = obs
-        .datacenters
+/// One line per datacenter whose rollout is not complete.
+fn rolling_messages(obs: &Observation) -> Vec<String> {
+    obs.datacenters
         .iter()
         .filter(|d| !d.rolled_out)
         .map(|d| {
@@ -133,42 +193,66 @@ pub fn compute(cluster: &Pop3Cluster, obs: &Observation, now: &Time) -> Pop3Clus
                 d.status.name, d.status.ready_replicas, d.status.replicas, d.status.updated_replicas
             )
         })
-        .collect();
-    let progressing = if obs.paused {
-        c(PROGRESSING, false, "Paused", "reconciliation is paused".into())
-    } else if !rolling.is_empty() {
-        c(PROGRESSING, true, "RollingOut", rolling.join("; "))
-    } else {
-        c(PROGRESSING, false, "RolloutComplete", "every datacenter runs the latest spec".into())
-    };
+        .collect()
+}
 
+/// (reason, message) of everything wrong: the keyspace, the reconcile's problems, stuck rollouts.
+fn problems(obs: &Observation) -> Vec<(String, String)> {
     let mut problems = obs.problems.clone();
     if let KeyspaceOutcome::Failed(e) = &obs.keyspace {
         problems.insert(0, ("CassandraError".into(), e.clone()));
     }
-    let degraded = match problems.first() {
-        Some((reason, _)) => {
-            let message = problems.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; ");
-            c(DEGRADED, true, reason, message)
+    for d in &obs.datacenters {
+        if let Some(message) = &d.stalled {
+            problems.push((STUCK_ROLLOUT.into(), format!("datacenter {}: {message}", d.status.name)));
         }
-        None => c(DEGRADED, false, "AsExpected", "no problem observed".into()),
-    };
+    }
+    problems
+}
 
-    let paused = if obs.paused {
-        c(PAUSED, true, "Paused", "spec.paused is true: the operator writes nothing until it is false".into())
+fn join_messages(problems: &[(String, String)]) -> String {
+    problems.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; ")
+}
+
+/// Ready, Reconciling and Stalled as kstatus reads them: exactly one of them is True, so a
+/// GitOps tool never takes an unfinished cluster for Current (Ready=False with neither of the
+/// other two True would read as Current).
+fn kstatus(
+    obs: &Observation,
+    problems: &[(String, String)],
+    keyspace: &Condition,
+    rolling: &[String],
+    summary: &str,
+    c: &impl Fn(&str, bool, &str, String) -> Condition,
+) -> [Condition; 3] {
+    let stalled: Option<(&str, String)> = if obs.paused {
+        Some(("Paused", "spec.paused is true: the spec is not being applied".into()))
     } else {
-        c(PAUSED, false, "Reconciling", "changes are applied".into())
+        problems.first().map(|(reason, _)| (reason.as_str(), join_messages(problems)))
     };
-
-    Pop3ClusterStatus {
-        observed_generation: generation,
-        conditions: vec![available, progressing, degraded, keyspace_cond, paused],
-        ready: format!("{ready_replicas}/{replicas}"),
-        replicas,
-        ready_replicas,
-        datacenter_summary: summary,
-        datacenters: dcs,
-        keyspace,
+    let in_progress: Option<(&str, String)> = if keyspace.status != "True" {
+        Some(("KeyspaceNotReady", format!("keyspace: {}", keyspace.message)))
+    } else if !rolling.is_empty() {
+        Some(("RollingOut", rolling.join("; ")))
+    } else {
+        None
+    };
+    match (stalled, in_progress) {
+        (Some((reason, message)), _) => [
+            c(READY, false, reason, message.clone()),
+            c(RECONCILING, false, "Stalled", "the operator cannot make progress: see Stalled".into()),
+            c(STALLED, true, reason, message),
+        ],
+        (None, Some((reason, message))) => [
+            c(READY, false, reason, message.clone()),
+            c(RECONCILING, true, reason, message),
+            c(STALLED, false, "AsExpected", "no problem observed".into()),
+        ],
+        (None, None) => [
+            c(READY, true, "Current", format!("every datacenter runs the current spec, all pods ready: {summary}")),
+            c(RECONCILING, false, "Current", "nothing left to do".into()),
+            c(STALLED, false, "AsExpected", "no problem observed".into()),
+        ],
     }
 }
 
@@ -178,93 +262,5 @@ pub fn is_true(status: Option<&Pop3ClusterStatus>, type_: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cluster(status: Option<Pop3ClusterStatus>) -> Pop3Cluster {
-        let mut c: Pop3Cluster = serde_json::from_value(serde_json::json!({
-            "apiVersion": "popfleet.io/v1alpha1", "kind": "Pop3Cluster",
-            "metadata": {"name": "m", "generation": 4},
-            "spec": {"image": "i", "datacenters": [{"name": "dc1", "replicas": 2}],
-                     "cassandra": {"contactPoints": {"dc1": ["a:1"]}, "replication": {"dc1": 1}}}
-        }))
-        .unwrap();
-        c.status = status;
-        c
-    }
-
-    fn obs(ready: i32, keyspace: KeyspaceOutcome) -> Observation {
-        Observation {
-            paused: false,
-            datacenters: vec![DcObservation {
-                status: DatacenterStatus {
-                    name: "dc1".into(),
-                    cassandra_datacenter: "dc1".into(),
-                    replicas: 2,
-                    ready_replicas: ready,
-                    updated_replicas: ready,
-                },
-                rolled_out: ready == 2,
-            }],
-            keyspace,
-            problems: vec![],
-        }
-    }
-
-    fn ks() -> KeyspaceOutcome {
-        KeyspaceOutcome::Ready(KeyspaceStatus { name: "popfleet".into(), schema_version: 1, ..Default::default() })
-    }
-
-    fn get<'a>(s: &'a Pop3ClusterStatus, t: &str) -> &'a Condition {
-        s.conditions.iter().find(|c| c.type_ == t).unwrap()
-    }
-
-    fn t(s: &str) -> Time {
-        Time(s.parse().unwrap())
-    }
-
-    #[test]
-    fn rollout_then_available() {
-        let s = compute(&cluster(None), &obs(0, ks()), &t("2026-01-01T00:00:00Z"));
-        assert_eq!(get(&s, AVAILABLE).status, "False");
-        assert_eq!(get(&s, PROGRESSING).status, "True");
-        assert_eq!(get(&s, KEYSPACE_READY).status, "True");
-        assert_eq!(s.ready, "0/2");
-        assert_eq!(s.observed_generation, Some(4));
-        let s2 = compute(&cluster(Some(s.clone())), &obs(2, ks()), &t("2026-01-01T00:01:00Z"));
-        assert_eq!(get(&s2, AVAILABLE).status, "True");
-        assert_eq!(get(&s2, PROGRESSING).status, "False");
-        assert_eq!(get(&s2, AVAILABLE).last_transition_time, t("2026-01-01T00:01:00Z"));
-        assert_eq!(get(&s2, KEYSPACE_READY).last_transition_time, t("2026-01-01T00:00:00Z"), "unchanged: time kept");
-        assert_eq!(s2.datacenter_summary, "dc1 2/2");
-    }
-
-    #[test]
-    fn same_observation_gives_the_same_status() {
-        let s = compute(&cluster(None), &obs(2, ks()), &t("2026-01-01T00:00:00Z"));
-        let again = compute(&cluster(Some(s.clone())), &obs(2, ks()), &t("2026-01-02T00:00:00Z"));
-        assert_eq!(s, again, "a settled cluster needs no status write");
-    }
-
-    #[test]
-    fn cassandra_failure_degrades_and_keeps_the_last_keyspace() {
-        let s = compute(&cluster(None), &obs(2, ks()), &t("2026-01-01T00:00:00Z"));
-        let f =
-            compute(&cluster(Some(s)), &obs(2, KeyspaceOutcome::Failed("no host".into())), &t("2026-01-01T00:01:00Z"));
-        assert_eq!(get(&f, DEGRADED).status, "True");
-        assert_eq!(get(&f, DEGRADED).reason, "CassandraError");
-        assert_eq!(get(&f, AVAILABLE).status, "False");
-        assert_eq!(f.keyspace.unwrap().name, "popfleet");
-    }
-
-    #[test]
-    fn paused_keeps_the_keyspace_condition() {
-        let s = compute(&cluster(None), &obs(2, ks()), &t("2026-01-01T00:00:00Z"));
-        let mut o = obs(2, KeyspaceOutcome::NotChecked);
-        o.paused = true;
-        let p = compute(&cluster(Some(s.clone())), &o, &t("2026-01-01T00:01:00Z"));
-        assert_eq!(get(&p, PAUSED).status, "True");
-        assert_eq!(get(&p, PROGRESSING).reason, "Paused");
-        assert_eq!(get(&p, KEYSPACE_READY), get(&s, KEYSPACE_READY));
-    }
-}
+#[path = "status_tests.rs"]
+mod tests;

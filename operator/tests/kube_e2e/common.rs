@@ -245,15 +245,25 @@ pub fn keyspace(prefix: &str) -> String {
 /// pods to a fake Node and marks them Ready, and keeps that Node's heartbeat fresh so the node
 /// lifecycle controller leaves them alone. Deployments then report ready replicas for real.
 pub fn fake_kubelet(client: Client, namespace: String) -> tokio::task::JoinHandle<()> {
+    fake_kubelet_except(client, namespace, None)
+}
+
+/// `fake_kubelet`, but pods whose containers run `broken_image` are bound and never made Ready,
+/// like pods of an image that does not start.
+pub fn fake_kubelet_except(
+    client: Client,
+    namespace: String,
+    broken_image: Option<String>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let _ = fake_kubelet_round(&client, &namespace).await;
+            let _ = fake_kubelet_round(&client, &namespace, broken_image.as_deref()).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     })
 }
 
-async fn fake_kubelet_round(client: &Client, namespace: &str) -> kube::Result<()> {
+async fn fake_kubelet_round(client: &Client, namespace: &str, broken_image: Option<&str>) -> kube::Result<()> {
     let now = jiff::Timestamp::now();
     let nodes: Api<Node> = Api::all(client.clone());
     if nodes.get_opt(FAKE_NODE).await?.is_none() {
@@ -286,12 +296,13 @@ async fn fake_kubelet_round(client: &Client, namespace: &str) -> kube::Result<()
             let _: serde_json::Value =
                 pods.create_subresource("binding", &pod.name_any(), &PostParams::default(), &binding).await?;
         }
+        let broken = spec.is_some_and(|s| s.containers.iter().any(|c| c.image.as_deref() == broken_image));
         let ready = pod
             .status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        if !ready {
+        if !ready && !broken {
             let cond =
                 |t: &str| serde_json::json!({"type": t, "status": "True", "lastTransitionTime": now.to_string()});
             let status = serde_json::json!({"status": {

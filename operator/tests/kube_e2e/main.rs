@@ -16,6 +16,7 @@ mod common;
 mod knobs;
 mod lifecycle;
 mod pop3d_session;
+mod rollout;
 mod validation;
 mod watch_traffic;
 
