@@ -6,6 +6,7 @@
 //! `cargo test`: replays the checked-in corpus, then mutates it for a bounded time). A broken
 //! invariant panics with a message; a panic inside an engine is a finding too.
 
+use crate::auth::sasl::scram::ScramKeys;
 use crate::lmtp::{self, DeliveryResult, LmtpConfig, RcptCheck, Step as Step2};
 use crate::message_id::MessageId;
 use crate::pop3::{
@@ -13,7 +14,6 @@ use crate::pop3::{
     SessionConfig, Step,
 };
 use crate::proxy::{self, Parse};
-use crate::sasl::scram::ScramKeys;
 use crate::store::{ListingEntry, CHUNK_SIZE};
 
 /// Splits fuzz input into decisions (a few control octets) and the client's byte stream cut

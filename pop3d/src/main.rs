@@ -83,7 +83,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args)?;
-    runtime()?.block_on(pop3d::server::run(config, shutdown_signal()))
+    runtime()?.block_on(pop3d::daemon::run(config, shutdown_signal()))
 }
 
 async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {

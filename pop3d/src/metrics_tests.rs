@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::*;
-use crate::server::ServerContext;
+use crate::context::ServerContext;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::MailStore;
 

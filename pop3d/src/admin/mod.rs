@@ -22,7 +22,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::server::ServerContext;
+use crate::context::ServerContext;
 use crate::store::StoreError;
 
 type Ctx = State<Arc<ServerContext>>;

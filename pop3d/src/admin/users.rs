@@ -12,7 +12,7 @@ use serde_json::json;
 use super::{bad_request, ApiError, Ctx};
 use crate::address::normalise;
 use crate::auth::{new_account, MAX_PASSWORD_LEN};
-use crate::server::ServerContext;
+use crate::context::ServerContext;
 use crate::store::{delete_account_and_mail, Account};
 
 type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;

@@ -8,30 +8,40 @@
 //! user's salt is the same on every replica and across restarts, like a real one. The delay
 //! ([`penalty`]) is applied only to failures, so an attacker hammering an account slows
 //! themselves down but never locks the owner out: the right password still works at once.
+//!
+//! Everything about who a client is lives in this folder:
+//! - this file: [`Authenticator`], the one entry point (password, SCRAM keys, bearer token) with
+//!   its login cache and decoys;
+//! - [`password`](hash_password): argon2id hashing and verification, the KDF semaphore;
+//! - [`penalty`]: the failure delay per IP and per account;
+//! - [`bearer`]: JWT validation against the JWKS file (OAUTHBEARER, XOAUTH2);
+//! - [`sasl`]: the mechanisms' wire formats (PLAIN, SCRAM-SHA-256, OAUTHBEARER, XOAUTH2), pure
+//!   and I/O-free, so the POP3 engine (`pop3::authorization`) may use them.
 
+pub mod bearer;
+mod password;
 mod penalty;
+pub mod sasl;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use sha2::{Digest, Sha256};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use crate::address::normalise;
+use crate::auth::bearer::BearerValidator;
+use crate::auth::sasl::scram::ScramKeys;
 use crate::metrics::AuthFailureLabels;
-use crate::oauth::BearerValidator;
-use crate::sasl::scram::ScramKeys;
-use crate::store::{Account, MailStore};
+use crate::store::MailStore;
+use password::{dummy_hash, verify_password};
+pub use password::{hash_password, new_account, run_kdf, MAX_PASSWORD_LEN};
 use penalty::Penalties;
 
-/// Longest accepted password, to bound hashing work.
-pub const MAX_PASSWORD_LEN: usize = 1024;
 const CACHE_TTL: Duration = Duration::from_secs(300);
 /// The store's name of the decoy-salt key.
 const DECOY_SECRET: &str = "scram_decoy";
@@ -45,49 +55,6 @@ pub enum AuthOutcome {
     Ok(String),
     BadCredentials,
     TempFail,
-}
-
-/// Hashes a password for storage (argon2id, default parameters, random salt).
-pub fn hash_password(password: &str) -> Result<String, String> {
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| e.to_string())?;
-    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
-}
-
-/// The stored form of a new or changed password: the argon2id hash and the SCRAM-SHA-256 keys
-/// (PBKDF2 with `scram_iterations`). No quota override.
-pub fn new_account(address: &str, password: &str, scram_iterations: u32) -> Result<Account, String> {
-    let scram = ScramKeys::derive(password, &rand::random::<[u8; 16]>(), scram_iterations);
-    Ok(Account {
-        address: address.to_owned(),
-        password_hash: hash_password(password)?,
-        scram_sha256: Some(scram.encode()),
-        quota: None,
-    })
-}
-
-/// Runs password hashing (argon2id: ~19 MiB and tens of ms of CPU each) off the event loop, at most
-/// one per core at a time: a burst of logins or a brute-force run queues here instead of
-/// multiplying memory (80 concurrent logins took pop3d to 1.6 GB RSS before) and starving the rest.
-pub async fn run_kdf<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, tokio::task::JoinError> {
-    static PERMITS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
-    let permits = PERMITS.get_or_init(|| {
-        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get))
-    });
-    let _permit = permits.acquire().await.expect("the KDF semaphore is never closed");
-    tokio::task::spawn_blocking(f).await
-}
-
-fn verify_password(password: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(hash) => Argon2::default().verify_password(password.as_bytes(), &hash).is_ok(),
-        Err(_) => false,
-    }
-}
-
-/// A hash of a random password, verified for unknown users so they cost the same as known ones.
-fn dummy_hash() -> &'static str {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| hash_password(&hex::encode(rand::random::<[u8; 16]>())).expect("argon2 hashes"))
 }
 
 struct CacheEntry {

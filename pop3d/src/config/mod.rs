@@ -215,7 +215,7 @@ impl Config {
         if self.admin_token.as_ref().is_some_and(|t| t.len() < MIN_ADMIN_TOKEN_LEN) {
             return invalid(format!("the admin token must be at least {MIN_ADMIN_TOKEN_LEN} characters"));
         }
-        use crate::sasl::scram::{MAX_ITERATIONS, MIN_ITERATIONS};
+        use crate::auth::sasl::scram::{MAX_ITERATIONS, MIN_ITERATIONS};
         if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&self.scram_iterations) {
             return invalid(format!(
                 "scram_iterations must be {MIN_ITERATIONS} (RFC 7677's minimum) to {MAX_ITERATIONS}"

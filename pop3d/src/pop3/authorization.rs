@@ -4,9 +4,9 @@
 use super::command::{Command, ParseError, SaslMechanism, Secret, Verb};
 use super::encode::{Reply, RespCode};
 use super::session::{temp_fail, LoginKind, LoginRequest, Mechanism, Pending, ScramKeysOutcome, Session, State, Step};
-use crate::sasl::plain::{decode_plain, PlainError};
-use crate::sasl::scram::{self, ScramServer};
-use crate::sasl::{decode_base64, oauth, OAuthMechanism};
+use crate::auth::sasl::plain::{decode_plain, PlainError};
+use crate::auth::sasl::scram::{self, ScramServer};
+use crate::auth::sasl::{decode_base64, oauth, OAuthMechanism};
 
 fn cleartext_refused() -> Reply {
     Reply::err_code(RespCode::Auth, "Plaintext authentication disallowed on non-secure (SSL/TLS) connections.")
@@ -230,7 +230,7 @@ impl Session {
             ScramKeysOutcome::TempFail => self.reply(temp_fail()),
             ScramKeysOutcome::Keys { keys, server_nonce } => {
                 let server = ScramServer::new(first, keys, &server_nonce);
-                self.reply(Reply::challenge(crate::sasl::encode_base64(server.server_first().as_bytes())));
+                self.reply(Reply::challenge(crate::auth::sasl::encode_base64(server.server_first().as_bytes())));
                 self.state = State::ScramFinal(Box::new(server));
             }
         }
@@ -249,7 +249,7 @@ impl Session {
         match server.verify_client_final(&decoded) {
             Ok(server_final) => {
                 // RFC 5034 §4: success data goes out as a challenge, answered by an empty line.
-                self.reply(Reply::challenge(crate::sasl::encode_base64(server_final.as_bytes())));
+                self.reply(Reply::challenge(crate::auth::sasl::encode_base64(server_final.as_bytes())));
                 self.state = State::ScramAck { user };
                 None
             }

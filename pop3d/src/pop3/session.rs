@@ -7,10 +7,10 @@ use super::command::{self, ParseError};
 use super::encode::{Reply, RespCode};
 use super::maildrop::Maildrop;
 use super::MAX_AUTH_LINE;
+use crate::auth::sasl::scram::ScramServer;
+use crate::auth::sasl::OAuthMechanism;
 use crate::lines::{Line, LineReader};
 use crate::message_id::MessageId;
-use crate::sasl::scram::ScramServer;
-use crate::sasl::OAuthMechanism;
 use crate::store::ListingEntry;
 
 #[derive(Debug, Clone)]
@@ -111,7 +111,7 @@ pub enum ScramKeysOutcome {
     /// Real keys, or decoy keys for an unknown user (the exchange then fails at the proof, like
     /// a wrong password, so the salt does not reveal which accounts exist).
     Keys {
-        keys: crate::sasl::scram::ScramKeys,
+        keys: crate::auth::sasl::scram::ScramKeys,
         server_nonce: String,
     },
     TempFail,
@@ -162,7 +162,7 @@ pub(super) enum Mechanism {
 #[derive(Debug)]
 pub(super) enum Pending {
     Login(LoginKind),
-    ScramKeys(crate::sasl::scram::ClientFirst),
+    ScramKeys(crate::auth::sasl::scram::ClientFirst),
     Fetch(usize),
     Commit,
     Tls,
@@ -312,7 +312,7 @@ impl Session {
             LoginOutcome::BadCredentials => match kind {
                 // RFC 7628 §3.2.2: an error challenge first; the client's answer ends it.
                 LoginKind::OAuth(mechanism) => {
-                    self.reply(Reply::challenge(crate::sasl::oauth::error_challenge(mechanism)));
+                    self.reply(Reply::challenge(crate::auth::sasl::oauth::error_challenge(mechanism)));
                     self.state = State::OAuthFailed;
                 }
                 LoginKind::Password | LoginKind::Scram => self.auth_failed(),

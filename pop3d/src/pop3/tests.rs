@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use proptest::prelude::*;
 
 use super::*;
+use crate::auth::sasl::scram::ScramKeys;
 use crate::message_id::MessageId;
-use crate::sasl::scram::ScramKeys;
 use crate::store::ListingEntry;
 
 const GOOD_TOKEN: &str = "good.token.sig";

@@ -17,7 +17,7 @@ use crate::lmtp::{DeliveryResult, Envelope};
 use crate::message_id::MessageId;
 use crate::store::{ListingEntry, MailStore};
 
-use super::recipients::KnownAccounts;
+use crate::context::accounts::KnownAccounts;
 
 struct Target {
     mailbox: String,

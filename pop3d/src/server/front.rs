@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::conn::Conn;
 use super::limits::{ConnectionLimiter, ConnectionPermit};
-use super::ServerContext;
+use crate::context::ServerContext;
 use crate::pop3::encode::RespCode;
 use crate::proxy::{self, Parse, ProxyHeader};
 

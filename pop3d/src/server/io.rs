@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use super::conn::Conn;
 use super::front::HANDSHAKE_TIMEOUT;
 use super::limits::CommandRate;
-use super::ServerContext;
+use crate::context::ServerContext;
 
 /// STLS / STARTTLS: flushes the plaintext reply, runs the handshake and counts it under
 /// `protocol` (`pop3` or `lmtp`). False when no certificate is configured (the engines never ask

@@ -13,7 +13,7 @@ use super::delivery::{Delivery, Policy, Quota};
 use super::front::Client;
 use super::io::{pace, read_until, upgrade_to_tls, DataPace, Drain, IdleClock};
 use super::limits::CommandRate;
-use super::ServerContext;
+use crate::context::ServerContext;
 use crate::lmtp::reply::Reply;
 use crate::lmtp::{DeliveryResult, LmtpConfig, RcptCheck, Session, Step};
 use crate::metrics::ResultLabel;

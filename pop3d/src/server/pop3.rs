@@ -10,8 +10,9 @@ use tokio::sync::watch;
 use super::front::Client;
 use super::io::{pace, read_until, upgrade_to_tls, Drain, IdleClock};
 use super::limits::CommandRate;
-use super::ServerContext;
+use crate::auth::sasl::encode_base64;
 use crate::auth::AuthOutcome;
+use crate::context::ServerContext;
 use crate::message_id::MessageId;
 use crate::metrics::{LoginLabels, ResultLabel};
 use crate::pop3::encode::{Reply, RespCode};
@@ -19,7 +20,6 @@ use crate::pop3::{
     CommitOutcome, FetchOutcome, FetchRequest, LoginOutcome, LoginRequest, MessageEncoder, ScramKeysOutcome, Session,
     SessionConfig, Step,
 };
-use crate::sasl::encode_base64;
 use crate::store::CHUNK_SIZE;
 
 /// Content younger than this that is missing may still be replicating (another datacenter wrote

@@ -2,7 +2,7 @@
 //! failed-login cap, byte by byte where it matters.
 
 use super::*;
-use crate::sasl::scram::client;
+use crate::auth::sasl::scram::client;
 
 fn config(cleartext: bool, tls: bool, secure: bool, oauth: bool) -> SessionConfig {
     SessionConfig {
@@ -101,11 +101,11 @@ fn oauth_is_offered_only_when_configured_and_secure() {
 }
 
 fn b64(s: &str) -> String {
-    crate::sasl::encode_base64(s.as_bytes())
+    crate::auth::sasl::encode_base64(s.as_bytes())
 }
 
 fn unb64(s: &str) -> String {
-    String::from_utf8(crate::sasl::decode_base64(s.as_bytes()).unwrap()).unwrap()
+    String::from_utf8(crate::auth::sasl::decode_base64(s.as_bytes()).unwrap()).unwrap()
 }
 
 /// Runs SCRAM up to server-first and returns it.
