@@ -15,7 +15,7 @@ use super::io::{pace, read_until, upgrade_to_tls, DataPace, Drain, IdleClock};
 use super::limits::CommandRate;
 use crate::context::ServerContext;
 use crate::lmtp::reply::Reply;
-use crate::lmtp::{DeliveryResult, LmtpConfig, RcptCheck, Session, Step};
+use crate::lmtp::{DeliveryResult, Envelope, LmtpConfig, RcptCheck, Session, Step};
 use crate::metrics::ResultLabel;
 use crate::store::CHUNK_SIZE;
 
@@ -76,16 +76,7 @@ async fn session(
     let Client { conn, peer, secure } = client;
     let config = &ctx.config;
     let mut out = BufWriter::new(conn);
-    let mut session = Session::new(LmtpConfig {
-        hostname: config.hostname.clone(),
-        max_message_size: config.max_message_size,
-        max_recipients: MAX_RECIPIENTS,
-        max_bad_commands: config.max_bad_commands,
-        max_line_length: config.max_line_length,
-        recipient_delimiter: config.recipient_delimiter,
-        starttls: config.lmtp_starttls && ctx.tls.is_some(),
-        secure,
-    });
+    let mut session = Session::new(session_config(ctx, secure));
     let mut rate = CommandRate::new(config.max_commands_per_second, Instant::now());
     let mut counted = 0;
     let mut buf = vec![0u8; CHUNK_SIZE];
@@ -117,14 +108,7 @@ async fn session(
                 session.rcpt_done(check);
             }
             Step::DataStart(envelope) => {
-                let policy = Policy {
-                    max_age: (config.watermark_margin / 2).min(std::time::Duration::from_secs(600)),
-                    dedup_window: config.dedup_window,
-                };
-                let (store, accounts) = (ctx.store.clone(), ctx.accounts.clone());
-                *delivery = Some(
-                    Delivery::start(store, accounts, &envelope, peer.ip(), &config.hostname, policy, &quotas).await,
-                );
+                *delivery = Some(start_delivery(ctx, &envelope, peer, &quotas).await);
                 clocks.data = Some(DataPace::new(config.min_data_rate));
             }
             Step::DataChunk(chunk) => {
@@ -160,6 +144,37 @@ async fn session(
             }
         }
     }
+}
+
+fn session_config(ctx: &ServerContext, secure: bool) -> LmtpConfig {
+    let config = &ctx.config;
+    LmtpConfig {
+        hostname: config.hostname.clone(),
+        max_message_size: config.max_message_size,
+        max_recipients: MAX_RECIPIENTS,
+        max_bad_commands: config.max_bad_commands,
+        max_line_length: config.max_line_length,
+        recipient_delimiter: config.recipient_delimiter,
+        starttls: config.lmtp_starttls && ctx.tls.is_some(),
+        secure,
+    }
+}
+
+/// DATA began: the delivery starts streaming content to the store with this transaction's quotas.
+async fn start_delivery(
+    ctx: &ServerContext,
+    envelope: &Envelope,
+    peer: SocketAddr,
+    quotas: &HashMap<String, Quota>,
+) -> Delivery {
+    let config = &ctx.config;
+    // Deliveries older than half the watermark margin are refused (see `raise_watermark`).
+    let policy = Policy {
+        max_age: (config.watermark_margin / 2).min(std::time::Duration::from_secs(600)),
+        dedup_window: config.dedup_window,
+    };
+    let (store, accounts) = (ctx.store.clone(), ctx.accounts.clone());
+    Delivery::start(store, accounts, envelope, peer.ip(), &config.hostname, policy, quotas).await
 }
 
 /// What shutdown means for the next read: it is not heard while a delivery is open.

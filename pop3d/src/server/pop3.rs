@@ -36,14 +36,7 @@ pub async fn handle(client: Client, ctx: Arc<ServerContext>, stop: watch::Receiv
 async fn session(client: Client, ctx: &ServerContext, mut stop: watch::Receiver<bool>) -> std::io::Result<()> {
     let Client { conn, peer, secure } = client;
     let mut out = BufWriter::with_capacity(CHUNK_SIZE + 1024, conn);
-    let mut session = Session::new(SessionConfig {
-        cleartext_auth_allowed: peer.ip().is_loopback() || ctx.config.allow_insecure_auth,
-        max_bad_commands: ctx.config.max_bad_commands,
-        max_auth_failures: ctx.config.max_auth_failures,
-        tls_available: ctx.tls.is_some(),
-        secure,
-        oauth: ctx.oauth,
-    });
+    let mut session = Session::new(session_config(ctx, peer, secure));
     // Slowloris: a client gets this long from connect to login, however it trickles its bytes.
     let login_deadline = Instant::now() + ctx.config.login_timeout;
     let mut rate = CommandRate::new(ctx.config.max_commands_per_second, Instant::now());
@@ -103,38 +96,13 @@ async fn session(client: Client, ctx: &ServerContext, mut stop: watch::Receiver<
                 }
                 session.login_done(outcome);
             }
-            Step::ScramKeys { user } => {
-                let outcome = match ctx.auth.scram_keys(&user).await {
-                    Ok(keys) => {
-                        ScramKeysOutcome::Keys { keys, server_nonce: encode_base64(&rand::random::<[u8; 18]>()) }
-                    }
-                    Err(()) => ScramKeysOutcome::TempFail,
-                };
-                session.scram_keys_done(outcome);
-            }
+            Step::ScramKeys { user } => session.scram_keys_done(scram_keys(ctx, &user).await),
             Step::Fetch(request) => {
                 let outcome = fetch(ctx, &request, &mut out).await?;
                 session.fetch_done(outcome);
             }
-            Step::Commit { mailbox: m, ids, oldest_kept } => {
-                let committing = Instant::now();
-                // The rows are the commit point (see `store::expunge`); content goes after the reply.
-                let unlinked = if ids.is_empty() { Ok(()) } else { ctx.store.unlink(&m, &ids).await };
-                let outcome = match unlinked {
-                    Ok(()) => {
-                        ctx.metrics.expunged_messages.inc_by(ids.len() as u64);
-                        raise_watermark(ctx, &m, login_ticks, oldest_kept).await;
-                        tracing::info!(%peer, mailbox = %m, deleted = ids.len(), "pop3 expunge");
-                        ctx.reaper.delete(&ctx.store, ids).await;
-                        CommitOutcome::Ok
-                    }
-                    Err(e) => {
-                        tracing::warn!(%peer, mailbox = %m, error = %e, "expunge failed");
-                        CommitOutcome::Failed
-                    }
-                };
-                ctx.metrics.quit_commit_duration.observe(committing.elapsed().as_secs_f64());
-                session.commit_done(outcome);
+            Step::Commit { mailbox, ids, oldest_kept } => {
+                session.commit_done(commit(ctx, peer, &mailbox, ids, oldest_kept, login_ticks).await);
             }
             Step::Close => {
                 out.flush().await?;
@@ -143,6 +111,53 @@ async fn session(client: Client, ctx: &ServerContext, mut stop: watch::Receiver<
             }
         }
     }
+}
+
+fn session_config(ctx: &ServerContext, peer: SocketAddr, secure: bool) -> SessionConfig {
+    SessionConfig {
+        cleartext_auth_allowed: peer.ip().is_loopback() || ctx.config.allow_insecure_auth,
+        max_bad_commands: ctx.config.max_bad_commands,
+        max_auth_failures: ctx.config.max_auth_failures,
+        tls_available: ctx.tls.is_some(),
+        secure,
+        oauth: ctx.oauth,
+    }
+}
+
+async fn scram_keys(ctx: &ServerContext, user: &str) -> ScramKeysOutcome {
+    match ctx.auth.scram_keys(user).await {
+        Ok(keys) => ScramKeysOutcome::Keys { keys, server_nonce: encode_base64(&rand::random::<[u8; 18]>()) },
+        Err(()) => ScramKeysOutcome::TempFail,
+    }
+}
+
+/// QUIT in the TRANSACTION state: the listing rows go first and are the commit point (see
+/// `store::expunge`); the content is deleted by the reaper after the reply.
+async fn commit(
+    ctx: &ServerContext,
+    peer: SocketAddr,
+    mailbox: &str,
+    ids: Vec<MessageId>,
+    oldest_kept: Option<MessageId>,
+    login_ticks: u64,
+) -> CommitOutcome {
+    let committing = Instant::now();
+    let unlinked = if ids.is_empty() { Ok(()) } else { ctx.store.unlink(mailbox, &ids).await };
+    let outcome = match unlinked {
+        Ok(()) => {
+            ctx.metrics.expunged_messages.inc_by(ids.len() as u64);
+            raise_watermark(ctx, mailbox, login_ticks, oldest_kept).await;
+            tracing::info!(%peer, %mailbox, deleted = ids.len(), "pop3 expunge");
+            ctx.reaper.delete(&ctx.store, ids).await;
+            CommitOutcome::Ok
+        }
+        Err(e) => {
+            tracing::warn!(%peer, %mailbox, error = %e, "expunge failed");
+            CommitOutcome::Failed
+        }
+    };
+    ctx.metrics.quit_commit_duration.observe(committing.elapsed().as_secs_f64());
+    outcome
 }
 
 /// After an expunge, lets later reads of the mailbox start past the deleted rows. Every message
