@@ -129,6 +129,10 @@ pub struct Pop3ClusterSpec {
     #[serde(default)]
     pub pod_disruption_budget: PodDisruptionBudgetSpec,
 
+    /// How a change of the pods (image, config, Secrets they use) reaches the datacenters.
+    #[serde(default)]
+    pub rollout_strategy: RolloutStrategy,
+
     /// While true the operator writes nothing (no child object, no Cassandra DDL) and only
     /// reports `ReconciliationPaused=True`; changes are applied when it is set back to false.
     #[serde(default)]
@@ -281,6 +285,31 @@ impl Default for PodDisruptionBudgetSpec {
     fn default() -> Self {
         PodDisruptionBudgetSpec { enabled: true, max_unavailable: None, min_available: None }
     }
+}
+
+/// How a change of the pod template reaches the datacenters.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStrategy {
+    /// `AllAtOnce` (default): every datacenter's Deployment gets the new template at once.
+    /// `OneDatacenterAtATime`: in the order of `datacenters`, a datacenter gets it only once
+    /// every datacenter before it has rolled out with all pods ready; a bad image then stops at
+    /// the first datacenter.
+    #[serde(default, rename = "type")]
+    pub type_: RolloutType,
+    /// Seconds a datacenter's rollout may make no progress before its Deployment reports
+    /// ProgressDeadlineExceeded, which makes the Pop3Cluster Degraded and Stalled (the
+    /// Deployment's `progressDeadlineSeconds`; unset: Kubernetes' default, 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub progress_deadline_seconds: Option<i32>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RolloutType {
+    #[default]
+    AllAtOnce,
+    OneDatacenterAtATime,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -135,6 +135,7 @@ pub fn observe(dc: &DatacenterSpec, deployment: Option<&Deployment>) -> DcObserv
         },
         rolled_out,
         stalled,
+        waiting_for: None,
     }
 }
 
@@ -151,6 +152,28 @@ pub fn image_version(image: &str) -> Option<String> {
     let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
     let (_, tag) = last.split_once(':')?;
     (!tag.is_empty()).then(|| tag.to_owned())
+}
+
+/// `OneDatacenterAtATime`: the live Deployment when it exists and lacks the template `desired`
+/// carries (a datacenter not created yet, or only scaled, has nothing to wait for).
+pub async fn pending_template(
+    client: &Client,
+    cluster: &Pop3Cluster,
+    desired: &Deployment,
+) -> Result<Option<Deployment>> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &cluster.namespace().unwrap_or_default());
+    let Some(live) = api.get_opt(&desired.name_any()).await? else { return Ok(None) };
+    let hash = |d: &Deployment| d.annotations().get(resources::TEMPLATE_HASH_ANNOTATION).cloned();
+    Ok((hash(&live) != hash(desired)).then_some(live))
+}
+
+/// A datacenter whose new template waits for `previous`'s rollout: observed as it runs now.
+pub fn observe_waiting(dc: &DatacenterSpec, live: &Deployment, previous: &str) -> DcObservation {
+    let mut o = observe(dc, Some(live));
+    o.rolled_out = false;
+    o.waiting_for = Some(previous.to_owned());
+    o.status.rollout = Some(DatacenterRollout::Waiting);
+    o
 }
 
 /// Reads the Deployments without writing anything (paused clusters).

@@ -36,7 +36,7 @@ use crate::telemetry::{ErrorLabels, Metrics, ResultLabels};
 use crate::{children, Error, Result, FIELD_MANAGER, FINALIZER};
 
 type SecretEvent = std::result::Result<PartialObjectMeta<Secret>, watcher::Error>;
-use crds::{DeletionPolicy, KeyspaceStatus, Pop3Cluster, Pop3ClusterStatus};
+use crds::{DeletionPolicy, KeyspaceStatus, Pop3Cluster, Pop3ClusterStatus, RolloutType};
 use schema::tls::TlsMaterial;
 
 /// What every reconcile shares.
@@ -252,14 +252,8 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
 
     let keyspace = keyspace_step(&cluster, &ctx).await;
 
-    let mut observed = Vec::new();
-    for dc in &spec.datacenters {
-        let children = resources::build(&cluster, dc, &secrets)?;
-        let (deployment, refused) =
-            children::apply_datacenter(&ctx.client, &cluster, dc, &children, &ctx.metrics).await?;
-        problems.extend(refused);
-        observed.push(children::observe(dc, Some(&deployment)));
-    }
+    let (observed, refused) = apply_datacenters(&cluster, &ctx, &secrets).await?;
+    problems.extend(refused);
     let removed = children::prune(&ctx.client, &cluster, &ctx.metrics).await?;
     for dc in &removed {
         ctx.event(
@@ -297,6 +291,40 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
         Some(e) => Err(Error::Cassandra(e)),
         None => Ok(Action::requeue(ctx.resync)),
     }
+}
+
+/// Writes every datacenter's objects, in spec order, and observes them. `OneDatacenterAtATime`:
+/// once a datacenter is still rolling out, a later one whose template would change is left as it
+/// is (none of its objects is written, so its ConfigMap does not change under its running pods
+/// either) until a reconcile finds every datacenter before it rolled out; the Deployments' status
+/// changes trigger those reconciles.
+async fn apply_datacenters(
+    cluster: &Pop3Cluster,
+    ctx: &Context,
+    secrets: &resources::SecretFacts,
+) -> Result<(Vec<status::DcObservation>, Vec<(String, String)>)> {
+    let one_at_a_time = cluster.spec.rollout_strategy.type_ == RolloutType::OneDatacenterAtATime;
+    let (mut observed, mut problems) = (Vec::new(), Vec::new());
+    let mut rolling: Option<&str> = None;
+    for dc in &cluster.spec.datacenters {
+        let children = resources::build(cluster, dc, secrets)?;
+        if let Some(previous) = rolling.filter(|_| one_at_a_time) {
+            if let Some(live) = children::pending_template(&ctx.client, cluster, &children.deployment).await? {
+                tracing::debug!(datacenter = %dc.name, waits_for = previous, "new template held");
+                observed.push(children::observe_waiting(dc, &live, previous));
+                continue;
+            }
+        }
+        let (deployment, refused) =
+            children::apply_datacenter(&ctx.client, cluster, dc, &children, &ctx.metrics).await?;
+        problems.extend(refused);
+        let o = children::observe(dc, Some(&deployment));
+        if !o.rolled_out && rolling.is_none() {
+            rolling = Some(&dc.name);
+        }
+        observed.push(o);
+    }
+    Ok((observed, problems))
 }
 
 /// The Cassandra part; never fails the reconcile by itself (the pods' objects are still written),

@@ -43,6 +43,11 @@ pub const ADMIN_TOKEN_HASH_ANNOTATION: &str = "popfleet.io/admin-token-hash";
 /// username or password reaches the pods only by a roll, which this hash makes happen.
 pub const CASSANDRA_CREDENTIALS_HASH_ANNOTATION: &str = "popfleet.io/cassandra-credentials-hash";
 
+/// On the Deployment (not its pods): a hash of the pod template the operator wants, overlay
+/// included, so a later reconcile can tell whether a datacenter still waits for a new template
+/// (`OneDatacenterAtATime`) without comparing against what the apiserver defaulted.
+pub const TEMPLATE_HASH_ANNOTATION: &str = "popfleet.io/template-hash";
+
 /// What the referenced Secrets hold, as far as the objects depend on it.
 #[derive(Debug, Clone, Default)]
 pub struct SecretFacts {
@@ -411,8 +416,18 @@ fn deployment(
         image_pull_secrets: Some(cluster.spec.pod.image_pull_secrets.clone()).filter(|s| !s.is_empty()),
         ..Default::default()
     };
+    let template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels(cluster, &dc.name)),
+            annotations: Some(pod_annotations(&cluster.spec, config_hash, secrets)),
+            ..Default::default()
+        }),
+        spec: Some(pod),
+    };
+    let mut metadata = meta(cluster, &dc.name)?;
+    metadata.annotations = Some([(TEMPLATE_HASH_ANNOTATION.to_owned(), template_hash(cluster, &template)?)].into());
     Ok(Deployment {
-        metadata: meta(cluster, &dc.name)?,
+        metadata,
         spec: Some(DeploymentSpec {
             // Left out when autoscaled: server-side apply then gives up the field, and whatever
             // the autoscaler writes stays (see `children::hand_over_replicas`).
@@ -426,18 +441,18 @@ fn deployment(
                     max_unavailable: Some(IntOrString::Int(0)),
                 }),
             }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels(cluster, &dc.name)),
-                    annotations: Some(pod_annotations(&cluster.spec, config_hash, secrets)),
-                    ..Default::default()
-                }),
-                spec: Some(pod),
-            },
+            progress_deadline_seconds: cluster.spec.rollout_strategy.progress_deadline_seconds,
+            template,
             ..Default::default()
         }),
         ..Default::default()
     })
+}
+
+/// The hash `TEMPLATE_HASH_ANNOTATION` carries: the operator's template and the user's overlay.
+fn template_hash(cluster: &Pop3Cluster, template: &PodTemplateSpec) -> Result<String> {
+    let overlay = serde_json::to_vec(&cluster.spec.pod.template_overlay)?;
+    Ok(sha256_hex(&[&serde_json::to_vec(template)?, &overlay]))
 }
 
 #[cfg(test)]

@@ -364,3 +364,50 @@ fn template_overlay_is_the_deployments_pod_template() {
     let plain = cluster(serde_json::json!({}));
     assert!(crate::overlay::body(&plain, &plain.spec.datacenters[0]).get("spec").is_none());
 }
+
+fn template_hash_of(extra: serde_json::Value) -> String {
+    let c = cluster(extra);
+    let d = build(&c, &c.spec.datacenters[0], &SecretFacts::default()).unwrap().deployment;
+    d.metadata.annotations.unwrap()[TEMPLATE_HASH_ANNOTATION].clone()
+}
+
+#[test]
+fn template_hash_follows_the_pod_template_and_overlay_only() {
+    let base = template_hash_of(serde_json::json!({}));
+    assert_eq!(base, template_hash_of(serde_json::json!({})), "stable");
+    assert_ne!(base, template_hash_of(serde_json::json!({"image": "pop3d:2"})));
+    assert_ne!(
+        base,
+        template_hash_of(serde_json::json!({"config": {"idle_timeout": "30"}})),
+        "config hash is in the template"
+    );
+    assert_ne!(
+        base,
+        template_hash_of(serde_json::json!({"pod": {"templateOverlay": {"metadata": {"labels": {"a": "b"}}}}}))
+    );
+    assert_eq!(
+        base,
+        template_hash_of(serde_json::json!({"datacenters": [{"name": "dc1", "replicas": 5}]})),
+        "scaling is no template change"
+    );
+    // On the Deployment, never on its pods: adding it must not roll anything.
+    let c = cluster(serde_json::json!({}));
+    let d = build(&c, &c.spec.datacenters[0], &SecretFacts::default()).unwrap().deployment;
+    let pod_annotations = d.spec.unwrap().template.metadata.unwrap().annotations.unwrap();
+    assert!(!pod_annotations.contains_key(TEMPLATE_HASH_ANNOTATION));
+}
+
+#[test]
+fn progress_deadline_is_set_only_when_asked() {
+    let deadline = |extra| {
+        let c = cluster(extra);
+        build(&c, &c.spec.datacenters[0], &SecretFacts::default())
+            .unwrap()
+            .deployment
+            .spec
+            .unwrap()
+            .progress_deadline_seconds
+    };
+    assert_eq!(deadline(serde_json::json!({})), None, "Kubernetes' default, and no write on upgrade");
+    assert_eq!(deadline(serde_json::json!({"rolloutStrategy": {"progressDeadlineSeconds": 120}})), Some(120));
+}

@@ -30,6 +30,8 @@ pub struct DcObservation {
     pub rolled_out: bool,
     /// The Deployment's message when it reports `ProgressDeadlineExceeded`.
     pub stalled: Option<String>,
+    /// `OneDatacenterAtATime`: the earlier datacenter whose rollout this one's new template waits for.
+    pub waiting_for: Option<String>,
 }
 
 /// The keyspace step's outcome for this reconcile.
@@ -187,11 +189,12 @@ fn rolling_messages(obs: &Observation) -> Vec<String> {
     obs.datacenters
         .iter()
         .filter(|d| !d.rolled_out)
-        .map(|d| {
-            format!(
+        .map(|d| match &d.waiting_for {
+            Some(previous) => format!("{} waits for {previous} to finish (OneDatacenterAtATime)", d.status.name),
+            None => format!(
                 "{} {}/{} ready, {} updated",
                 d.status.name, d.status.ready_replicas, d.status.replicas, d.status.updated_replicas
-            )
+            ),
         })
         .collect()
 }

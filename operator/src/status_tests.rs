@@ -26,6 +26,7 @@ fn obs(ready: i32, keyspace: KeyspaceOutcome) -> Observation {
             },
             rolled_out: ready == 2,
             stalled: None,
+            waiting_for: None,
         }],
         keyspace,
         problems: vec![],
@@ -154,4 +155,21 @@ fn a_stuck_rollout_is_degraded_with_the_deployments_reason_and_stalled() {
     assert!(get(&s, DEGRADED).message.contains("has timed out progressing"));
     assert_eq!(kstatus(&s)[2], pair("True", "ProgressDeadlineExceeded"));
     assert_eq!(get(&s, READY).status, "False");
+}
+
+#[test]
+fn a_waiting_datacenter_keeps_the_cluster_reconciling_and_is_not_rolling() {
+    let mut o = obs(2, ks());
+    let mut waiting = o.datacenters[0].clone();
+    waiting.status.name = "dc2".into();
+    waiting.status.rollout = Some(DatacenterRollout::Waiting);
+    waiting.rolled_out = false;
+    waiting.waiting_for = Some("dc1".into());
+    o.datacenters[0].rolled_out = false;
+    o.datacenters[0].status.rollout = Some(DatacenterRollout::RollingOut);
+    o.datacenters.push(waiting);
+    let s = compute(&cluster(None), &o, &t("2026-01-01T00:00:00Z"));
+    assert_eq!(s.rolling, "dc1", "only the datacenter actually rolling");
+    assert_eq!(kstatus(&s)[1], pair("True", "RollingOut"));
+    assert!(get(&s, PROGRESSING).message.contains("dc2 waits for dc1 to finish"), "{}", get(&s, PROGRESSING).message);
 }

@@ -17,6 +17,7 @@ mod knobs;
 mod lifecycle;
 mod pop3d_session;
 mod rollout;
+mod rollout_order;
 mod validation;
 mod watch_traffic;
 

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -28,7 +27,7 @@ pub fn kubectl_status(args: &[&str]) -> (bool, String) {
 }
 
 /// `kubectl wait --for=condition=<cond> p3c/<name>`, which must succeed.
-fn kubectl_wait(ns: &str, name: &str, cond: &str) -> String {
+pub fn kubectl_wait(ns: &str, name: &str, cond: &str) -> String {
     let (ok, out) = kubectl_status(&[
         "wait",
         "-n",
@@ -72,12 +71,8 @@ async fn kubectl_wait_ready_and_a_stuck_rollout_is_degraded_and_stalled() {
     }
     println!("{}", crate::kubectl(&["get", "p3c", "-n", &ns, "-o", "wide"]));
 
-    // 2. An image whose pods never get ready, with a short progress deadline (set by hand here,
-    // under a field manager of the test's own: the operator does not set that field).
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let deadline = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "mail-dc1"},
-                          "spec": {"progressDeadlineSeconds": 3}});
-    deployments.patch("mail-dc1", &PatchParams::apply("e2e-deadline"), &Patch::Apply(&deadline)).await.unwrap();
+    // 2. An image whose pods never get ready, with a short progress deadline.
+    obj["spec"]["rolloutStrategy"] = json!({"progressDeadlineSeconds": 3});
     obj["spec"]["image"] = json!(broken);
     apply(&client, &ns, &obj).await;
     let stuck = wait_for(&client, &ns, "Stalled").await;
@@ -89,6 +84,8 @@ async fn kubectl_wait_ready_and_a_stuck_rollout_is_degraded_and_stalled() {
         "{message}"
     );
     assert_eq!(kstatus(&stuck), ["False", "False", "True"]);
+    let d1 = Api::<Deployment>::namespaced(client.clone(), &ns).get("mail-dc1").await.unwrap();
+    assert_eq!(d1.spec.unwrap().progress_deadline_seconds, Some(3), "spec.rolloutStrategy reached the Deployment");
     let dc1 = &stuck.status.as_ref().unwrap().datacenters[0];
     assert_eq!((dc1.image.as_str(), dc1.version.as_deref()), (broken.as_str(), Some("e2e-broken")));
     assert_eq!(dc1.rollout, Some(DatacenterRollout::Stalled));
@@ -106,7 +103,7 @@ async fn kubectl_wait_ready_and_a_stuck_rollout_is_degraded_and_stalled() {
     teardown(&client, &ns, &mut op, &[&ks]).await;
 }
 
-async fn wait_for(client: &Client, ns: &str, type_: &str) -> Pop3Cluster {
+pub async fn wait_for(client: &Client, ns: &str, type_: &str) -> Pop3Cluster {
     crate::wait_condition(client, ns, "mail", type_, "True", WAIT).await
 }
 

@@ -55,6 +55,16 @@ async fn invalid_resources_are_refused_with_a_clear_message() {
             |v| v["spec"]["cassandra"]["contactPoints"]["dc1"] = json!(["cassandra"]),
             "contact points are host:port",
         ),
+        (
+            "unknown rollout strategy",
+            |v| v["spec"]["rolloutStrategy"] = json!({"type": "Canary"}),
+            "supported values: \"AllAtOnce\", \"OneDatacenterAtATime\"",
+        ),
+        (
+            "progress deadline 0",
+            |v| v["spec"]["rolloutStrategy"] = json!({"progressDeadlineSeconds": 0}),
+            "greater than or equal to 1",
+        ),
         ("operator-managed config key", |v| v["spec"]["config"] = json!({"keyspace": "other"}), "cannot be overridden"),
         (
             "the admin token file in config",
