@@ -29,6 +29,9 @@ pub struct Extras {
     pub idle_rss_per_session_kib: f64,
     pub logins_cold_per_s: f64,
     pub logins_warm_per_s: f64,
+    /// Latency of each of those logins (connect, USER, PASS).
+    pub login_cold: Option<LatencySummary>,
+    pub login_warm: Option<LatencySummary>,
     pub big_message_mib: f64,
     pub big_rss_before_mib: f64,
     pub big_rss_peak_deliver_mib: f64,
@@ -85,32 +88,41 @@ pub async fn idle(t: &Target, sessions: usize, ex: &mut Extras) -> Result<()> {
     Ok(())
 }
 
-async fn login_rate(t: &Target, rounds: usize, concurrency: usize) -> Result<f64> {
+/// `rounds` logins of every user, `concurrency` at a time, each on its own connection (then QUIT);
+/// returns logins per second and the latency of each login (connect to +OK after PASS).
+async fn login_rate(t: &Target, rounds: usize, concurrency: usize) -> Result<(f64, Option<LatencySummary>)> {
     let users = &t.users;
+    let latency = std::sync::Arc::new(std::sync::Mutex::new(Latency::default()));
     let start = Instant::now();
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut tasks = Vec::new();
     for i in 0..rounds * users.len() {
         let permit = sem.clone().acquire_owned().await?;
         let (pop3, user, pw) = (t.pop3.clone(), users[i % users.len()].clone(), t.password.clone());
+        let latency = latency.clone();
         tasks.push(tokio::spawn(async move {
             let _p = permit;
+            let t0 = Instant::now();
             let mut c = Pop3Client::connect(&pop3).await?;
             c.login(&user, &pw).await?;
+            latency.lock().unwrap().record(t0.elapsed());
             c.quit().await
         }));
     }
     for task in tasks {
         task.await??;
     }
-    Ok((rounds * users.len()) as f64 / start.elapsed().as_secs_f64())
+    let rate = (rounds * users.len()) as f64 / start.elapsed().as_secs_f64();
+    let summary = latency.lock().unwrap().summary();
+    Ok((rate, summary))
 }
 
-/// Cold: the first login of each user since the server started (the password hash is paid);
-/// warm: the same users again (the auth cache answers).
+/// Cold: the first login of each user since the server started (the password hash is paid on
+/// every server); warm: the same users again, ten times each (pop3d's cache answers without the
+/// hash; Dovecot's auth cache keeps the passdb entry but verifies the hash again).
 pub async fn logins(t: &Target, concurrency: usize, ex: &mut Extras) -> Result<()> {
-    ex.logins_cold_per_s = login_rate(t, 1, concurrency).await?;
-    ex.logins_warm_per_s = login_rate(t, 10, concurrency).await?;
+    (ex.logins_cold_per_s, ex.login_cold) = login_rate(t, 1, concurrency).await?;
+    (ex.logins_warm_per_s, ex.login_warm) = login_rate(t, 10, concurrency).await?;
     Ok(())
 }
 

@@ -330,7 +330,8 @@ type Ledger = Option<Arc<Mutex<BufWriter<File>>>>;
 /// The delivery half, paced exactly as `run`'s LMTP deliveries.
 async fn deliveries(load: &Load, db: Arc<Db>, ledger: Ledger) -> Result<(Tally, Duration, u64)> {
     let total = (load.rate * load.duration).round() as u64;
-    let tally = Arc::new(Mutex::new(Tally::default()));
+    let timeline = Timeline::new(Duration::from_secs_f64(load.interval));
+    let tally = Arc::new(Mutex::new(Tally { timeline, ..Tally::default() }));
     let mut rng = StdRng::seed_from_u64(load.seed);
     let run = format!("{:x}", load.seed);
     let start = Instant::now();
@@ -481,6 +482,7 @@ pub async fn run(load: &Load, target: &Target) -> Result<Report> {
         server_peak_rss_mib: None,
         server_cpu_s: None,
         timeline: tally.timeline.intervals(elapsed),
+        search_trials: None,
         lwt_retries: Some(retries),
         serial_timeouts: Some(serial_timeouts),
     })

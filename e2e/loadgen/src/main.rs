@@ -24,7 +24,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
 use scenario::Scenario;
-use stats::Report;
+use stats::{Report, Trial};
 
 #[derive(Parser)]
 #[command(name = "popfleet-load", version, about = "Open-loop LMTP/POP3 load generator")]
@@ -121,6 +121,13 @@ struct Load {
     json: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Seconds per point of the report's timeline (delivered mail/s, p50 and p99 per interval).
+    #[arg(long, default_value_t = 10.0)]
+    interval: f64,
+    /// Seconds between progress lines on stderr (elapsed, rate, p99 so far, errors); 0: none.
+    /// `run` and `search` only: lwt-baseline prints none.
+    #[arg(long, default_value_t = 5.0)]
+    progress: f64,
 }
 
 impl Load {
@@ -129,6 +136,11 @@ impl Load {
         let positive = |x: f64| x > 0.0;
         if !positive(rate) || !positive(self.duration) || self.users == 0 || self.concurrency == 0 {
             bail!("rate, duration, users and concurrency must be positive");
+        }
+        // is_some_and(.. >= ..) so that NaN is refused too
+        let at_least = |x: f64, min: f64| x.partial_cmp(&min).is_some_and(|o| o.is_ge());
+        if !at_least(self.interval, 0.001) || !at_least(self.progress, 0.0) {
+            bail!("--interval must be at least 0.001 and --progress at least 0");
         }
         Ok(())
     }
@@ -191,6 +203,8 @@ impl Common {
             retries: l.retries,
             retry_delay: Duration::from_millis(l.retry_delay_ms),
             seed: l.seed,
+            interval: Duration::from_secs_f64(l.interval),
+            progress: (l.progress > 0.0).then(|| Duration::from_secs_f64(l.progress)),
         })
     }
 }
@@ -201,13 +215,26 @@ fn sustained(r: &Report, p99_ms: f64) -> bool {
         && r.lmtp.as_ref().is_some_and(|l| l.p99_ms <= p99_ms)
 }
 
+fn trial(r: &Report, p99_ms: f64) -> Trial {
+    Trial {
+        offered_per_s: r.target_rate,
+        delivered_per_s: r.delivered_per_s,
+        p50_ms: r.lmtp.as_ref().map(|l| l.p50_ms),
+        p99_ms: r.lmtp.as_ref().map(|l| l.p99_ms),
+        errors: r.errors.total(),
+        sustained: sustained(r, p99_ms),
+    }
+}
+
 async fn search(c: &Common, p99_ms: f64, max_rate: f64, steps: u32) -> Result<()> {
     let mut best: Option<Report> = None;
+    let mut trials = Vec::new();
     let mut rate = c.load.rate;
     let mut bad = None;
     // Double until a rate fails, then bisect between the best good and the first bad rate.
     while rate <= max_rate {
         let r = scenario::run(&c.scenario(rate, true)?).await?;
+        trials.push(trial(&r, p99_ms));
         eprintln!("search: {rate:.0} mail/s -> {}", if sustained(&r, p99_ms) { "sustained" } else { "not sustained" });
         if sustained(&r, p99_ms) {
             best = Some(r);
@@ -225,6 +252,7 @@ async fn search(c: &Common, p99_ms: f64, max_rate: f64, steps: u32) -> Result<()
                 break;
             }
             let r = scenario::run(&c.scenario(mid, true)?).await?;
+            trials.push(trial(&r, p99_ms));
             let ok = sustained(&r, p99_ms);
             eprintln!("search: {mid:.0} mail/s -> {}", if ok { "sustained" } else { "not sustained" });
             if ok {
@@ -238,9 +266,10 @@ async fn search(c: &Common, p99_ms: f64, max_rate: f64, steps: u32) -> Result<()
     match best {
         Some(mut b) => {
             b.label = format!("{} (search: highest sustained rate, p99 <= {p99_ms} ms, no errors)", c.load.label);
+            b.search_trials = Some(trials);
             c.load.emit(&b)
         }
-        None => bail!("not even {} mail/s was sustained", c.load.rate),
+        None => bail!("not even {} mail/s was sustained (tried: {trials:?})", c.load.rate),
     }
 }
 

@@ -41,6 +41,10 @@ pub struct Scenario {
     pub retries: u32,
     pub retry_delay: Duration,
     pub seed: u64,
+    /// Width of the timeline's intervals.
+    pub interval: Duration,
+    /// How often to print a progress line to stderr; None: never.
+    pub progress: Option<Duration>,
 }
 
 impl Scenario {
@@ -148,7 +152,7 @@ impl Sampler {
 /// The delivery half; returns the tally and how long it took until the last reply.
 async fn deliveries(sc: &Scenario) -> Result<(Tally, Duration, u64)> {
     let total = (sc.rate * sc.duration.as_secs_f64()).round() as u64;
-    let tally = Arc::new(Mutex::new(Tally::default()));
+    let tally = Arc::new(Mutex::new(Tally { timeline: Timeline::new(sc.interval), ..Tally::default() }));
     let pools: Vec<Pool> = sc.lmtp.iter().map(|_| Pool::default()).collect();
     let ledger = match &sc.ledger {
         Some(p) => Some(Arc::new(Mutex::new(BufWriter::new(File::create(p)?)))),
@@ -158,6 +162,10 @@ async fn deliveries(sc: &Scenario) -> Result<(Tally, Duration, u64)> {
     let run = format!("{:x}", sc.seed);
     let (retries, retry_delay) = (sc.retries, sc.retry_delay);
     let start = Instant::now();
+    let progress = sc.progress.map(|every| {
+        let (label, tally) = (sc.label.clone(), tally.clone());
+        tokio::spawn(delivery_progress(label, tally, start, every, total))
+    });
     let elapsed = pacing::open_loop(start, sc.rate, total, sc.concurrency, |Arrival { index: i, due, permit }| {
         let user_no = i as usize % sc.users;
         let rcpt = sc.user(user_no);
@@ -205,12 +213,57 @@ async fn deliveries(sc: &Scenario) -> Result<(Tally, Duration, u64)> {
             }
         }
     })
-    .await?;
+    .await;
+    if let Some(p) = progress {
+        p.abort();
+        let _ = p.await; // the task holds a clone of the tally until it is gone
+    }
+    let elapsed = elapsed?;
     if let Some(l) = ledger {
         l.lock().unwrap().flush()?;
     }
     let tally = Arc::try_unwrap(tally).map_err(|_| anyhow::anyhow!("tally still shared"))?.into_inner().unwrap();
     Ok((tally, elapsed, total))
+}
+
+/// Every `every`, one line to stderr: how far the delivery phase is, the rate over the last
+/// `every`, the LMTP p99 of everything so far and the errors, so a long run shows it is alive
+/// (and how it is doing) before its report. Runs until aborted.
+async fn delivery_progress(label: String, tally: Arc<Mutex<Tally>>, start: Instant, every: Duration, total: u64) {
+    let mut last = 0;
+    let mut tick = tokio::time::interval_at(start + every, every);
+    loop {
+        tick.tick().await;
+        let (delivered, p99, errors) = {
+            let t = tally.lock().unwrap();
+            (t.delivered, t.lmtp.summary().map(|l| l.p99_ms), t.errors.total())
+        };
+        let rate = (delivered - last) as f64 / every.as_secs_f64();
+        last = delivered;
+        let p99 = p99.map_or("-".into(), |p| format!("{p:.1} ms"));
+        eprintln!(
+            "[{label}] {:>5.0} s: {delivered} of {total} delivered, {rate:.1} mail/s, LMTP p99 so far {p99}, errors {errors}",
+            start.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// The same for the read half: sessions done out of the users, and errors.
+async fn read_progress(label: String, tally: Arc<Mutex<ReadTally>>, users: usize, every: Duration) {
+    let start = Instant::now();
+    let mut tick = tokio::time::interval_at(start + every, every);
+    loop {
+        tick.tick().await;
+        let (done, p99, errors) = {
+            let t = tally.lock().unwrap();
+            (t.session.summary().map_or(0, |l| l.count), t.session.summary().map(|l| l.p99_ms), t.errors.total())
+        };
+        let p99 = p99.map_or("-".into(), |p| format!("{p:.1} ms"));
+        eprintln!(
+            "[{label}] reads {:>5.0} s: {done} of {users} sessions, session p99 so far {p99}, errors {errors}",
+            start.elapsed().as_secs_f64()
+        );
+    }
 }
 
 #[derive(Default)]
@@ -256,6 +309,8 @@ async fn read_one(sc: &Scenario, user_no: usize, t: &Mutex<ReadTally>) -> Result
 async fn reads(sc: &Scenario) -> ReadTally {
     let tally = Arc::new(Mutex::new(ReadTally::default()));
     let permits = Arc::new(Semaphore::new(sc.pop3_concurrency));
+    let progress =
+        sc.progress.map(|every| tokio::spawn(read_progress(sc.label.clone(), tally.clone(), sc.users, every)));
     let mut tasks = Vec::new();
     for user_no in 0..sc.users {
         let (sc, tally, permits) = (sc.clone(), tally.clone(), permits.clone());
@@ -268,6 +323,10 @@ async fn reads(sc: &Scenario) -> ReadTally {
     }
     for t in tasks {
         let _ = t.await;
+    }
+    if let Some(p) = progress {
+        p.abort();
+        let _ = p.await; // the task holds a clone of the tally until it is gone
     }
     Arc::try_unwrap(tally).ok().expect("all readers finished").into_inner().unwrap()
 }
@@ -318,6 +377,7 @@ pub async fn run(sc: &Scenario) -> Result<Report> {
         server_peak_rss_mib: peak,
         server_cpu_s: cpu,
         timeline: tally.timeline.intervals(elapsed),
+        search_trials: None,
         lwt_retries: None,
         serial_timeouts: None,
     })

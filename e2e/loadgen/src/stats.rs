@@ -66,7 +66,7 @@ impl Errors {
     }
 }
 
-/// Width of one timeline interval.
+/// Default width of one timeline interval (`--interval`).
 pub const INTERVAL: Duration = Duration::from_secs(10);
 
 struct Bucket {
@@ -76,16 +76,29 @@ struct Bucket {
 
 /// Deliveries by the interval in which they completed (not in which they were due), so a chart
 /// of mail/s and p99 over time shows when the target fell behind and when it caught up.
-#[derive(Default)]
-pub struct Timeline(Vec<Bucket>);
+pub struct Timeline {
+    width: Duration,
+    buckets: Vec<Bucket>,
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Self::new(INTERVAL)
+    }
+}
 
 impl Timeline {
+    /// Intervals of `width` (at least 1 ms: a zero width would put everything in one bucket).
+    pub fn new(width: Duration) -> Self {
+        Self { width: width.max(Duration::from_millis(1)), buckets: Vec::new() }
+    }
+
     fn bucket(&mut self, at: Duration) -> &mut Bucket {
-        let i = (at.as_secs() / INTERVAL.as_secs()) as usize;
-        while self.0.len() <= i {
-            self.0.push(Bucket { latency: Latency::coarse(), errors: 0 });
+        let i = (at.as_millis() / self.width.as_millis()) as usize;
+        while self.buckets.len() <= i {
+            self.buckets.push(Bucket { latency: Latency::coarse(), errors: 0 });
         }
-        &mut self.0[i]
+        &mut self.buckets[i]
     }
 
     /// A delivery that completed `at` after the start of the phase and took `latency`.
@@ -100,14 +113,14 @@ impl Timeline {
     /// Every interval up to `elapsed`, empty ones included: a stall with no completion at all is
     /// exactly what the chart must show.
     pub fn intervals(&self, elapsed: Duration) -> Vec<Interval> {
-        let width = INTERVAL.as_secs_f64();
-        let n = self.0.len().max((elapsed.as_secs_f64() / width).ceil() as usize);
+        let width = self.width.as_secs_f64();
+        let n = self.buckets.len().max((elapsed.as_secs_f64() / width).ceil() as usize);
         (0..n)
             .map(|i| {
                 let t_s = i as f64 * width;
                 // The last interval is usually partial; its rate is over the time it covered.
                 let seconds = (elapsed.as_secs_f64() - t_s).clamp(1e-3, width);
-                let (summary, errors) = match self.0.get(i) {
+                let (summary, errors) = match self.buckets.get(i) {
                     Some(b) => (b.latency.summary(), b.errors),
                     None => (None, 0),
                 };
@@ -117,6 +130,7 @@ impl Timeline {
                     seconds,
                     delivered,
                     delivered_per_s: delivered as f64 / seconds,
+                    p50_ms: summary.as_ref().map(|l| l.p50_ms),
                     p99_ms: summary.map(|l| l.p99_ms),
                     errors,
                 }
@@ -136,8 +150,20 @@ pub struct Interval {
     pub delivered: u64,
     pub delivered_per_s: f64,
     /// Of the deliveries completed in the interval; null when none did.
+    pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub errors: u64,
+}
+
+/// One rate tried by `search`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trial {
+    pub offered_per_s: f64,
+    pub delivered_per_s: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub errors: u64,
+    pub sustained: bool,
 }
 
 /// Everything one run measured; printed as JSON and as a table.
@@ -170,8 +196,11 @@ pub struct Report {
     pub retries_absorbed: u64,
     pub server_peak_rss_mib: Option<f64>,
     pub server_cpu_s: Option<f64>,
-    /// Deliveries per 10-second interval of the delivery phase.
+    /// Deliveries per interval of the delivery phase (`--interval`, 10 s unless set).
     pub timeline: Vec<Interval>,
+    /// Search only: every rate tried, in the order tried (the rate-versus-p99 curve).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_trials: Option<Vec<Trial>>,
     /// LWT baseline only: allocations tried again because another Paxos round won the mailbox.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lwt_retries: Option<u64>,
@@ -235,8 +264,14 @@ impl Report {
             },
         );
         let per_interval = |f: &dyn Fn(&Interval) -> String| self.timeline.iter().map(f).collect::<Vec<_>>().join(" ");
-        row("per 10 s: mail/s", per_interval(&|i| format!("{:.0}", i.delivered_per_s)));
-        row("per 10 s: p99 ms", per_interval(&|i| i.p99_ms.map_or("-".into(), |p| format!("{p:.0}"))));
+        let width = self.timeline.first().map_or(0.0, |i| i.seconds);
+        if self.timeline.len() > 1 {
+            row(&format!("per {width} s: mail/s"), per_interval(&|i| format!("{:.0}", i.delivered_per_s)));
+            row(
+                &format!("per {width} s: p99 ms"),
+                per_interval(&|i| i.p99_ms.map_or("-".into(), |p| format!("{p:.0}"))),
+            );
+        }
         t
     }
 }
@@ -265,5 +300,23 @@ mod tests {
         assert!((iv[2].p99_ms.unwrap() - 3000.0).abs() < 60.0);
         // A phase longer than its last completion still gets its trailing intervals.
         assert_eq!(Timeline::default().intervals(ms(20_000)).len(), 2);
+    }
+
+    #[test]
+    fn timeline_of_one_second_intervals() {
+        let mut t = Timeline::new(Duration::from_secs(1));
+        let ms = Duration::from_millis;
+        // 1.5 s of completions, 10 ms each, then one of 200 ms in the second interval.
+        for k in 0..15 {
+            t.delivered(ms(k * 100), ms(10));
+        }
+        t.delivered(ms(1_950), ms(200));
+        let iv = t.intervals(ms(2_000));
+        assert_eq!(iv.len(), 2);
+        assert_eq!((iv[0].t_s, iv[0].seconds, iv[0].delivered), (0.0, 1.0, 10));
+        assert_eq!((iv[1].t_s, iv[1].delivered), (1.0, 6));
+        assert!((iv[0].p50_ms.unwrap() - 10.0).abs() < 0.2, "{:?}", iv[0].p50_ms);
+        assert!((iv[1].p99_ms.unwrap() - 200.0).abs() < 2.0, "{:?}", iv[1].p99_ms);
+        assert!((iv[1].p50_ms.unwrap() - 10.0).abs() < 0.2, "the median of 6 is one of the five fast ones");
     }
 }

@@ -289,6 +289,15 @@ mod tests {
         (dir, Authenticator::new(store, Duration::from_millis(1), 4096))
     }
 
+    /// e2e/bench gives Dovecot hashes of exactly this scheme and cost (POP3D_ARGON2 in bench.py),
+    /// so the login figures compare like for like: a change here must be made there too.
+    #[test]
+    fn hashes_are_argon2id_19_mib_2_passes_1_lane() {
+        let phc = hash_password("s3cret pw").unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(verify_password("s3cret pw", &phc) && !verify_password("s3cret", &phc));
+    }
+
     #[tokio::test]
     async fn accepts_right_password_in_any_case_of_address() {
         let (_dir, auth) = setup().await;
