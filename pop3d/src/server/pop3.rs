@@ -146,7 +146,7 @@ async fn commit(
     let outcome = match unlinked {
         Ok(()) => {
             ctx.metrics.expunged_messages.inc_by(ids.len() as u64);
-            raise_watermark(ctx, mailbox, login_ticks, oldest_kept).await;
+            raise_watermark(ctx, mailbox, login_ticks, oldest_kept);
             tracing::info!(%peer, %mailbox, deleted = ids.len(), "pop3 expunge");
             ctx.reaper.delete(&ctx.store, ids).await;
             CommitOutcome::Ok
@@ -164,16 +164,24 @@ async fn commit(
 /// this session did not see was linked after login, and its id is younger than the login time
 /// minus the margin (deliveries older than half the margin are refused), so the floor below
 /// cannot hide a live message; `pop3d repair` lowers it again if replication lag ever did.
-async fn raise_watermark(ctx: &ServerContext, mailbox: &str, login_ticks: u64, oldest_kept: Option<MessageId>) {
+///
+/// The write runs beside the QUIT reply, not before it: the unlinked rows are the commit point and
+/// the floor only saves later reads some tombstones, so the client need not wait a second write
+/// (a Cassandra round trip at the write consistency). A floor that is lost, or lands after a later
+/// session's higher one, is safe: every floor computed this way is.
+fn raise_watermark(ctx: &ServerContext, mailbox: &str, login_ticks: u64, oldest_kept: Option<MessageId>) {
     let margin_ticks = ctx.config.watermark_margin.as_nanos() as u64 / 100;
     let mut floor = login_ticks.saturating_sub(margin_ticks);
     if let Some(kept) = oldest_kept {
         floor = floor.min(kept.ticks());
     }
     let floor = MessageId::floor_at_ticks(floor.saturating_sub(1));
-    if let Err(e) = ctx.store.set_low_watermark(mailbox, floor).await {
-        tracing::debug!(%mailbox, error = %e, "watermark not raised; reads just scan more");
-    }
+    let (store, mailbox) = (ctx.store.clone(), mailbox.to_owned());
+    tokio::spawn(async move {
+        if let Err(e) = store.set_low_watermark(&mailbox, floor).await {
+            tracing::debug!(%mailbox, error = %e, "watermark not raised; reads just scan more");
+        }
+    });
 }
 
 async fn login(ctx: &ServerContext, peer: SocketAddr, request: &LoginRequest) -> LoginOutcome {
