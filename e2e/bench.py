@@ -288,6 +288,24 @@ def extras_table(ex: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def cassandra_commitlog() -> str:
+    """The commit log mode the running n1 was started with, from the config e2e/cassandra rendered
+    for it (POPFLEET_CASSANDRA_COMMITLOG): what the Cassandra figures were measured on."""
+    conf = Path(os.environ.get("POPFLEET_STATE", Path.home() / ".local/state/popfleet")) / "cassandra/n1/conf"
+    try:
+        yaml = (conf / "cassandra.yaml").read_text()
+        jvm = (conf / "jvm.options").read_text()
+    except OSError as e:
+        return f"unknown ({e})"
+    def setting(key: str) -> str | None:
+        return next((ln.split(":", 1)[1].strip() for ln in yaml.splitlines() if ln.startswith(key + ":")), None)
+    sync, period = setting("commitlog_sync"), setting("commitlog_sync_period")
+    if sync == "batch":
+        return ("batch, not fsynced (-Dcassandra.skip_sync=true; production runs periodic)"
+                if "-Dcassandra.skip_sync=true" in jvm else "batch, fsynced")
+    return f"{sync}, fsync every {period}" if period else f"{sync}"
+
+
 def cassandra_pids() -> list[int]:
     state = Path(os.environ.get("POPFLEET_STATE", Path.home() / ".local/state/popfleet")) / "cassandra"
     return [int((state / n / "pid").read_text()) for n in ("n1", "n2") if (state / n / "pid").exists()]
@@ -415,6 +433,7 @@ def main() -> None:
                 c0 = sum(cpu_seconds(p) for p in cpids)
                 r = loadgen(args, target, *servers, out, settle=2.0)
                 r["cassandra_cpu_s"] = sum(cpu_seconds(p) for p in cpids) - c0
+                r["cassandra_commitlog"] = cassandra_commitlog()
                 reports[target] = r
             finally:
                 dc1.stop()
@@ -439,6 +458,8 @@ def main() -> None:
         summary += ("\n\nPOP3 logins above: " + ("every user had logged in before (warm-up or extras): warm"
                                                   if warm else "the first of each user: cold")
                     + f"; {PASSWORD_SCHEME}")
+    if "cassandra" in reports:
+        summary += f"\nCassandra commit log: {reports['cassandra']['cassandra_commitlog']} (POPFLEET_CASSANDRA_COMMITLOG)"
     if extra:
         summary += "\n\n" + extras_table(extra) + f"\n\n{PASSWORD_SCHEME}.\n{LOGIN_CACHES}"
     (out / "summary.txt").write_text(summary + "\n")
