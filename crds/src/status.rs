@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 /// What the operator observed.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+// Until the operator first writes the status, the API server serves this default, so kstatus
+// (Flux's `wait`, `kubectl wait`, Argo CD) reads "generation 1, observed 0": in progress. Without it
+// a new resource has no status at all, which kstatus takes for Current: Flux called a fleet healthy
+// 40 ms after creating it, seconds before the operator had looked at it (operator/tests/flux_e2e.rs).
+#[schemars(extend("default" = {"observedGeneration": 0}))]
 pub struct Pop3ClusterStatus {
     /// The generation of the spec the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -103,3 +103,13 @@ fn network_policy_peers_have_the_kubernetes_schema() {
     );
     assert_eq!(np["properties"]["adminFrom"]["maxItems"], 32);
 }
+
+/// kstatus takes a resource without a status for Current: the default status says "generation 0
+/// observed", so GitOps health checks wait for the operator (operator/tests/flux_e2e.rs).
+#[test]
+fn a_new_resource_reads_as_not_yet_observed() {
+    let status = &schema()["properties"]["status"];
+    assert_eq!(status["default"], serde_json::json!({"observedGeneration": 0}));
+    let parsed: Pop3ClusterStatus = serde_json::from_value(status["default"].clone()).unwrap();
+    assert_eq!(parsed.observed_generation, Some(0));
+}
