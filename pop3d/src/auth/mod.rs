@@ -65,7 +65,9 @@ struct CacheEntry {
 
 pub struct Authenticator {
     store: Arc<dyn MailStore>,
-    /// Keys the cache digests so a memory dump does not give a fast password oracle.
+    /// Keys the cache digests, so the digests without this key (say, in a log or a partial dump)
+    /// are no fast password oracle. A dump of the whole process holds the key too and is one, for
+    /// accounts that logged in within the cache's lifetime (docs/security.md, residual risk 17).
     cache_key: [u8; 32],
     /// The store's decoy-salt key and when it was read.
     decoy_key: Mutex<Option<([u8; 32], Instant)>>,
