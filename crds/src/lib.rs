@@ -55,6 +55,12 @@ pub use pop3d_config::ConsistencyLevel;
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"KeyspaceReady\")].status"
     ),
+    printcolumn(
+        name = "Adding",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"DatacenterAdding\")].reason",
+        description = "AwaitingRepair while a new datacenter is kept at 0 pods until its data is there"
+    ),
     printcolumn(name = "Repair", type_ = "boolean", json_path = ".status.keyspace.repairNeeded", description = "a replication change needs nodetool repair"),
     printcolumn(name = "Paused", type_ = "boolean", json_path = ".spec.paused"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),

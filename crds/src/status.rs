@@ -86,6 +86,9 @@ pub enum DatacenterRollout {
     Waiting,
     /// The Deployment reports `ProgressDeadlineExceeded`.
     Stalled,
+    /// Kept at 0 pods: its Cassandra datacenter was just added to the replication and has no
+    /// data yet (see `keyspace.awaitingData`).
+    AwaitingData,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -109,4 +112,10 @@ pub struct KeyspaceStatus {
     /// The replication change that needs the repair, `before -> after`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repair_reason: Option<String>,
+    /// Cassandra datacenters the operator added to the replication, which hold none of the
+    /// older mail until they are rebuilt: the pop3d datacenters local to them are kept at 0 pods
+    /// until the repair is acknowledged (`popfleet.io/repaired`). Always written, also empty: the
+    /// operator's server-side apply of the status must take back what its early merge patch set.
+    #[serde(default)]
+    pub awaiting_data: Vec<String>,
 }

@@ -136,6 +136,7 @@ pub fn observe(dc: &DatacenterSpec, deployment: Option<&Deployment>) -> DcObserv
         rolled_out,
         stalled,
         waiting_for: None,
+        awaiting_data: false,
     }
 }
 

@@ -36,7 +36,7 @@ use crate::telemetry::{ErrorLabels, Metrics, ResultLabels};
 use crate::{children, Error, Result, FIELD_MANAGER, FINALIZER};
 
 type SecretEvent = std::result::Result<PartialObjectMeta<Secret>, watcher::Error>;
-use crds::{DeletionPolicy, KeyspaceStatus, Pop3Cluster, Pop3ClusterStatus, RolloutType};
+use crds::{DatacenterSpec, DeletionPolicy, KeyspaceStatus, Pop3Cluster, Pop3ClusterStatus, RolloutType};
 use schema::tls::TlsMaterial;
 
 /// What every reconcile shares.
@@ -252,7 +252,7 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
 
     let keyspace = keyspace_step(&cluster, &ctx).await;
 
-    let (observed, refused) = apply_datacenters(&cluster, &ctx, &secrets).await?;
+    let (observed, refused) = apply_datacenters(&cluster, &ctx, &secrets, &awaiting_data(&cluster, &keyspace)).await?;
     problems.extend(refused);
     let removed = children::prune(&ctx.client, &cluster, &ctx.metrics).await?;
     for dc in &removed {
@@ -293,6 +293,20 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
     }
 }
 
+/// The Cassandra datacenters without their data yet. Fail safe: without a fresh keyspace status,
+/// keep holding what was held.
+fn awaiting_data(cluster: &Pop3Cluster, keyspace: &KeyspaceOutcome) -> Vec<String> {
+    match keyspace {
+        KeyspaceOutcome::Ready(k) => k.awaiting_data.clone(),
+        _ => cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.keyspace.as_ref())
+            .map(|k| k.awaiting_data.clone())
+            .unwrap_or_default(),
+    }
+}
+
 /// Writes every datacenter's objects, in spec order, and observes them. `OneDatacenterAtATime`:
 /// once a datacenter is still rolling out, a later one whose template would change is left as it
 /// is (none of its objects is written, so its ConfigMap does not change under its running pods
@@ -302,11 +316,16 @@ async fn apply_datacenters(
     cluster: &Pop3Cluster,
     ctx: &Context,
     secrets: &resources::SecretFacts,
+    awaiting_data: &[String],
 ) -> Result<(Vec<status::DcObservation>, Vec<(String, String)>)> {
     let one_at_a_time = cluster.spec.rollout_strategy.type_ == RolloutType::OneDatacenterAtATime;
     let (mut observed, mut problems) = (Vec::new(), Vec::new());
     let mut rolling: Option<&str> = None;
-    for dc in &cluster.spec.datacenters {
+    for spec_dc in &cluster.spec.datacenters {
+        // A datacenter whose Cassandra datacenter has no data yet runs no pod (see ADR 0009).
+        let held = awaiting_data.iter().any(|a| a == spec_dc.cassandra_dc());
+        let gated = DatacenterSpec { replicas: 0, autoscaled: false, ..spec_dc.clone() };
+        let dc = if held { &gated } else { spec_dc };
         let children = resources::build(cluster, dc, secrets)?;
         if let Some(previous) = rolling.filter(|_| one_at_a_time) {
             if let Some(live) = children::pending_template(&ctx.client, cluster, &children.deployment).await? {
@@ -318,9 +337,13 @@ async fn apply_datacenters(
         let (deployment, refused) =
             children::apply_datacenter(&ctx.client, cluster, dc, &children, &ctx.metrics).await?;
         problems.extend(refused);
-        let o = children::observe(dc, Some(&deployment));
+        let mut o = children::observe(dc, Some(&deployment));
         if !o.rolled_out && rolling.is_none() {
-            rolling = Some(&dc.name);
+            rolling = Some(&spec_dc.name);
+        }
+        if held {
+            o.awaiting_data = true;
+            o.status.rollout = Some(crds::DatacenterRollout::AwaitingData);
         }
         observed.push(o);
     }
@@ -380,6 +403,7 @@ async fn keyspace_step_inner(cluster: &Pop3Cluster, ctx: &Context) -> Result<Key
         .and_then(|s| s.keyspace.clone())
         .filter(|k| k.name == spec.keyspace)
         .unwrap_or_default();
+    let old_awaiting = old.awaiting_data.clone();
     let mut k = KeyspaceStatus {
         name: spec.keyspace.clone(),
         replication: outcome.replication.clone(),
@@ -387,6 +411,7 @@ async fn keyspace_step_inner(cluster: &Pop3Cluster, ctx: &Context) -> Result<Key
         repair_needed: old.repair_needed,
         replication_changed_at: old.replication_changed_at,
         repair_reason: old.repair_reason,
+        awaiting_data: old.awaiting_data,
     };
     if outcome.created {
         ctx.metrics.write("keyspace_create");
@@ -413,10 +438,21 @@ async fn keyspace_step_inner(cluster: &Pop3Cluster, ctx: &Context) -> Result<Key
         k.repair_needed = true;
         k.replication_changed_at = Some(at);
         k.repair_reason = Some(change);
+        let added = keyspace::added_datacenters(before, after);
+        if !added.is_empty() {
+            k.awaiting_data.extend(added.into_iter().filter(|dc| !old_awaiting.contains(dc)));
+            // Before any Deployment is written: were the status lost after the ALTER, the next
+            // reconcile would see no change and let the new datacenter's pods serve empty mailboxes.
+            // Failing that, this reconcile still holds it and the status write at its end retries.
+            if let Err(e) = persist_keyspace(cluster, ctx, &k).await {
+                tracing::warn!(error = %e, "cannot record the datacenters awaiting data yet");
+            }
+        }
     } else if k.repair_needed
         && cluster.annotations().get(crds::REPAIRED_ANNOTATION) == k.replication_changed_at.as_ref()
     {
         k.repair_needed = false;
+        k.awaiting_data.clear();
         ctx.event(
             cluster,
             EventType::Normal,
@@ -436,6 +472,16 @@ async fn keyspace_step_inner(cluster: &Pop3Cluster, ctx: &Context) -> Result<Key
         .await;
     }
     Ok(k)
+}
+
+/// Writes `status.keyspace` alone, at once (a merge patch: the rest of the status is left as is).
+async fn persist_keyspace(cluster: &Pop3Cluster, ctx: &Context, k: &KeyspaceStatus) -> Result<()> {
+    let api: Api<Pop3Cluster> = Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"status": {"keyspace": k}});
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    api.patch_status(&cluster.name_any(), &params, &Patch::Merge(&patch)).await?;
+    ctx.metrics.write("status");
+    Ok(())
 }
 
 async fn write_status(cluster: &Pop3Cluster, ctx: &Context, status: Pop3ClusterStatus) -> Result<()> {

@@ -96,6 +96,13 @@ async fn connect(target: &Target) -> Result<Session> {
     }
 }
 
+/// The Cassandra datacenters a replication change gave replicas that had none: they hold none of
+/// the older data until rebuilt or repaired.
+pub fn added_datacenters(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
+    let has_replicas = |f: Option<&String>| f.is_some_and(|f| f.trim() != "0");
+    after.keys().filter(|dc| has_replicas(after.get(*dc)) && !has_replicas(before.get(*dc))).cloned().collect()
+}
+
 /// What the keyspace step found and did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
@@ -146,6 +153,17 @@ pub fn describe_change(before: &BTreeMap<String, String>, after: &BTreeMap<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn added_datacenters_are_those_without_replicas_before() {
+        let m = |pairs: &[(&str, &str)]| pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        assert_eq!(added_datacenters(&m(&[("dc1", "1")]), &m(&[("dc1", "1"), ("dc2", "1")])), ["dc2"]);
+        assert_eq!(added_datacenters(&m(&[("dc1", "1"), ("dc2", "0")]), &m(&[("dc1", "1"), ("dc2", "2")])), ["dc2"]);
+        assert!(
+            added_datacenters(&m(&[("dc1", "1"), ("dc2", "1")]), &m(&[("dc1", "3"), ("dc2", "2")])).is_empty(),
+            "a factor increase is a repair, not an addition"
+        );
+    }
 
     #[test]
     fn change_description_and_redacted_password() {

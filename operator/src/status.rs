@@ -19,6 +19,9 @@ pub const PAUSED: &str = "ReconciliationPaused";
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
+/// True while a datacenter added to the replication is kept at 0 pods until its data is there.
+pub const DATACENTER_ADDING: &str = "DatacenterAdding";
+pub const AWAITING_REPAIR: &str = "AwaitingRepair";
 /// The reason a Deployment gives when its rollout made no progress within its deadline.
 pub const STUCK_ROLLOUT: &str = "ProgressDeadlineExceeded";
 
@@ -32,6 +35,8 @@ pub struct DcObservation {
     pub stalled: Option<String>,
     /// `OneDatacenterAtATime`: the earlier datacenter whose rollout this one's new template waits for.
     pub waiting_for: Option<String>,
+    /// Kept at 0 pods: its Cassandra datacenter has no data yet.
+    pub awaiting_data: bool,
 }
 
 /// The keyspace step's outcome for this reconcile.
@@ -127,11 +132,13 @@ pub fn compute(cluster: &Pop3Cluster, obs: &Observation, now: &Time) -> Pop3Clus
     } else {
         c(PAUSED, false, "Reconciling", "changes are applied".into())
     };
-    let [ready, reconciling, stalled] = kstatus(obs, &problems, &keyspace_cond, &rolling, &summary, &c);
+    let adding = adding_condition(obs, keyspace.as_ref(), &c);
+    let in_progress = if adding.status == "True" { Some((AWAITING_REPAIR, adding.message.clone())) } else { None };
+    let [ready, reconciling, stalled] = kstatus(obs, &problems, &keyspace_cond, in_progress, &rolling, &summary, &c);
 
     Pop3ClusterStatus {
         observed_generation: generation,
-        conditions: vec![ready, reconciling, stalled, available, progressing, degraded, keyspace_cond, paused],
+        conditions: vec![ready, reconciling, stalled, available, progressing, degraded, keyspace_cond, adding, paused],
         ready: format!("{ready_replicas}/{replicas}"),
         replicas,
         ready_replicas,
@@ -184,6 +191,29 @@ fn keyspace_condition(
     }
 }
 
+/// DatacenterAdding: which datacenters are held at 0 pods and the exact steps that release them.
+fn adding_condition(
+    obs: &Observation,
+    keyspace: Option<&KeyspaceStatus>,
+    c: &impl Fn(&str, bool, &str, String) -> Condition,
+) -> Condition {
+    let held: Vec<&str> = obs.datacenters.iter().filter(|d| d.awaiting_data).map(|d| d.status.name.as_str()).collect();
+    if held.is_empty() {
+        return c(DATACENTER_ADDING, false, "NoDatacenterAwaitingData", "no datacenter is kept from serving".into());
+    }
+    let (ks, at) =
+        keyspace.map_or(("?", "?"), |k| (k.name.as_str(), k.replication_changed_at.as_deref().unwrap_or("?")));
+    let sources: Vec<&str> =
+        obs.datacenters.iter().filter(|d| !d.awaiting_data).map(|d| d.status.cassandra_datacenter.as_str()).collect();
+    let source = sources.first().copied().unwrap_or("<a datacenter with the data>");
+    let message = format!(
+        "{} kept at 0 pods: its Cassandra datacenter has none of the older mail yet. On every node of it run `nodetool rebuild -ks {ks} -- {source}` (or `nodetool repair -full {ks}` on every node), then `kubectl annotate p3c NAME {}={at}`",
+        held.join(", "),
+        crds::REPAIRED_ANNOTATION
+    );
+    c(DATACENTER_ADDING, true, AWAITING_REPAIR, message)
+}
+
 /// One line per datacenter whose rollout is not complete.
 fn rolling_messages(obs: &Observation) -> Vec<String> {
     obs.datacenters
@@ -224,6 +254,7 @@ fn kstatus(
     obs: &Observation,
     problems: &[(String, String)],
     keyspace: &Condition,
+    awaiting: Option<(&str, String)>,
     rolling: &[String],
     summary: &str,
     c: &impl Fn(&str, bool, &str, String) -> Condition,
@@ -238,7 +269,7 @@ fn kstatus(
     } else if !rolling.is_empty() {
         Some(("RollingOut", rolling.join("; ")))
     } else {
-        None
+        awaiting
     };
     match (stalled, in_progress) {
         (Some((reason, message)), _) => [

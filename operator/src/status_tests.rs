@@ -27,6 +27,7 @@ fn obs(ready: i32, keyspace: KeyspaceOutcome) -> Observation {
             rolled_out: ready == 2,
             stalled: None,
             waiting_for: None,
+            awaiting_data: false,
         }],
         keyspace,
         problems: vec![],
@@ -172,4 +173,27 @@ fn a_waiting_datacenter_keeps_the_cluster_reconciling_and_is_not_rolling() {
     assert_eq!(s.rolling, "dc1", "only the datacenter actually rolling");
     assert_eq!(kstatus(&s)[1], pair("True", "RollingOut"));
     assert!(get(&s, PROGRESSING).message.contains("dc2 waits for dc1 to finish"), "{}", get(&s, PROGRESSING).message);
+}
+
+#[test]
+fn a_datacenter_awaiting_data_is_named_with_the_steps_and_keeps_the_cluster_reconciling() {
+    let mut o = obs(2, ks());
+    let mut held = o.datacenters[0].clone();
+    held.status.name = "dc2".into();
+    held.status.cassandra_datacenter = "dc2".into();
+    held.status.replicas = 0;
+    held.status.ready_replicas = 0;
+    held.awaiting_data = true;
+    o.datacenters.push(held);
+    let s = compute(&cluster(None), &o, &t("2026-01-01T00:00:00Z"));
+    let adding = get(&s, DATACENTER_ADDING);
+    assert_eq!((adding.status.as_str(), adding.reason.as_str()), ("True", AWAITING_REPAIR));
+    assert!(adding.message.contains("dc2 kept at 0 pods"), "{}", adding.message);
+    assert!(adding.message.contains("nodetool rebuild -ks popfleet -- dc1"), "{}", adding.message);
+    assert_eq!(
+        kstatus(&s),
+        [pair("False", AWAITING_REPAIR), pair("True", AWAITING_REPAIR), pair("False", "AsExpected")]
+    );
+    let settled = compute(&cluster(None), &obs(2, ks()), &t("2026-01-01T00:00:00Z"));
+    assert_eq!(get(&settled, DATACENTER_ADDING).status, "False");
 }

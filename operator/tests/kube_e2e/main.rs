@@ -13,6 +13,7 @@
 
 mod admin_access;
 mod common;
+mod dc_addition;
 mod knobs;
 mod lifecycle;
 mod pop3d_session;
