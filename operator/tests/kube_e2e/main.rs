@@ -129,13 +129,19 @@ async fn versions(client: &Client, ns: &str, generation_for_workloads: bool) -> 
 }
 
 pub fn kubectl(args: &[&str]) -> String {
+    kubectl_status(args).1
+}
+
+/// `kubectl` through e2e/kube: (exit status success, stdout + stderr).
+pub fn kubectl_status(args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../e2e/kube"))
         .arg("kubectl")
         .args(args)
         .env("KUBECONFIG", kubeconfig_path())
         .output()
         .expect("e2e/kube kubectl");
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
 }
 
 /// Deletes the test's resources while the operator still runs (it removes the finalizers),

@@ -9,22 +9,10 @@ use kube::{Api, Client};
 use serde_json::json;
 
 use crate::common::*;
-use crate::{apply, cluster, condition, get, teardown, AbortOnDrop, IMAGE};
+use crate::{apply, cluster, condition, get, kubectl_status, teardown, AbortOnDrop, IMAGE};
 use crds::{DatacenterRollout, Pop3Cluster};
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// `kubectl` through e2e/kube: (exit status success, stdout + stderr).
-pub fn kubectl_status(args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../e2e/kube"))
-        .arg("kubectl")
-        .args(args)
-        .env("KUBECONFIG", kubeconfig_path())
-        .output()
-        .expect("e2e/kube kubectl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
 
 /// `kubectl wait --for=condition=<cond> p3c/<name>`, which must succeed.
 pub fn kubectl_wait(ns: &str, name: &str, cond: &str) -> String {
