@@ -340,9 +340,15 @@ async fn flux_reconciles_a_pop3cluster_from_git() {
         cluster(&client, &ns).await.is_none().then_some(())
     })
     .await;
+    // The namespace goes before the stand-in kubelet: its pods wait for a kubelet to confirm their
+    // deletion, and without one the namespace would stay Terminating on the shared control plane.
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    eventually("the test's namespace is gone", Duration::from_secs(120), || async {
+        namespaces.get_opt(&ns).await.ok()?.is_none().then_some(())
+    })
+    .await;
     kubelet.abort();
     op.stop();
-    let _ =
-        Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).delete(&ns, &DeleteParams::default()).await;
     let _ = schema::cassandra::drop_keyspace(&cassandra().await, &ks).await;
 }
