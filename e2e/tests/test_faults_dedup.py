@@ -26,9 +26,13 @@ END_OF_DATA = b"\r\n.\r\n"
 
 
 class CuttingProxy:
-    """TCP proxy to pop3d's LMTP port. After forwarding a client chunk that ends a message's data,
-    it closes both sides with probability `cut`: the server has the whole message, the client
-    never gets its reply."""
+    """TCP proxy to pop3d's LMTP port. When a client chunk ends a message's data, it decides with
+    probability `cut` to lose the reply: the data goes on to pop3d, pop3d's answer is read and
+    dropped, and only then are both sides closed. So a cut message is always stored before its
+    retry arrives, and its client never sees a reply, however slowly this proxy's threads run (the
+    decision is taken before the data is forwarded, so no reply can slip through first)."""
+
+    REPLY_WAIT = 60.0  # seconds to wait for pop3d's dropped reply before closing anyway
 
     def __init__(self, upstream: tuple[str, int], cut: float):
         self.upstream, self.cut = upstream, cut
@@ -47,8 +51,9 @@ class CuttingProxy:
             except OSError:
                 return
             server = socket.create_connection(self.upstream)
-            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            muted = threading.Event()  # set once the reply now due from pop3d is to be lost
+            threading.Thread(target=self._replies, args=(server, client, muted), daemon=True).start()
+            threading.Thread(target=self._requests, args=(client, server, muted), daemon=True).start()
 
     def _should_cut(self, message: bytes) -> bool:
         with self.lock:
@@ -60,29 +65,46 @@ class CuttingProxy:
             self.cut_tokens.add(token.group(1).decode())
             return True
 
-    def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool):
+    def _requests(self, client: socket.socket, server: socket.socket, muted: threading.Event):
         message = b""  # client bytes since the last end of data
         try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-                if not from_client:
-                    continue
+            while data := client.recv(65536):
                 message += data
                 if message.endswith(END_OF_DATA):
                     if self._should_cut(message):
-                        break
+                        muted.set()
+                        server.sendall(data)
+                        # The reply pump reads pop3d's answer, drops it and closes both sides;
+                        # the timer only matters if pop3d never answers.
+                        threading.Timer(self.REPLY_WAIT, _close, (client, server)).start()
+                        return
                     message = b""
+                server.sendall(data)
         except OSError:
             pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
+        _close(client, server)
+
+    def _replies(self, server: socket.socket, client: socket.socket, muted: threading.Event):
+        try:
+            while data := server.recv(65536):
+                if muted.is_set():
+                    break  # the reply to the cut message's data: pop3d has answered, the client never hears
+                client.sendall(data)
+        except OSError:
+            pass
+        _close(client, server)
 
     def close(self):
         self.listener.close()
+
+
+def _close(*socks: socket.socket):
+    for s in socks:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        s.close()
 
 
 @pytest.mark.parametrize("store,dedup", [("embedded", True), ("cassandra", True), ("embedded", False)],
