@@ -1,9 +1,12 @@
 //! The embedded backend: one redb file, for single-node installs and the zero-setup quick start.
 //!
-//! redb is a copy-on-write B-tree with ACID transactions. Content chunks are committed without
-//! fsync; the listing row is committed with `Durability::Immediate`, which also makes every
-//! earlier non-durable commit durable. So one fsync per delivered message, and a `250` is only
-//! sent after it.
+//! redb is a copy-on-write B-tree with ACID transactions. Content chunks are written without
+//! fsync; the listing row is written with `Durability::Immediate`, which also makes every earlier
+//! non-durable commit durable, and a `250` is only sent after it. Writes go through one writer
+//! thread that commits whatever is queued in one transaction ([`commit`]): concurrent deliveries
+//! and QUITs share an fsync instead of queueing for one each.
+
+mod commit;
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -47,6 +50,7 @@ pub struct EmbeddedStore {
     reopen: tokio::sync::Mutex<Option<Instant>>,
     /// The free space new mail must leave on the disk.
     reserve: super::room::Reserve,
+    writer: commit::GroupCommit,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -86,7 +90,9 @@ impl EmbeddedStore {
         let path = dir.join("mail.redb");
         let db = open_database(&path)?;
         let reserve = super::room::Reserve { dir: dir.to_owned(), reserve: 0 };
-        Ok(Self { path, db: std::sync::Mutex::new(Some(Arc::new(db))), reopen: tokio::sync::Mutex::new(None), reserve })
+        let writer = commit::GroupCommit::start().map_err(|e| unavailable(format!("cannot start the writer: {e}")))?;
+        let db = std::sync::Mutex::new(Some(Arc::new(db)));
+        Ok(Self { path, db, reopen: tokio::sync::Mutex::new(None), reserve, writer })
     }
 
     /// Keeps `octets` free on the store's file system: mail that would leave less is refused.
@@ -158,17 +164,21 @@ impl EmbeddedStore {
         result
     }
 
-    async fn write<F>(&self, durability: Durability, f: F) -> Result<()>
+    /// Applies `f` in the writer's next transaction (shared with the other writes queued by
+    /// then) and returns once it is committed at `durability` or stronger. `bytes`: about how much
+    /// it writes.
+    async fn write<F>(&self, durability: Durability, bytes: usize, f: F) -> Result<()>
     where
-        F: FnOnce(&redb::WriteTransaction) -> Result<()> + Send + 'static,
+        F: Fn(&redb::WriteTransaction) -> Result<()> + Send + 'static,
     {
-        self.blocking(move |db| {
-            let mut txn = db.begin_write().map_err(unavailable)?;
-            txn.set_durability(durability).map_err(unavailable)?;
-            f(&txn)?;
-            txn.commit().map_err(unavailable)
-        })
-        .await
+        let db = self.handle().await?;
+        let result = self.writer.write(db.clone(), durability, bytes, Box::new(f)).await;
+        if let Err(e) = &result {
+            if poisoned(e) {
+                self.recover(db).await;
+            }
+        }
+        result
     }
 }
 
@@ -225,7 +235,7 @@ impl MailStore for EmbeddedStore {
     async fn put_account(&self, account: &Account) -> Result<()> {
         let account = account.clone();
         let value = serde_json::to_vec(&account).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.write(Durability::Immediate, move |txn| {
+        self.write(Durability::Immediate, value.len(), move |txn| {
             let mut table = txn.open_table(ACCOUNTS).map_err(unavailable)?;
             table.insert(account.address.as_str(), value.as_slice()).map_err(unavailable)?;
             Ok(())
@@ -248,7 +258,7 @@ impl MailStore for EmbeddedStore {
 
     async fn delete_account(&self, address: &str) -> Result<()> {
         let address = address.to_owned();
-        self.write(Durability::Immediate, move |txn| {
+        self.write(Durability::Immediate, 0, move |txn| {
             let mut table = txn.open_table(ACCOUNTS).map_err(unavailable)?;
             table.remove(address.as_str()).map_err(unavailable)?;
             Ok(())
@@ -271,7 +281,7 @@ impl MailStore for EmbeddedStore {
 
     async fn put_chunk(&self, mailbox: &str, id: MessageId, index: u32, data: Bytes) -> Result<()> {
         let mailbox = mailbox.to_owned();
-        self.write(Durability::None, move |txn| {
+        self.write(Durability::None, data.len(), move |txn| {
             let key = id.sort_key();
             txn.open_table(CONTENT).map_err(unavailable)?.insert((key, index), data.as_ref()).map_err(unavailable)?;
             if index == 0 {
@@ -287,7 +297,7 @@ impl MailStore for EmbeddedStore {
 
     async fn link(&self, mailbox: &str, entry: ListingEntry) -> Result<()> {
         let mailbox = mailbox.to_owned();
-        self.write(Durability::Immediate, move |txn| {
+        self.write(Durability::Immediate, 0, move |txn| {
             let mut table = txn.open_table(LISTING).map_err(unavailable)?;
             table.insert((mailbox.as_str(), entry.id.sort_key()), entry.size).map_err(unavailable)?;
             Ok(())
@@ -306,7 +316,7 @@ impl MailStore for EmbeddedStore {
         let expires = unix_now().saturating_add(window.as_secs());
         // One transaction: the row and its record are durable together, so no crash between them
         // can leave a stored message that a retry would store again.
-        self.write(Durability::Immediate, move |txn| {
+        self.write(Durability::Immediate, 0, move |txn| {
             let mut listing = txn.open_table(LISTING).map_err(unavailable)?;
             listing.insert((mailbox.as_str(), entry.id.sort_key()), entry.size).map_err(unavailable)?;
             let mut records = txn.open_table(DELIVERIES).map_err(unavailable)?;
@@ -363,9 +373,9 @@ impl MailStore for EmbeddedStore {
     async fn unlink(&self, mailbox: &str, ids: &[MessageId]) -> Result<()> {
         let mailbox = mailbox.to_owned();
         let ids = ids.to_vec();
-        self.write(Durability::Immediate, move |txn| {
+        self.write(Durability::Immediate, 0, move |txn| {
             let mut table = txn.open_table(LISTING).map_err(unavailable)?;
-            for id in ids {
+            for id in &ids {
                 table.remove((mailbox.as_str(), id.sort_key())).map_err(unavailable)?;
             }
             Ok(())
@@ -376,10 +386,10 @@ impl MailStore for EmbeddedStore {
     async fn delete_content(&self, ids: &[MessageId]) -> Result<()> {
         let ids = ids.to_vec();
         // Not fsynced: if lost in a crash the content is an orphan that repair removes.
-        self.write(Durability::None, move |txn| {
+        self.write(Durability::None, 0, move |txn| {
             let mut content = txn.open_table(CONTENT).map_err(unavailable)?;
             let mut owner = txn.open_table(CONTENT_OWNER).map_err(unavailable)?;
-            for id in ids {
+            for id in &ids {
                 let key = id.sort_key();
                 content.retain_in((key, 0)..=(key, u32::MAX), |_, _| false).map_err(unavailable)?;
                 owner.remove(key).map_err(unavailable)?;
@@ -465,7 +475,7 @@ impl MailStore for EmbeddedStore {
     async fn save_progress(&self, task: &str, progress: &RepairProgress) -> Result<()> {
         let task = task.to_owned();
         let value = serde_json::to_vec(progress).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.write(Durability::Immediate, move |txn| {
+        self.write(Durability::Immediate, value.len(), move |txn| {
             let mut table = txn.open_table(PROGRESS).map_err(unavailable)?;
             table.insert(task.as_str(), value.as_slice()).map_err(unavailable)?;
             Ok(())
