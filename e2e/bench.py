@@ -311,12 +311,25 @@ def cassandra_pids() -> list[int]:
     return [int((state / n / "pid").read_text()) for n in ("n1", "n2") if (state / n / "pid").exists()]
 
 
+def renice_threads(pids: list[int], nice: int) -> None:
+    """Sets the nice level of every thread of `pids` (Linux keeps one per thread, and a JVM's
+    threads inherit the level e2e/cassandra started it with)."""
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
 FIGURES = [  # (title, getter, higher is better)
     ("delivered mail/s", lambda r: r["delivered_per_s"], True),
     ("delivered MiB/s", lambda r: r["delivered_mib_per_s"], True),
     ("LMTP p50 ms", lambda r: (r["lmtp"] or {}).get("p50_ms"), False),
     ("LMTP p99 ms", lambda r: (r["lmtp"] or {}).get("p99_ms"), False),
     ("LMTP max ms", lambda r: (r["lmtp"] or {}).get("max_ms"), False),
+    # In the default mix the 1 % of 2-5 MiB messages are the slowest 1 % and can make the p99 alone.
+    ("LMTP p99 ms, <= 1 MiB", lambda r: (r.get("lmtp_up_to_1mib") or {}).get("p99_ms"), False),
     ("POP3 login p50 ms", lambda r: (r["pop3_login"] or {}).get("p50_ms"), False),
     ("POP3 login p99 ms", lambda r: (r["pop3_login"] or {}).get("p99_ms"), False),
     ("POP3 STAT p50 ms", lambda r: (r["pop3_stat"] or {}).get("p50_ms"), False),
@@ -428,11 +441,17 @@ def main() -> None:
                     extra[target] = extras(args, target, dc1.lmtp, dc1.pop3, [dc1.proc.pid], out)
                 # deliveries into dc1; readers alternate dc1/dc2 (user i reads from server i mod 2)
                 servers = ([dc1.lmtp], [dc1.pop3, dc2.pop3], [dc1.proc.pid, dc2.proc.pid])
-                warm_up(args, target, *servers, out, settle=2.0)
                 cpids = cassandra_pids()
-                c0 = sum(cpu_seconds(p) for p in cpids)
-                r = loadgen(args, target, *servers, out, settle=2.0)
-                r["cassandra_cpu_s"] = sum(cpu_seconds(p) for p in cpids) - c0
+                # e2e/cassandra starts the JVMs at nice 10 to share the cores with builds; measured
+                # beside pop3d, the load and Dovecot (all at 0), they get the same share as them.
+                renice_threads(cpids, 0)
+                try:
+                    warm_up(args, target, *servers, out, settle=2.0)
+                    c0 = sum(cpu_seconds(p) for p in cpids)
+                    r = loadgen(args, target, *servers, out, settle=2.0)
+                    r["cassandra_cpu_s"] = sum(cpu_seconds(p) for p in cpids) - c0
+                finally:
+                    renice_threads(cpids, int(os.environ.get("POPFLEET_NICE", "10")))
                 r["cassandra_commitlog"] = cassandra_commitlog()
                 reports[target] = r
             finally:

@@ -468,6 +468,7 @@ pub async fn run(load: &Load, target: &Target) -> Result<Report> {
         delivered_per_s: tally.delivered as f64 / secs,
         delivered_mib_per_s: tally.octets as f64 / secs / (1024.0 * 1024.0),
         lmtp: tally.latency.summary(),
+        lmtp_up_to_1mib: None,
         pop3_login: None,
         pop3_stat: r.and_then(|r| r.stat.summary()),
         pop3_retr: None,

@@ -179,6 +179,9 @@ pub struct Report {
     pub delivered_per_s: f64,
     pub delivered_mib_per_s: f64,
     pub lmtp: Option<LatencySummary>,
+    /// LMTP latency of the messages of at most 1 MiB (`scenario::SMALL_MESSAGE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lmtp_up_to_1mib: Option<LatencySummary>,
     pub pop3_login: Option<LatencySummary>,
     pub pop3_stat: Option<LatencySummary>,
     pub pop3_retr: Option<LatencySummary>,
@@ -240,6 +243,9 @@ impl Report {
             ),
         );
         row(if lwt { "delivery (LWT txn)" } else { "LMTP latency" }, fmt_lat(&self.lmtp));
+        if self.lmtp_up_to_1mib.is_some() {
+            row("  messages <= 1 MiB", fmt_lat(&self.lmtp_up_to_1mib));
+        }
         row("POP3 login", fmt_lat(&self.pop3_login));
         row("POP3 STAT", fmt_lat(&self.pop3_stat));
         row("POP3 RETR", fmt_lat(&self.pop3_retr));
