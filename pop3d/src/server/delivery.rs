@@ -57,6 +57,24 @@ pub struct Policy {
     pub dedup_window: Option<std::time::Duration>,
 }
 
+/// The store's answer to "was this delivery stored before in this mailbox, and as which id".
+type Earlier = crate::store::Result<Option<MessageId>>;
+
+/// Asks, for each mailbox, whether the delivery `key` was stored there before; `None` for each
+/// when there is no key (deduplication off, or a message without `Message-ID`).
+async fn earlier_copies(
+    store: Arc<dyn MailStore>,
+    mailboxes: Vec<String>,
+    key: Option<DeliveryKey>,
+) -> Vec<Option<Earlier>> {
+    match key {
+        Some(key) => {
+            join_all(mailboxes.iter().map(|m| store.recent_delivery(m, &key))).await.into_iter().map(Some).collect()
+        }
+        None => mailboxes.iter().map(|_| None).collect(),
+    }
+}
+
 /// The commit step of one transaction, the same for each of its recipients.
 struct Commit<'a> {
     store: &'a dyn MailStore,
@@ -69,8 +87,9 @@ struct Commit<'a> {
 
 impl Commit<'_> {
     /// Links one recipient's copy, unless it must not be (failed, over quota, too old, account
-    /// gone) or was stored already (a retry of a remembered delivery).
-    async fn one(&self, t: &Target) -> DeliveryResult {
+    /// gone) or was stored already (a retry of a remembered delivery): `earlier` is the store's
+    /// answer to "was this delivery stored before", asked when deduplication is on.
+    async fn one(&self, t: &Target, earlier: Option<Earlier>) -> DeliveryResult {
         if t.failed {
             return DeliveryResult::TempFail;
         }
@@ -86,8 +105,8 @@ impl Commit<'_> {
         }
         // Before the quota: a retry of a message that filled the mailbox was delivered, and a
         // 552 would make the MTA bounce it.
-        if let Some((key, _)) = &self.remember {
-            match self.store.recent_delivery(&t.mailbox, key).await {
+        if let Some(earlier) = earlier {
+            match earlier {
                 Ok(Some(first)) => {
                     tracing::info!(mailbox = %t.mailbox, id = %first, "retried delivery absorbed: stored before as this id");
                     return DeliveryResult::Duplicate { id: first.to_string() };
@@ -264,18 +283,24 @@ impl Delivery {
             // An empty body: the trace headers are the whole message.
             self.push(Vec::new()).await;
         }
-        while self.settle_one().await {}
+        let remember = self.dedup.take().and_then(|(key, window)| Some((key.finish()?, window)));
+        // The identity is whole once the last chunk is pushed, so the look-ups of an earlier copy
+        // run while the last chunks are still being written: for a message of one chunk that is
+        // one round trip to the store fewer before the 250.
+        let mailboxes = self.targets.iter().map(|t| t.mailbox.clone()).collect();
+        let lookups = earlier_copies(self.store.clone(), mailboxes, remember.as_ref().map(|(key, _)| *key));
+        let (earlier, ()) = futures::join!(lookups, async { while self.settle_one().await {} });
         let commit = Commit {
             store: self.store.as_ref(),
             accounts: &self.accounts,
             max_age_ticks: self.max_age_ticks,
             now: MessageId::now_ticks(),
-            remember: self.dedup.take().and_then(|(key, window)| Some((key.finish()?, window))),
+            remember,
         };
         let results = if self.out_of_room {
             vec![DeliveryResult::NoSpace; self.targets.len()]
         } else {
-            join_all(self.targets.iter().map(|t| commit.one(t))).await
+            join_all(self.targets.iter().zip(earlier).map(|(t, e)| commit.one(t, e))).await
         };
         // Content not linked (failed, refused, or a retry already stored) is orphaned; remove it
         // now rather than wait for repair.
