@@ -41,6 +41,8 @@ const DELIVERIES_BY_EXPIRY: TableDefinition<(u64, &str, &[u8]), ()> = TableDefin
 /// Expired records removed by each new one: deliveries clean up after themselves, no timer needed,
 /// and a burst after a quiet day does not pay for the whole backlog at once.
 const EXPIRED_PER_WRITE: usize = 16;
+/// Messages whose content one write deletes (see `delete_content`).
+const DELETES_PER_WRITE: usize = 32;
 
 pub struct EmbeddedStore {
     path: PathBuf,
@@ -384,19 +386,24 @@ impl MailStore for EmbeddedStore {
     }
 
     async fn delete_content(&self, ids: &[MessageId]) -> Result<()> {
-        let ids = ids.to_vec();
-        // Not fsynced: if lost in a crash the content is an orphan that repair removes.
-        self.write(Durability::None, 0, move |txn| {
-            let mut content = txn.open_table(CONTENT).map_err(unavailable)?;
-            let mut owner = txn.open_table(CONTENT_OWNER).map_err(unavailable)?;
-            for id in &ids {
-                let key = id.sort_key();
-                content.retain_in((key, 0)..=(key, u32::MAX), |_, _| false).map_err(unavailable)?;
-                owner.remove(key).map_err(unavailable)?;
-            }
-            Ok(())
-        })
-        .await
+        // Not fsynced: if lost in a crash the content is an orphan that repair removes. A few
+        // messages per write: freeing a thousand messages' pages in one transaction held the
+        // writer while QUITs (durable unlinks) queued behind it.
+        for slice in ids.chunks(DELETES_PER_WRITE) {
+            let ids = slice.to_vec();
+            self.write(Durability::None, 0, move |txn| {
+                let mut content = txn.open_table(CONTENT).map_err(unavailable)?;
+                let mut owner = txn.open_table(CONTENT_OWNER).map_err(unavailable)?;
+                for id in &ids {
+                    let key = id.sort_key();
+                    content.retain_in((key, 0)..=(key, u32::MAX), |_, _| false).map_err(unavailable)?;
+                    owner.remove(key).map_err(unavailable)?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     async fn scan_content(&self, cursor: Option<String>, limit: usize) -> Result<(Vec<ContentRef>, Option<String>)> {
