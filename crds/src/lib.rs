@@ -538,6 +538,10 @@ pub const ADMIN_CLIENT_LABEL: &str = "popfleet.io/admin-client";
 /// Annotation with which a user acknowledges the repair after a replication change.
 pub const REPAIRED_ANNOTATION: &str = "popfleet.io/repaired";
 
+/// Annotation with which a user allows replication decreases, `dc1=2[,dc2=1]`: each listed
+/// datacenter may be lowered to exactly that factor (after a full repair; ADR 10).
+pub const ALLOW_DECREASE_ANNOTATION: &str = "popfleet.io/allow-replication-decrease";
+
 /// The CRD as YAML, exactly as checked in at `crds/pop3cluster.yaml`.
 pub fn crd_yaml() -> String {
     let crd = Pop3Cluster::crd();

@@ -27,17 +27,16 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::backoff::Backoff;
-use crate::keyspace::{self, Credentials, Sessions, Target};
+use crate::keyspace::{self, Sessions};
 use crate::resources::{self, LABEL_MANAGED_BY};
 use crate::secret_facts;
 use crate::secret_watch::{self, SecretWatches};
 use crate::status::{self, KeyspaceOutcome, Observation};
 use crate::telemetry::{ErrorLabels, Metrics, ResultLabels};
-use crate::{children, Error, Result, FIELD_MANAGER, FINALIZER};
+use crate::{children, keyspace_step, Error, Result, FIELD_MANAGER, FINALIZER};
 
 type SecretEvent = std::result::Result<PartialObjectMeta<Secret>, watcher::Error>;
-use crds::{DatacenterSpec, DeletionPolicy, KeyspaceStatus, Pop3Cluster, Pop3ClusterStatus, RolloutType};
-use schema::tls::TlsMaterial;
+use crds::{DatacenterSpec, DeletionPolicy, Pop3Cluster, Pop3ClusterStatus, RolloutType};
 
 /// What every reconcile shares.
 pub struct Context {
@@ -69,7 +68,7 @@ impl Context {
         }
     }
 
-    async fn event(&self, cluster: &Pop3Cluster, type_: EventType, reason: &str, note: String) {
+    pub(crate) async fn event(&self, cluster: &Pop3Cluster, type_: EventType, reason: &str, note: String) {
         let event =
             Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
         // An Event that cannot be written is not a reason to fail the reconcile.
@@ -79,12 +78,12 @@ impl Context {
     }
 }
 
-fn key(cluster: &Pop3Cluster) -> String {
+pub(crate) fn key(cluster: &Pop3Cluster) -> String {
     format!("{}/{}", cluster.namespace().unwrap_or_default(), cluster.name_any())
 }
 
 /// Reconciles are triggered by what the user changes, not by the operator's own status writes:
-/// hash the spec generation, deletion, finalizers and the repair acknowledgement.
+/// hash the spec generation, deletion, finalizers, the repair acknowledgement and allowed decreases.
 fn trigger_hash(c: &Pop3Cluster) -> Option<u64> {
     let mut h = DefaultHasher::new();
     c.metadata.uid.hash(&mut h);
@@ -92,6 +91,7 @@ fn trigger_hash(c: &Pop3Cluster) -> Option<u64> {
     c.metadata.deletion_timestamp.is_some().hash(&mut h);
     c.metadata.finalizers.hash(&mut h);
     c.annotations().get(crds::REPAIRED_ANNOTATION).hash(&mut h);
+    c.annotations().get(crds::ALLOW_DECREASE_ANNOTATION).hash(&mut h);
     Some(h.finish())
 }
 
@@ -195,7 +195,7 @@ fn error_policy(cluster: Arc<Pop3Cluster>, error: &Error, ctx: Arc<Context>) -> 
 
 /// Whole seconds: the API server stores condition times at second precision, and a status
 /// compared with sub-second times would never match what was stored (a write every reconcile).
-fn now() -> Time {
+pub(crate) fn now() -> Time {
     Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).expect("now is a valid time"))
 }
 
@@ -204,11 +204,11 @@ pub(crate) async fn secret(client: &Client, ns: &str, name: &str) -> Result<Opti
 }
 
 /// A Secret the spec names and the keyspace work cannot go on without.
-async fn required_secret(client: &Client, ns: &str, name: &str) -> Result<Secret> {
+pub(crate) async fn required_secret(client: &Client, ns: &str, name: &str) -> Result<Secret> {
     secret(client, ns, name).await?.ok_or_else(|| secret_problem(name, "not found"))
 }
 
-fn secret_problem(name: &str, what: &str) -> Error {
+pub(crate) fn secret_problem(name: &str, what: &str) -> Error {
     Error::Secret { name: name.to_owned(), problem: what.to_owned() }
 }
 
@@ -216,7 +216,7 @@ pub(crate) fn secret_bytes(secret: &Secret, key: &str) -> Option<Vec<u8>> {
     Some(secret.data.as_ref()?.get(key)?.0.clone())
 }
 
-fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+pub(crate) fn secret_value(secret: &Secret, key: &str) -> Option<String> {
     String::from_utf8(secret_bytes(secret, key)?).ok()
 }
 
@@ -232,6 +232,7 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
             datacenters: children::observe_all(&ctx.client, &cluster).await?,
             keyspace: KeyspaceOutcome::NotChecked,
             problems: vec![],
+            holds: vec![],
         };
         write_status(&cluster, &ctx, status::compute(&cluster, &obs, &now())).await?;
         if !was_paused {
@@ -250,7 +251,7 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
         ctx.event(&cluster, EventType::Normal, "AdminTokenCreated", note).await;
     }
 
-    let keyspace = keyspace_step(&cluster, &ctx).await;
+    let (keyspace, holds) = keyspace_step::run(&cluster, &ctx).await;
 
     let (observed, refused) = apply_datacenters(&cluster, &ctx, &secrets, &awaiting_data(&cluster, &keyspace)).await?;
     problems.extend(refused);
@@ -269,7 +270,7 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
         KeyspaceOutcome::Failed(e) => Some(e.clone()),
         _ => None,
     };
-    let obs = Observation { paused: false, datacenters: observed, keyspace, problems };
+    let obs = Observation { paused: false, datacenters: observed, keyspace, problems, holds };
     let new_status = status::compute(&cluster, &obs, &now());
     let was_degraded = status::is_true(cluster.status.as_ref(), status::DEGRADED);
     let degraded = status::is_true(Some(&new_status), status::DEGRADED);
@@ -350,140 +351,6 @@ async fn apply_datacenters(
     Ok((observed, problems))
 }
 
-/// The Cassandra part; never fails the reconcile by itself (the pods' objects are still written),
-/// its failure is reported in the status and triggers the backoff afterwards.
-async fn keyspace_step(cluster: &Pop3Cluster, ctx: &Context) -> KeyspaceOutcome {
-    match keyspace_step_inner(cluster, ctx).await {
-        Ok(k) => KeyspaceOutcome::Ready(k),
-        // The session is kept: the driver reconnects to restarted nodes by itself, and a changed
-        // target (contact points, credentials) makes `Sessions::get` build a new one.
-        Err(e) => KeyspaceOutcome::Failed(e.to_string()),
-    }
-}
-
-async fn target(cluster: &Pop3Cluster, ctx: &Context) -> Result<Target> {
-    let spec = &cluster.spec.cassandra;
-    let ns = cluster.namespace().unwrap_or_default();
-    let credentials = match &spec.credentials_secret {
-        None => None,
-        Some(r) => {
-            let s = required_secret(&ctx.client, &ns, &r.name).await?;
-            let value =
-                |key: &str| secret_value(&s, key).ok_or_else(|| secret_problem(&r.name, &format!("no key {key}")));
-            Some(Credentials { username: value(&r.username_key)?, password: value(&r.password_key)? })
-        }
-    };
-    let tls = match &spec.tls {
-        None => None,
-        Some(t) => {
-            let s = required_secret(&ctx.client, &ns, &t.secret_name).await?;
-            Some(TlsMaterial {
-                ca_pem: secret_bytes(&s, "ca.crt").ok_or_else(|| secret_problem(&t.secret_name, "no key ca.crt"))?,
-                identity: secret_bytes(&s, "tls.crt").zip(secret_bytes(&s, "tls.key")),
-                server_name: t.server_name.clone(),
-            })
-        }
-    };
-    let preferred_dc = cluster.spec.datacenters.first().map(|d| d.cassandra_dc().to_owned()).unwrap_or_default();
-    Ok(Target {
-        contact_points: spec.contact_points.values().flatten().cloned().collect(),
-        preferred_dc,
-        credentials,
-        tls,
-    })
-}
-
-async fn keyspace_step_inner(cluster: &Pop3Cluster, ctx: &Context) -> Result<KeyspaceStatus> {
-    let spec = &cluster.spec.cassandra;
-    let session = ctx.sessions.get(&key(cluster), &target(cluster, ctx).await?).await?;
-    let outcome = keyspace::ensure(&session, &spec.keyspace, &spec.replication).await?;
-    let old = cluster
-        .status
-        .as_ref()
-        .and_then(|s| s.keyspace.clone())
-        .filter(|k| k.name == spec.keyspace)
-        .unwrap_or_default();
-    let old_awaiting = old.awaiting_data.clone();
-    let mut k = KeyspaceStatus {
-        name: spec.keyspace.clone(),
-        replication: outcome.replication.clone(),
-        schema_version: outcome.schema_version as i32,
-        repair_needed: old.repair_needed,
-        replication_changed_at: old.replication_changed_at,
-        repair_reason: old.repair_reason,
-        awaiting_data: old.awaiting_data,
-    };
-    if outcome.created {
-        ctx.metrics.write("keyspace_create");
-        ctx.event(
-            cluster,
-            EventType::Normal,
-            "KeyspaceCreated",
-            format!("created keyspace {} with replication {:?}", spec.keyspace, outcome.replication),
-        )
-        .await;
-    }
-    if let Some((before, after)) = &outcome.replication_changed {
-        ctx.metrics.write("keyspace_alter");
-        let change = keyspace::describe_change(before, after);
-        let at = now().0.to_string();
-        let note = format!(
-            "replication of {} changed {change}: run `nodetool repair -full {}` on every node, then `kubectl annotate pop3cluster {} {}={at}`",
-            spec.keyspace,
-            spec.keyspace,
-            cluster.name_any(),
-            crds::REPAIRED_ANNOTATION
-        );
-        ctx.event(cluster, EventType::Warning, "RepairNeeded", note).await;
-        k.repair_needed = true;
-        k.replication_changed_at = Some(at);
-        k.repair_reason = Some(change);
-        let added = keyspace::added_datacenters(before, after);
-        if !added.is_empty() {
-            k.awaiting_data.extend(added.into_iter().filter(|dc| !old_awaiting.contains(dc)));
-            // Before any Deployment is written: were the status lost after the ALTER, the next
-            // reconcile would see no change and let the new datacenter's pods serve empty mailboxes.
-            // Failing that, this reconcile still holds it and the status write at its end retries.
-            if let Err(e) = persist_keyspace(cluster, ctx, &k).await {
-                tracing::warn!(error = %e, "cannot record the datacenters awaiting data yet");
-            }
-        }
-    } else if k.repair_needed
-        && cluster.annotations().get(crds::REPAIRED_ANNOTATION) == k.replication_changed_at.as_ref()
-    {
-        k.repair_needed = false;
-        k.awaiting_data.clear();
-        ctx.event(
-            cluster,
-            EventType::Normal,
-            "RepairAcknowledged",
-            format!("repair of {} acknowledged", spec.keyspace),
-        )
-        .await;
-    }
-    if !outcome.applied.is_empty() {
-        ctx.metrics.write("keyspace_migrate");
-        ctx.event(
-            cluster,
-            EventType::Normal,
-            "MigrationsApplied",
-            format!("applied schema migrations {:?} to {}", outcome.applied, spec.keyspace),
-        )
-        .await;
-    }
-    Ok(k)
-}
-
-/// Writes `status.keyspace` alone, at once (a merge patch: the rest of the status is left as is).
-async fn persist_keyspace(cluster: &Pop3Cluster, ctx: &Context, k: &KeyspaceStatus) -> Result<()> {
-    let api: Api<Pop3Cluster> = Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
-    let patch = serde_json::json!({"status": {"keyspace": k}});
-    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-    api.patch_status(&cluster.name_any(), &params, &Patch::Merge(&patch)).await?;
-    ctx.metrics.write("status");
-    Ok(())
-}
-
 async fn write_status(cluster: &Pop3Cluster, ctx: &Context, status: Pop3ClusterStatus) -> Result<()> {
     if cluster.status.as_ref() == Some(&status) {
         return Ok(());
@@ -520,7 +387,7 @@ async fn cleanup(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action>
             )));
         }
         DeletionPolicy::Delete => {
-            let session = ctx.sessions.get(&key(&cluster), &target(&cluster, &ctx).await?).await?;
+            let session = ctx.sessions.get(&key(&cluster), &keyspace_step::target(&cluster, &ctx).await?).await?;
             keyspace::drop(&session, ks).await?;
             ctx.metrics.write("keyspace_drop");
             ctx.event(

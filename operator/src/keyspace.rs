@@ -13,7 +13,9 @@ use schema::cassandra as migrate;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
-use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::cluster::Node;
+use scylla::policies::load_balancing::{DefaultPolicy, NodeIdentifier, SingleTargetLoadBalancingPolicy};
+use scylla::statement::unprepared::Statement;
 use scylla::statement::Consistency;
 
 use crate::{Error, Result};
@@ -103,6 +105,21 @@ pub fn added_datacenters(before: &BTreeMap<String, String>, after: &BTreeMap<Str
     after.keys().filter(|dc| has_replicas(after.get(*dc)) && !has_replicas(before.get(*dc))).cloned().collect()
 }
 
+fn factor(map: &BTreeMap<String, String>, dc: &str) -> u32 {
+    map.get(dc).and_then(|f| f.trim().parse().ok()).unwrap_or(0)
+}
+
+/// The datacenters whose factor a replication change lowered: `nodetool cleanup` frees their
+/// nodes of the ranges they no longer replicate.
+pub fn lowered_datacenters(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
+    after.keys().filter(|dc| factor(after, dc) < factor(before, dc)).cloned().collect()
+}
+
+/// Whether a change raised some factor (or added a datacenter): new replicas lack older mail.
+pub fn raised(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> bool {
+    after.keys().any(|dc| factor(after, dc) > factor(before, dc))
+}
+
 /// What the keyspace step found and did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
@@ -115,28 +132,91 @@ pub struct Outcome {
     pub schema_version: u32,
 }
 
-/// Creates the keyspace or aligns the listed DCs' replication (never touching others), waits
-/// for schema agreement, applies pending migrations once, and reads back the result.
-pub async fn ensure(session: &Session, keyspace: &str, replication: &BTreeMap<String, i32>) -> Result<Outcome> {
-    let wanted: BTreeMap<String, u32> = replication
+/// The spec's factors as the schema code takes them (the CRD keeps them 1-9).
+pub fn wanted(replication: &BTreeMap<String, i32>) -> Result<BTreeMap<String, u32>> {
+    replication
         .iter()
         .map(|(dc, rf)| u32::try_from(*rf).map(|rf| (dc.clone(), rf)))
         .collect::<Result<_, _>>()
-        .map_err(|_| Error::InvalidSpec("replication factors must be positive".into()))?;
-    let report = migrate::ensure_keyspace(session, keyspace, &wanted).await?;
+        .map_err(|_| Error::InvalidSpec("replication factors must be positive".into()))
+}
+
+/// The keyspace's per-DC factors, or `None` when it does not exist.
+pub async fn current(session: &Session, keyspace: &str) -> Result<Option<BTreeMap<String, String>>> {
+    Ok(migrate::current_replication(session, keyspace).await?.map(|r| migrate::factors(&r)))
+}
+
+/// Creates the keyspace or aligns the replication of the DCs in `write` (never touching others),
+/// waits for schema agreement, applies pending migrations once, and reads back the result.
+pub async fn ensure(session: &Session, keyspace: &str, write: &BTreeMap<String, u32>) -> Result<Outcome> {
+    let report = migrate::ensure_keyspace(session, keyspace, write).await?;
     let applied = migrate::apply_migrations(session, keyspace).await?;
-    let replication = migrate::current_replication(session, keyspace)
-        .await?
-        .map(|r| migrate::factors(&r))
-        .ok_or_else(|| migrate::MigrateError::MissingKeyspace(keyspace.to_owned()))?;
+    let mut outcome =
+        read(session, keyspace).await?.ok_or_else(|| migrate::MigrateError::MissingKeyspace(keyspace.to_owned()))?;
+    outcome.created = report.keyspace_created;
+    outcome.replication_changed = report.replication_changed;
+    outcome.applied = applied;
+    Ok(outcome)
+}
+
+/// The keyspace as it is, without writing anything (a refused step); `None` when it is missing.
+pub async fn read(session: &Session, keyspace: &str) -> Result<Option<Outcome>> {
+    let Some(replication) = current(session, keyspace).await? else { return Ok(None) };
     let schema_version = migrate::applied_versions(session, keyspace).await?.last().copied().unwrap_or(0);
-    Ok(Outcome {
-        created: report.keyspace_created,
-        replication_changed: report.replication_changed,
-        applied,
-        replication,
-        schema_version,
-    })
+    Ok(Some(Outcome { created: false, replication_changed: None, applied: vec![], replication, schema_version }))
+}
+
+/// Cassandra nodes per datacenter, as one node sees the ring: its own row of `system.local` and
+/// the rows of `system.peers_v2` (`system.peers` before Cassandra 4), both asked of the same node
+/// (each node answers these tables about itself, so two nodes' answers would not add up). Nodes
+/// that are down still count: they hold replicas. The first node that answers is used.
+pub async fn node_counts(session: &Session) -> Result<BTreeMap<String, u32>> {
+    let nodes = session.get_cluster_state().get_nodes_info().to_vec();
+    let mut last_error = Error::Cassandra("no Cassandra node known".into());
+    for node in nodes {
+        match counts_seen_by(session, node).await {
+            Ok(counts) => return Ok(counts),
+            Err(e) => last_error = e,
+        }
+    }
+    Err(last_error)
+}
+
+async fn counts_seen_by(session: &Session, node: Arc<Node>) -> Result<BTreeMap<String, u32>> {
+    let policy = SingleTargetLoadBalancingPolicy::new(NodeIdentifier::Node(node), None);
+    let profile = ExecutionProfile::builder()
+        .consistency(Consistency::One)
+        .load_balancing_policy(policy)
+        .request_timeout(Some(Duration::from_secs(10)))
+        .build()
+        .into_handle();
+    let ask = |cql: &str| {
+        let mut statement = Statement::new(cql);
+        statement.set_execution_profile_handle(Some(profile.clone()));
+        statement
+    };
+    let cass = |e: &dyn std::fmt::Display| Error::Cassandra(format!("counting nodes: {e}"));
+    let mut dcs: Vec<Option<String>> = Vec::new();
+    for cql in ["SELECT data_center FROM system.local", "SELECT data_center FROM system.peers_v2"] {
+        let result = match session.query_unpaged(ask(cql), ()).await {
+            Ok(r) => r,
+            // Cassandra 3 has no peers_v2.
+            Err(_) if cql.ends_with("peers_v2") => {
+                session.query_unpaged(ask("SELECT data_center FROM system.peers"), ()).await.map_err(|e| cass(&e))?
+            }
+            Err(e) => return Err(cass(&e)),
+        };
+        let rows = result.into_rows_result().map_err(|e| cass(&e))?;
+        for row in rows.rows::<(Option<String>,)>().map_err(|e| cass(&e))? {
+            dcs.push(row.map_err(|e| cass(&e))?.0);
+        }
+    }
+    let mut counts = BTreeMap::new();
+    // A peer whose datacenter is not known yet (still joining) cannot hold replicas of any DC.
+    for dc in dcs.into_iter().flatten() {
+        *counts.entry(dc).or_insert(0) += 1;
+    }
+    Ok(counts)
 }
 
 /// Drops the keyspace (deletion policy `Delete` only).
@@ -163,6 +243,16 @@ mod tests {
             added_datacenters(&m(&[("dc1", "1"), ("dc2", "1")]), &m(&[("dc1", "3"), ("dc2", "2")])).is_empty(),
             "a factor increase is a repair, not an addition"
         );
+    }
+
+    #[test]
+    fn lowered_and_raised() {
+        let m = |pairs: &[(&str, &str)]| pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let before = m(&[("dc1", "3"), ("dc2", "2")]);
+        assert_eq!(lowered_datacenters(&before, &m(&[("dc1", "2"), ("dc2", "2")])), ["dc1"]);
+        assert!(!raised(&before, &m(&[("dc1", "2"), ("dc2", "2")])), "a decrease alone needs no repair");
+        assert!(raised(&before, &m(&[("dc1", "2"), ("dc2", "3")])));
+        assert!(raised(&before, &m(&[("dc1", "3"), ("dc2", "2"), ("dc3", "1")])));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - `secret_facts`: what the objects depend on in the Secrets a cluster names;
 //! - `secret_watch`: one metadata-only watch per Secret a cluster uses;
 //! - `pop3d_config`: the pop3d TOML the ConfigMap carries;
-//! - `keyspace`: Cassandra sessions and the keyspace step (shared code in `schema::cassandra`);
+//! - `keyspace`: Cassandra sessions, node counts and the keyspace step (shared code in `schema::cassandra`);
+//! - `replication`: which replication change is written and which is held (ADR 10);
 //! - `status`: conditions and their transitions;
 //! - `backoff`: per-object exponential backoff on errors;
 //! - `telemetry`: Prometheus metrics and the health endpoints.
@@ -20,9 +21,11 @@ pub mod backoff;
 pub mod children;
 pub mod controller;
 pub mod keyspace;
+pub(crate) mod keyspace_step;
 pub mod network_policy;
 pub mod overlay;
 pub mod pop3d_config;
+pub mod replication;
 pub mod resources;
 pub mod secret_facts;
 pub mod secret_watch;

@@ -22,6 +22,9 @@ pub const STALLED: &str = "Stalled";
 /// True while a datacenter added to the replication is kept at 0 pods until its data is there.
 pub const DATACENTER_ADDING: &str = "DatacenterAdding";
 pub const AWAITING_REPAIR: &str = "AwaitingRepair";
+/// True while part of the spec's replication is not written to Cassandra: refused (a factor over
+/// the node count), a decrease not allowed yet, or an increase going in safe steps (ADR 10).
+pub const REPLICATION_HELD: &str = "ReplicationHeld";
 /// The reason a Deployment gives when its rollout made no progress within its deadline.
 pub const STUCK_ROLLOUT: &str = "ProgressDeadlineExceeded";
 
@@ -46,6 +49,17 @@ pub enum KeyspaceOutcome {
     Failed(String),
     /// Not contacted (paused): keep what the status said before.
     NotChecked,
+    /// The keyspace does not exist and creating it was refused (see `Observation::holds`).
+    Refused(String),
+}
+
+/// A part of the spec's replication the keyspace step did not write (`replication::Hold`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub reason: String,
+    pub message: String,
+    /// Needs the user (Degraded, Stalled), or a documented step under way (Reconciling).
+    pub blocking: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +69,8 @@ pub struct Observation {
     pub keyspace: KeyspaceOutcome,
     /// (reason, message) of everything wrong that is not the keyspace: missing secrets, ...
     pub problems: Vec<(String, String)>,
+    /// What the keyspace step held back of the spec's replication.
+    pub holds: Vec<Held>,
 }
 
 fn condition(
@@ -133,12 +149,29 @@ pub fn compute(cluster: &Pop3Cluster, obs: &Observation, now: &Time) -> Pop3Clus
         c(PAUSED, false, "Reconciling", "changes are applied".into())
     };
     let adding = adding_condition(obs, keyspace.as_ref(), &c);
-    let in_progress = if adding.status == "True" { Some((AWAITING_REPAIR, adding.message.clone())) } else { None };
+    let held = held_condition(&obs.holds, &c);
+    let stepping = obs.holds.iter().find(|h| !h.blocking);
+    let in_progress = if adding.status == "True" {
+        Some((AWAITING_REPAIR, adding.message.clone()))
+    } else {
+        stepping.map(|h| (h.reason.as_str(), h.message.clone()))
+    };
     let [ready, reconciling, stalled] = kstatus(obs, &problems, &keyspace_cond, in_progress, &rolling, &summary, &c);
 
     Pop3ClusterStatus {
         observed_generation: generation,
-        conditions: vec![ready, reconciling, stalled, available, progressing, degraded, keyspace_cond, adding, paused],
+        conditions: vec![
+            ready,
+            reconciling,
+            stalled,
+            available,
+            progressing,
+            degraded,
+            keyspace_cond,
+            adding,
+            held,
+            paused,
+        ],
         ready: format!("{ready_replicas}/{replicas}"),
         replicas,
         ready_replicas,
@@ -182,6 +215,7 @@ fn keyspace_condition(
             format!("keyspace {} is at schema version {} with replication {:?}", k.name, k.schema_version, k.replication),
         ),
         KeyspaceOutcome::Failed(e) => c(KEYSPACE_READY, false, "CassandraError", e.clone()),
+        KeyspaceOutcome::Refused(e) => c(KEYSPACE_READY, false, crate::replication::EXCEEDS_NODES, e.clone()),
         KeyspaceOutcome::NotChecked => old
             .conditions
             .iter()
@@ -214,6 +248,17 @@ fn adding_condition(
     c(DATACENTER_ADDING, true, AWAITING_REPAIR, message)
 }
 
+/// ReplicationHeld: what of the spec's replication is not in Cassandra, and why.
+fn held_condition(holds: &[Held], c: &impl Fn(&str, bool, &str, String) -> Condition) -> Condition {
+    match holds.first() {
+        None => c(REPLICATION_HELD, false, "AsSpecified", "the replication is written as the spec asks".into()),
+        Some(first) => {
+            let message = holds.iter().map(|h| h.message.as_str()).collect::<Vec<_>>().join("; ");
+            c(REPLICATION_HELD, true, &first.reason, message)
+        }
+    }
+}
+
 /// One line per datacenter whose rollout is not complete.
 fn rolling_messages(obs: &Observation) -> Vec<String> {
     obs.datacenters
@@ -231,7 +276,9 @@ fn rolling_messages(obs: &Observation) -> Vec<String> {
 
 /// (reason, message) of everything wrong: the keyspace, the reconcile's problems, stuck rollouts.
 fn problems(obs: &Observation) -> Vec<(String, String)> {
-    let mut problems = obs.problems.clone();
+    let mut problems: Vec<(String, String)> =
+        obs.holds.iter().filter(|h| h.blocking).map(|h| (h.reason.clone(), h.message.clone())).collect();
+    problems.extend(obs.problems.iter().cloned());
     if let KeyspaceOutcome::Failed(e) = &obs.keyspace {
         problems.insert(0, ("CassandraError".into(), e.clone()));
     }

@@ -31,6 +31,7 @@ fn obs(ready: i32, keyspace: KeyspaceOutcome) -> Observation {
         }],
         keyspace,
         problems: vec![],
+        holds: vec![],
     }
 }
 
@@ -196,4 +197,37 @@ fn a_datacenter_awaiting_data_is_named_with_the_steps_and_keeps_the_cluster_reco
     );
     let settled = compute(&cluster(None), &obs(2, ks()), &t("2026-01-01T00:00:00Z"));
     assert_eq!(get(&settled, DATACENTER_ADDING).status, "False");
+}
+
+#[test]
+fn held_replication_is_stalled_when_it_needs_the_user_and_reconciling_while_stepping() {
+    let held =
+        |reason: &str, blocking: bool| Held { reason: reason.into(), message: format!("{reason} msg"), blocking };
+    let mut o = obs(2, ks());
+    o.holds = vec![held(crate::replication::EXCEEDS_NODES, true)];
+    let s = compute(&cluster(None), &o, &t("2026-01-01T00:00:00Z"));
+    for type_ in [REPLICATION_HELD, DEGRADED, STALLED] {
+        assert_eq!(
+            (get(&s, type_).status.as_str(), get(&s, type_).reason.as_str()),
+            ("True", "ReplicationExceedsNodes")
+        );
+    }
+    assert_eq!(get(&s, AVAILABLE).status, "True", "the pods keep serving on the replication as it is");
+    o.holds = vec![held(crate::replication::STEP_AWAITING_REPAIR, false)];
+    let s = compute(&cluster(None), &o, &t("2026-01-01T00:00:00Z"));
+    assert_eq!(get(&s, REPLICATION_HELD).reason, "ReplicationStepAwaitingRepair");
+    assert_eq!(
+        (get(&s, RECONCILING).status.as_str(), get(&s, RECONCILING).reason.as_str()),
+        ("True", "ReplicationStepAwaitingRepair")
+    );
+    assert_eq!(get(&s, STALLED).status, "False");
+    assert_eq!(get(&s, READY).status, "False", "not Ready before the spec's replication is in Cassandra");
+    o.holds.clear();
+    let s = compute(&cluster(None), &o, &t("2026-01-01T00:00:00Z"));
+    assert_eq!(get(&s, REPLICATION_HELD).status, "False");
+    // A keyspace whose creation was refused.
+    let s =
+        compute(&cluster(None), &obs(2, KeyspaceOutcome::Refused("dc1 has 1 node".into())), &t("2026-01-01T00:00:00Z"));
+    assert_eq!(get(&s, KEYSPACE_READY).reason, "ReplicationExceedsNodes");
+    assert_eq!(get(&s, AVAILABLE).status, "False");
 }

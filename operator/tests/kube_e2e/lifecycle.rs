@@ -45,10 +45,10 @@ async fn scale_add_remove_datacenters_and_change_replication() {
     let ns = namespace(&client, "topology").await;
     let ks = keyspace("topology");
     let session = cassandra().await;
-    // Another team already replicates this keyspace to dc2; the resource lists dc1 only, so the
-    // operator must leave dc2's factor alone whatever it does to dc1.
+    // Another team already replicates this keyspace to dc2, with a factor of 2 on its one node;
+    // the resource lists dc1 only, so the operator must leave dc2's factor alone.
     session
-        .query_unpaged(format!("CREATE KEYSPACE {ks} WITH replication = {{'class': 'NetworkTopologyStrategy', 'dc1': '1', 'dc2': '1'}}"), ())
+        .query_unpaged(format!("CREATE KEYSPACE {ks} WITH replication = {{'class': 'NetworkTopologyStrategy', 'dc1': '1', 'dc2': '2'}}"), ())
         .await
         .unwrap();
     session.await_schema_agreement().await.unwrap();
@@ -58,61 +58,72 @@ async fn scale_add_remove_datacenters_and_change_replication() {
     apply(&client, &ns, &cluster("mail", &ks, &[("dc1", 1)], &[("dc1", 1)])).await;
     let c = wait_condition(&client, &ns, "mail", "KeyspaceReady", "True", Duration::from_secs(60)).await;
     assert!(!c.status.unwrap().keyspace.unwrap().repair_needed, "nothing changed: no repair");
-    assert_eq!(replication(&session, &ks).await.unwrap(), factors(&[("dc1", "1"), ("dc2", "1")]));
+    assert_eq!(replication(&session, &ks).await.unwrap(), factors(&[("dc1", "1"), ("dc2", "2")]));
 
-    // Change replication: only dc1 moves; a repair is asked for.
+    // A factor above dc1's node count (1, as Cassandra reports it) is refused: no ALTER.
     apply(&client, &ns, &cluster("mail", &ks, &[("dc1", 1)], &[("dc1", 2)])).await;
-    eventually("dc1 replication 2", Duration::from_secs(60), || async {
-        (replication(&session, &ks).await? == factors(&[("dc1", "2"), ("dc2", "1")])).then_some(())
-    })
-    .await;
-    let c = wait_condition(&client, &ns, "mail", "KeyspaceReady", "True", Duration::from_secs(30)).await;
-    let k = c.status.unwrap().keyspace.unwrap();
-    assert!(k.repair_needed, "a replication change must surface as repairNeeded");
-    wait_event(&client, &ns, "mail", "RepairNeeded").await;
-    assert_eq!(crate::condition(&get(&client, &ns, "mail").await.unwrap(), "KeyspaceReady").unwrap().1, "RepairNeeded");
+    let c = wait_condition(&client, &ns, "mail", "ReplicationHeld", "True", Duration::from_secs(30)).await;
+    for type_ in ["ReplicationHeld", "Degraded", "Stalled"] {
+        let (status, reason) = crate::condition(&c, type_).unwrap();
+        assert_eq!((status.as_str(), reason.as_str()), ("True", "ReplicationExceedsNodes"), "{type_}");
+    }
+    let message = held_message(&c);
+    assert!(message.contains("datacenter dc1 has 1 Cassandra node(s), fewer than its factor 2"), "{message}");
+    wait_event(&client, &ns, "mail", "ReplicationExceedsNodes").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(replication(&session, &ks).await.unwrap(), factors(&[("dc1", "1"), ("dc2", "2")]), "refused: no ALTER");
 
-    // Scale a DC.
-    apply(&client, &ns, &cluster("mail", &ks, &[("dc1", 3)], &[("dc1", 2)])).await;
+    // Scale a DC (and go back to a factor that fits).
+    apply(&client, &ns, &cluster("mail", &ks, &[("dc1", 3)], &[("dc1", 1)])).await;
     eventually("mail-dc1 scaled to 3", Duration::from_secs(30), || async {
         (replicas(&deployments, "mail-dc1").await? == 3).then_some(())
     })
     .await;
+    wait_condition(&client, &ns, "mail", "ReplicationHeld", "False", Duration::from_secs(30)).await;
 
-    // Add a DC (pods and replication).
-    apply(&client, &ns, &cluster("mail", &ks, &[("dc1", 3), ("dc2", 1)], &[("dc1", 2), ("dc2", 2)])).await;
+    // Add a DC whose replication the spec lowers (2 -> 1): the pods come, the decrease is held
+    // until the annotation allows exactly that factor.
+    apply(&client, &ns, &cluster("mail", &ks, &[("dc1", 3), ("dc2", 1)], &[("dc1", 1), ("dc2", 1)])).await;
     eventually("mail-dc2 appears", Duration::from_secs(30), || async {
         (replicas(&deployments, "mail-dc2").await? == 1).then_some(())
     })
     .await;
-    eventually("dc2 replication 2", Duration::from_secs(60), || async {
-        (replication(&session, &ks).await? == factors(&[("dc1", "2"), ("dc2", "2")])).then_some(())
+    let c = wait_condition(&client, &ns, "mail", "ReplicationHeld", "True", Duration::from_secs(30)).await;
+    assert_eq!(crate::condition(&c, "ReplicationHeld").unwrap().1, "ReplicationDecreaseHeld");
+    assert_eq!(crate::condition(&c, "Stalled").unwrap().1, "ReplicationDecreaseHeld");
+    assert!(held_message(&c).contains("dc2 2 -> 1 held"), "{}", held_message(&c));
+    assert_eq!(c.status.as_ref().unwrap().datacenters.len(), 2);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(replication(&session, &ks).await.unwrap(), factors(&[("dc1", "1"), ("dc2", "2")]), "held: no ALTER");
+    let api: Api<Pop3Cluster> = Api::namespaced(client.clone(), &ns);
+    let allow = |v: &str| json!({"metadata": {"annotations": {crds::ALLOW_DECREASE_ANNOTATION: v}}});
+    api.patch("mail", &PatchParams::default(), &Patch::Merge(&allow("dc2=0"))).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(replication(&session, &ks).await.unwrap()["dc2"], "2", "another factor allows nothing");
+    api.patch("mail", &PatchParams::default(), &Patch::Merge(&allow("dc2=1"))).await.unwrap();
+    eventually("dc2 lowered to 1", Duration::from_secs(60), || async {
+        (replication(&session, &ks).await? == factors(&[("dc1", "1"), ("dc2", "1")])).then_some(())
     })
     .await;
-    let c = wait_condition(&client, &ns, "mail", "KeyspaceReady", "True", Duration::from_secs(30)).await;
-    assert_eq!(c.status.as_ref().unwrap().datacenters.len(), 2);
+    wait_event(&client, &ns, "mail", "CleanupNeeded").await;
+    let c = wait_condition(&client, &ns, "mail", "ReplicationHeld", "False", Duration::from_secs(30)).await;
+    assert!(!c.status.unwrap().keyspace.unwrap().repair_needed, "a decrease alone needs no repair");
 
     // Remove a DC: its objects go; its replication stays (the operator never removes replicas).
-    apply(&client, &ns, &cluster("mail", &ks, &[("dc1", 3)], &[("dc1", 2)])).await;
+    apply(&client, &ns, &cluster("mail", &ks, &[("dc1", 3)], &[("dc1", 1)])).await;
     eventually("mail-dc2 objects are deleted", Duration::from_secs(60), || all_gone(&client, &ns, "mail-dc2")).await;
     assert!(replicas(&deployments, "mail-dc1").await == Some(3));
     wait_event(&client, &ns, "mail", "DatacenterRemoved").await;
     let c = wait_condition(&client, &ns, "mail", "KeyspaceReady", "True", Duration::from_secs(30)).await;
     assert_eq!(c.status.as_ref().unwrap().datacenters.len(), 1);
-    assert_eq!(replication(&session, &ks).await.unwrap(), factors(&[("dc1", "2"), ("dc2", "2")]));
-
-    // The repair is acknowledged with the annotation the status names.
-    let at = c.status.unwrap().keyspace.unwrap().replication_changed_at.unwrap();
-    let api: Api<Pop3Cluster> = Api::namespaced(client.clone(), &ns);
-    let patch = json!({"metadata": {"annotations": {crds::REPAIRED_ANNOTATION: at}}});
-    api.patch("mail", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    eventually("repairNeeded cleared", Duration::from_secs(30), || async {
-        let k = get(&client, &ns, "mail").await?.status?.keyspace?;
-        (!k.repair_needed).then_some(())
-    })
-    .await;
+    assert_eq!(replication(&session, &ks).await.unwrap(), factors(&[("dc1", "1"), ("dc2", "1")]));
 
     teardown(&client, &ns, &mut op, &[&ks]).await;
+}
+
+fn held_message(c: &Pop3Cluster) -> String {
+    let status = c.status.as_ref().unwrap();
+    status.conditions.iter().find(|x| x.type_ == "ReplicationHeld").unwrap().message.clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +136,7 @@ async fn hand_edits_are_corrected_and_pause_stops_all_writes() {
     let mut op = Operator::start(&ns, &[]).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    apply(&client, &ns, &cluster("mail", &ks, &[("dc1", 1)], &[("dc1", 1), ("dc2", 1)])).await;
+    apply(&client, &ns, &cluster("mail", &ks, &[("dc1", 1)], &[("dc1", 1)])).await;
     wait_condition(&client, &ns, "mail", "KeyspaceReady", "True", Duration::from_secs(60)).await;
 
     // Someone edits the owned Deployment and ConfigMap by hand (an update, as `kubectl edit`).
@@ -149,13 +160,14 @@ async fn hand_edits_are_corrected_and_pause_stops_all_writes() {
     .await;
 
     // Pause, then change everything: nothing may be written until unpaused.
-    let mut paused = cluster("mail", &ks, &[("dc1", 1)], &[("dc1", 1), ("dc2", 1)]);
+    let mut paused = cluster("mail", &ks, &[("dc1", 1)], &[("dc1", 1)]);
     paused["spec"]["paused"] = json!(true);
     apply(&client, &ns, &paused).await;
     wait_condition(&client, &ns, "mail", "ReconciliationPaused", "True", Duration::from_secs(30)).await;
     wait_event(&client, &ns, "mail", "Paused").await;
     let writes_before = writes(&op).await;
-    let mut changed = cluster("mail", &ks, &[("dc1", 4)], &[("dc1", 2), ("dc2", 1)]);
+    // dc2 added to the replication: the one change the two one-node datacenters can take.
+    let mut changed = cluster("mail", &ks, &[("dc1", 4)], &[("dc1", 1), ("dc2", 1)]);
     changed["spec"]["paused"] = json!(true);
     changed["spec"]["config"] = json!({"idle_timeout": "123"});
     apply(&client, &ns, &changed).await;
@@ -170,11 +182,7 @@ async fn hand_edits_are_corrected_and_pause_stops_all_writes() {
     before.remove("pop3cluster/mail");
     assert_eq!(after, before, "objects changed while paused");
     assert_eq!(replicas(&deployments, "mail-dc1").await, Some(7), "a hand edit is not corrected while paused");
-    assert_eq!(
-        replication(&session, &ks).await.unwrap(),
-        factors(&[("dc1", "1"), ("dc2", "1")]),
-        "no ALTER while paused"
-    );
+    assert_eq!(replication(&session, &ks).await.unwrap(), factors(&[("dc1", "1")]), "no ALTER while paused");
     assert_eq!(writes(&op).await, writes_before, "the operator wrote while paused");
     assert_eq!(
         c.status.unwrap().observed_generation,
@@ -193,8 +201,8 @@ async fn hand_edits_are_corrected_and_pause_stops_all_writes() {
         configmaps.get("mail-dc1").await.ok()?.data?["pop3d.toml"].contains("idle_timeout = 123").then_some(())
     })
     .await;
-    eventually("dc1 replication 2 after unpause", Duration::from_secs(60), || async {
-        (replication(&session, &ks).await? == factors(&[("dc1", "2"), ("dc2", "1")])).then_some(())
+    eventually("dc2 replication 1 after unpause", Duration::from_secs(60), || async {
+        (replication(&session, &ks).await? == factors(&[("dc1", "1"), ("dc2", "1")])).then_some(())
     })
     .await;
     wait_condition(&client, &ns, "mail", "ReconciliationPaused", "False", Duration::from_secs(30)).await;
