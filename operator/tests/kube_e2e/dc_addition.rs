@@ -1,8 +1,13 @@
-//! Issue 18, item 1 (first part): a datacenter added to a running cluster serves nothing until its
-//! Cassandra datacenter has the older data. A row written before dc2 existed stands in for the
-//! mail: read in dc2 at LOCAL_ONE it is missing right after the ALTER (so serving then would show
-//! an incomplete maildrop), and it is there after the documented `nodetool rebuild`; dc2's
-//! Deployment has 0 replicas at every observation until the rebuild is acknowledged.
+//! Issue 18, item 1: a datacenter added to a running cluster serves nothing until its Cassandra
+//! datacenter has the older mail. Mail is delivered over LMTP by a real pop3d in dc1 before dc2
+//! exists. pop3d in dc2 runs as the pods would (`pop3d_session::spawn_like_the_pod`: the
+//! Deployment's command line, the generated ConfigMap with `local_dc = "dc2"`, the mounted
+//! Secrets) but as a process on loopback: there is no kubelet here. From the moment dc2 is added
+//! to the end it reads the maildrop every 200 ms, and every read made while mail-dc2's Deployment
+//! asks for a pod returns the complete maildrop (STAT and UIDL = every id dc1 lists). The reads
+//! before the documented `nodetool rebuild` are the control: dc2 lacks the mail then, so a pod
+//! serving there would show an incomplete maildrop. The watch sees 0 replicas in every state of
+//! the Deployment until the rebuild is acknowledged.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,41 +15,24 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, ResourceExt};
-use scylla::client::execution_profile::ExecutionProfile;
-use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
-use scylla::policies::load_balancing::DefaultPolicy;
-use scylla::statement::Consistency;
 use serde_json::json;
 
 use crate::common::*;
+use crate::mail;
+use crate::pop3d_session::{spawn_like_the_pod, start_like_the_pod};
 use crate::rollout::kubectl_wait;
 use crate::{apply, cluster, condition, get, teardown, wait_condition, AbortOnDrop};
 use crds::{DatacenterRollout, Pop3Cluster};
+use kube::Client;
+use std::path::PathBuf;
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// A session that reads only in dc2, at LOCAL_ONE (what a dc2 pop3d would see at best).
-async fn dc2_session() -> Session {
-    let policy = DefaultPolicy::builder().prefer_datacenter("dc2".into()).permit_dc_failover(false).build();
-    let profile = ExecutionProfile::builder().consistency(Consistency::LocalOne).load_balancing_policy(policy).build();
-    SessionBuilder::new()
-        .known_nodes(["127.0.0.2:9042"])
-        .default_execution_profile_handle(profile.into_handle())
-        .build()
-        .await
-        .expect("dc2 session")
-}
-
-/// The probe row as dc2 returns it (a failing read fails the test: "no row" must mean no row).
-async fn probe_in_dc2(session: &Session, ks: &str) -> Option<String> {
-    let rows =
-        session.query_unpaged(format!("SELECT v FROM {ks}.e2e_probe WHERE k = 1"), ()).await.expect("read in dc2");
-    rows.into_rows_result().unwrap().maybe_first_row::<(String,)>().unwrap().map(|(v,)| v)
-}
+const MAILS: usize = 5;
+const PASSWORD: &str = "correct horse";
 
 fn e2e_cassandra(args: &[&str]) -> String {
     let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../e2e/cassandra"))
@@ -55,45 +43,103 @@ fn e2e_cassandra(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// One read of the dc2 maildrop, with the replicas mail-dc2's Deployment asked for just before.
+#[derive(Debug)]
+struct Read {
+    replicas: i32,
+    maildrop: Result<(usize, Vec<String>), String>,
+}
+
+async fn dc2_replicas(deployments: &Api<Deployment>) -> i32 {
+    let d = deployments.get("mail-dc2").await.expect("mail-dc2 exists");
+    d.spec.and_then(|s| s.replicas).unwrap_or(1)
+}
+
+/// dc2's pod, as a kubelet would run it, from the moment dc2 is added: pop3d started from
+/// mail-dc2's Deployment and ConfigMap (started again when it exits, as a crash-looping pod is),
+/// reading the maildrop every 200 ms. Each read (or failed start) is recorded with the replicas
+/// mail-dc2 asked for just before it began; they never go back to 0 in this test, so a read with
+/// replicas > 0 was made entirely while dc2 was meant to serve.
+fn run_dc2(client: Client, ns: String, root: PathBuf, user: String, reads: Arc<Mutex<Vec<Read>>>) -> AbortOnDrop {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    AbortOnDrop(tokio::spawn(async move {
+        for attempt in 0.. {
+            let replicas = dc2_replicas(&deployments).await;
+            let mut dc2 = spawn_like_the_pod(&client, &ns, "mail-dc2", &root.join(format!("dc2-{attempt}"))).await;
+            if let Err(e) = dc2.wait_ready(Duration::from_secs(10)).await {
+                let why = e.lines().last().unwrap_or_default().to_owned();
+                reads.lock().unwrap().push(Read { replicas, maildrop: Err(format!("pop3d did not start: {why}")) });
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            loop {
+                let replicas = dc2_replicas(&deployments).await;
+                let maildrop = mail::maildrop(dc2.pop3, &user, PASSWORD).await;
+                reads.lock().unwrap().push(Read { replicas, maildrop });
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }))
+}
+
+/// Records every mail-dc2 state the watch sees with replicas > 0 before the acknowledgement.
+fn watch_dc2(
+    deployments: Api<Deployment>,
+    acknowledged: Arc<AtomicBool>,
+    early: Arc<Mutex<Vec<String>>>,
+) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        let mut events = watcher(deployments, watcher::Config::default()).applied_objects().boxed();
+        while let Some(Ok(d)) = events.next().await {
+            let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            if d.name_any() == "mail-dc2" && replicas > 0 && !acknowledged.load(Ordering::SeqCst) {
+                early.lock().unwrap().push(format!("mail-dc2 with {replicas} replicas before the acknowledgement"));
+            }
+        }
+    }))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs e2e/kube and e2e/cassandra; run with POPFLEET_KUBE=1"]
+#[ignore = "needs e2e/kube, e2e/cassandra and a release pop3d; run with POPFLEET_KUBE=1"]
 async fn an_added_datacenter_serves_nothing_until_its_data_is_rebuilt() {
     let client = client().await;
     let ns = namespace(&client, "adddc").await;
     let ks = keyspace("adddc");
     let mut op = Operator::start(&ns, &[]).await;
     let _kubelet = AbortOnDrop(fake_kubelet(client.clone(), ns.clone()));
-    apply(&client, &ns, &cluster("mail", &ks, &[("dc1", 1)], &[("dc1", 1)])).await;
+    let mut obj = cluster("mail", &ks, &[("dc1", 1)], &[("dc1", 1)]);
+    // Failed logins in dc2 before the rebuild are expected; keep pop3d's back-off short.
+    obj["spec"]["config"] = json!({"auth_fail_delay_ms": "50"});
+    apply(&client, &ns, &obj).await;
     kubectl_wait(&ns, "mail", "Ready");
 
-    // Mail before dc2 existed (a probe row, written in dc1).
-    let session = cassandra().await;
-    session
-        .query_unpaged(format!("CREATE TABLE IF NOT EXISTS {ks}.e2e_probe (k int PRIMARY KEY, v text)"), ())
-        .await
-        .unwrap();
-    session.await_schema_agreement().await.unwrap();
-    session.query_unpaged(format!("INSERT INTO {ks}.e2e_probe (k, v) VALUES (1, 'old mail')"), ()).await.unwrap();
+    // Mail before dc2 existed: delivered over LMTP by dc1's pop3d; the ids are what dc1 lists.
+    let root = tempfile::tempdir().unwrap();
+    let dc1 = start_like_the_pod(&client, &ns, "mail-dc1", &root.path().join("dc1")).await;
+    let token = Api::<Secret>::namespaced(client.clone(), &ns).get("mail-admin-token").await.unwrap().data.unwrap()
+        ["token"]
+        .0
+        .clone();
+    let user = format!("adddc-{}@example.com", &uuid_hex()[..10]);
+    mail::create_account(dc1.admin, std::str::from_utf8(&token).unwrap(), &user, PASSWORD).await.unwrap();
+    for i in 0..MAILS {
+        mail::deliver(dc1.lmtp, &user, &format!("before dc2 #{i}")).await.unwrap();
+    }
+    let (count, delivered) = mail::maildrop(dc1.pop3, &user, PASSWORD).await.unwrap();
+    assert_eq!((count, delivered.len()), (MAILS, MAILS), "dc1 lists every delivered mail");
 
-    // Every state of mail-dc2, in watch order: no replica before the acknowledgement.
     let acknowledged = Arc::new(AtomicBool::new(false));
     let early: Arc<Mutex<Vec<String>>> = Arc::default();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let (ack, seen) = (acknowledged.clone(), early.clone());
-    let watch = deployments.clone();
-    let _watch = AbortOnDrop(tokio::spawn(async move {
-        let mut events = watcher(watch, watcher::Config::default()).applied_objects().boxed();
-        while let Some(Ok(d)) = events.next().await {
-            let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            if d.name_any() == "mail-dc2" && replicas > 0 && !ack.load(Ordering::SeqCst) {
-                seen.lock().unwrap().push(format!("mail-dc2 with {replicas} replicas before the acknowledgement"));
-            }
-        }
-    }));
+    let _watch = watch_dc2(deployments.clone(), acknowledged.clone(), early.clone());
 
     // Add dc2: the keyspace gets dc2 replicas at once, the pods do not.
-    apply(&client, &ns, &cluster("mail", &ks, &[("dc1", 1), ("dc2", 1)], &[("dc1", 1), ("dc2", 1)])).await;
+    obj["spec"]["datacenters"] = json!([{"name": "dc1", "replicas": 1}, {"name": "dc2", "replicas": 1}]);
+    obj["spec"]["cassandra"]["replication"] = json!({"dc1": 1, "dc2": 1});
+    apply(&client, &ns, &obj).await;
     let c = wait_condition(&client, &ns, "mail", "DatacenterAdding", "True", WAIT).await;
+    let reads: Arc<Mutex<Vec<Read>>> = Arc::default();
+    let _dc2 = run_dc2(client.clone(), ns.clone(), root.path().to_owned(), user.clone(), reads.clone());
     let st = c.status.as_ref().unwrap();
     assert_eq!(condition(&c, "DatacenterAdding").unwrap().1, "AwaitingRepair");
     assert_eq!(st.keyspace.as_ref().unwrap().awaiting_data, ["dc2"]);
@@ -108,16 +154,19 @@ async fn an_added_datacenter_serves_nothing_until_its_data_is_rebuilt() {
     let message =
         c.status.as_ref().unwrap().conditions.iter().find(|x| x.type_ == "DatacenterAdding").unwrap().message.clone();
     assert!(message.contains(&format!("nodetool rebuild -ks {ks} -- dc1")), "{message}");
-    assert_eq!(deployments.get("mail-dc2").await.unwrap().spec.unwrap().replicas, Some(0));
-    assert_eq!(replication(&session, &ks).await.unwrap(), factors(&[("dc1", "1"), ("dc2", "1")]));
+    assert_eq!(dc2_replicas(&deployments).await, 0);
+    assert_eq!(replication(&cassandra().await, &ks).await.unwrap(), factors(&[("dc1", "1"), ("dc2", "1")]));
     println!("{}", crate::kubectl(&["get", "p3c", "-n", &ns]));
-    // What dc2 pods would have served now: the old mail is not there.
-    let dc2 = dc2_session().await;
-    assert_eq!(probe_in_dc2(&dc2, &ks).await, None, "dc2 holds no old data before the rebuild");
+    // The control: dc2 really lacks the older mail, so its pods would have served it incomplete.
+    let complete = |r: &Read| r.maildrop.as_ref().is_ok_and(|(n, uids)| *n == MAILS && *uids == delivered);
+    eventually("dc2 read before the rebuild", WAIT, || async { (!reads.lock().unwrap().is_empty()).then_some(()) })
+        .await;
+    let before: Vec<String> = reads.lock().unwrap().iter().map(|r| format!("{:?}", r.maildrop)).collect();
+    println!("dc2 before the rebuild: {}", before.last().unwrap());
+    assert!(!reads.lock().unwrap().iter().any(complete), "dc2 had the old mail before the rebuild: {before:?}");
 
     // The documented steps: rebuild dc2's node from dc1, then acknowledge.
     e2e_cassandra(&["nodetool", "n2", "rebuild", "-ks", &ks, "--", "dc1"]);
-    assert_eq!(probe_in_dc2(&dc2, &ks).await.as_deref(), Some("old mail"), "rebuilt: dc2 has the old mail");
     let at = get(&client, &ns, "mail").await.unwrap().status.unwrap().keyspace.unwrap().replication_changed_at.unwrap();
     acknowledged.store(true, Ordering::SeqCst);
     let api: Api<Pop3Cluster> = Api::namespaced(client.clone(), &ns);
@@ -126,7 +175,25 @@ async fn an_added_datacenter_serves_nothing_until_its_data_is_rebuilt() {
     let done = wait_condition(&client, &ns, "mail", "DatacenterAdding", "False", WAIT).await;
     assert!(done.status.as_ref().unwrap().keyspace.as_ref().unwrap().awaiting_data.is_empty());
     kubectl_wait(&ns, "mail", "Ready");
-    assert_eq!(deployments.get("mail-dc2").await.unwrap().spec.unwrap().replicas, Some(1));
+    assert_eq!(dc2_replicas(&deployments).await, 1);
+    eventually("ten dc2 reads while mail-dc2 asks for a pod", WAIT, || async {
+        (reads.lock().unwrap().iter().filter(|r| r.replicas > 0).count() >= 10).then_some(())
+    })
+    .await;
+    drop(_dc2);
+
+    let reads = std::mem::take(&mut *reads.lock().unwrap());
+    let serving: Vec<&Read> = reads.iter().filter(|r| r.replicas > 0).collect();
+    let incomplete: Vec<&&Read> = serving.iter().filter(|r| !complete(r)).collect();
+    println!(
+        "dc2 reads: {} in all, {} while mail-dc2 had replicas (all complete: {}), {} incomplete while it had none",
+        reads.len(),
+        serving.len(),
+        incomplete.is_empty(),
+        reads.iter().filter(|r| r.replicas == 0 && !complete(r)).count()
+    );
+    assert!(incomplete.is_empty(), "dc2 served an incomplete maildrop: {incomplete:?}");
     assert!(early.lock().unwrap().is_empty(), "{:?}", early.lock().unwrap());
+    drop(dc1);
     teardown(&client, &ns, &mut op, &[&ks]).await;
 }

@@ -16,6 +16,7 @@ mod common;
 mod dc_addition;
 mod knobs;
 mod lifecycle;
+mod mail;
 mod pop3d_session;
 mod rollout;
 mod rollout_order;

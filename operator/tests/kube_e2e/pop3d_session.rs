@@ -34,14 +34,39 @@ fn pop3d_binary() -> PathBuf {
     target.join("release/pop3d")
 }
 
-struct Pop3d {
+pub struct Pop3d {
     child: Child,
-    pop3: u16,
-    pop3s: u16,
-    lmtp: u16,
-    admin: u16,
-    ops: u16,
+    pub pop3: u16,
+    pub pop3s: u16,
+    pub lmtp: u16,
+    pub admin: u16,
+    pub ops: u16,
     log: PathBuf,
+    /// The readiness probe's path (on `ops`).
+    ready_path: String,
+}
+
+impl Pop3d {
+    /// The Deployment's readiness probe, done by hand, until it passes, pop3d exits (its log is
+    /// the error) or `timeout` ends.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Err(format!(
+                    "pop3d exited ({status}): {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                ));
+            }
+            if http_get(self.ops, &self.ready_path).await.is_some_and(|(s, _)| s == 200) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("pop3d not ready ({}) within {timeout:?}", self.ready_path));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 impl Drop for Pop3d {
@@ -54,8 +79,18 @@ impl Drop for Pop3d {
     }
 }
 
+/// Starts pop3d from the Deployment and ConfigMap of `name`, with volumes under `root`, and waits
+/// until it is ready.
+pub async fn start_like_the_pod(client: &Client, ns: &str, name: &str, root: &Path) -> Pop3d {
+    let mut server = spawn_like_the_pod(client, ns, name, root).await;
+    if let Err(e) = server.wait_ready(Duration::from_secs(60)).await {
+        panic!("pop3d from {name}: {e}");
+    }
+    server
+}
+
 /// Starts pop3d from the Deployment and ConfigMap of `name`, with volumes under `root`.
-async fn start_like_the_pod(client: &Client, ns: &str, name: &str, root: &Path) -> Pop3d {
+pub async fn spawn_like_the_pod(client: &Client, ns: &str, name: &str, root: &Path) -> Pop3d {
     let deployment = Api::<Deployment>::namespaced(client.clone(), ns).get(name).await.unwrap();
     let pod = deployment.spec.unwrap().template.spec.unwrap();
     let container = &pod.containers[0];
@@ -129,16 +164,9 @@ async fn start_like_the_pod(client: &Client, ns: &str, name: &str, root: &Path) 
     let child = cmd.spawn().unwrap_or_else(|e| {
         panic!("start {}: {e} (build it: cargo build --release -p pop3d)", pop3d_binary().display())
     });
-    let server = Pop3d { child, pop3, pop3s, lmtp, admin, ops, log };
-    // The Deployment's readiness probe, done by hand.
     let probe = container.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
     assert_eq!(probe.port, IntOrString::String("ops".into()), "probes go to the ops listener");
-    let path = probe.path.clone().unwrap();
-    eventually(&format!("pop3d from {name} is ready ({path})"), Duration::from_secs(60), || async {
-        http_get(ops, &path).await.filter(|(s, _)| *s == 200)
-    })
-    .await;
-    server
+    Pop3d { child, pop3, pop3s, lmtp, admin, ops, log, ready_path: probe.path.clone().unwrap() }
 }
 
 /// The account API wants the token (any case of the scheme); the ops listener has no account
