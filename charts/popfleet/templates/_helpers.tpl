@@ -88,12 +88,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   verbs: ["list", "watch", "create", "patch", "delete"]
 # Reads the TLS, Cassandra credentials and admin token Secrets a Pop3Cluster names, and watches each of them
 # by name (fieldSelector metadata.name, metadata only) so a renewed certificate, rotated password or rotated
-# token reconciles its clusters; the names are only known at run time, so list/watch cannot carry resourceNames. Creates a cluster's
-# admin token Secret (<cluster>-admin-token) once when the spec names none; never updates, patches or
-# deletes a Secret (the garbage collector removes the generated one with its Pop3Cluster).
+# token reconciles its clusters. RBAC authorizes such a list/watch against resourceNames, so with
+# rbac.secretNames the operator can read no other Secret; without it (the names are only known once
+# Pop3Clusters exist) any Secret in reach (watchNamespace: that namespace).
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch", "create"]
+  {{- with .Values.rbac.secretNames }}
+  resourceNames: {{ toJson . }}
+  {{- end }}
+  verbs: ["get", "list", "watch"]
+# Creates a cluster's admin token Secret (<cluster>-admin-token) once when the spec names none (RBAC cannot
+# restrict create by name); never updates, patches or deletes a Secret (the garbage collector removes the
+# generated one with its Pop3Cluster).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
 # kube-runtime's event Recorder: create, then patch to count repeats (series).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

@@ -121,11 +121,19 @@ pub struct Operator {
     pub log: PathBuf,
     namespace: String,
     extra: Vec<String>,
+    /// Whose rights it runs with: the test's admin kubeconfig unless `start_as` gave another.
+    kubeconfig: PathBuf,
 }
 
 impl Operator {
     pub async fn start(namespace: &str, extra: &[&str]) -> Operator {
+        Self::start_as(namespace, extra, kubeconfig_path()).await
+    }
+
+    /// Started with `kubeconfig` (e.g. a ServiceAccount token and only its RBAC).
+    pub async fn start_as(namespace: &str, extra: &[&str], kubeconfig: PathBuf) -> Operator {
         let mut op = Operator {
+            kubeconfig,
             child: None,
             port: 0,
             log: std::env::temp_dir().join(format!("popfleet-operator-{namespace}-{}.log", &uuid_hex()[..6])),
@@ -142,7 +150,7 @@ impl Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_popfleet-operator"))
             .args(["--namespace", &self.namespace, "--http", &format!("127.0.0.1:{}", self.port)])
             .args(&self.extra)
-            .env("KUBECONFIG", kubeconfig_path())
+            .env("KUBECONFIG", &self.kubeconfig)
             .env("POPFLEET_LOG", "info,operator=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -20,6 +20,7 @@ mod mail;
 mod pop3d_session;
 mod rollout;
 mod rollout_order;
+mod secret_rbac;
 mod validation;
 mod watch_traffic;
 
