@@ -116,17 +116,7 @@ pub fn compute(cluster: &Pop3Cluster, obs: &Observation, now: &Time) -> Pop3Clus
     };
 
     let keyspace_cond = keyspace_condition(&obs.keyspace, &old, &c);
-    let keyspace_ok = keyspace_cond.status == "True";
-
-    let not_serving: Vec<&str> =
-        dcs.iter().filter(|d| d.replicas > 0 && d.ready_replicas == 0).map(|d| d.name.as_str()).collect();
-    let available = if !keyspace_ok {
-        c(AVAILABLE, false, "KeyspaceNotReady", "pop3d cannot serve before the keyspace is ready".into())
-    } else if !not_serving.is_empty() {
-        c(AVAILABLE, false, "NoReadyPods", format!("no ready pop3d pod in {}", not_serving.join(", ")))
-    } else {
-        c(AVAILABLE, true, "Serving", format!("ready pods: {summary}"))
-    };
+    let available = available_condition(keyspace_cond.status == "True", &dcs, &summary, &c);
 
     let rolling = rolling_messages(obs);
     let progressing = if obs.paused {
@@ -150,12 +140,7 @@ pub fn compute(cluster: &Pop3Cluster, obs: &Observation, now: &Time) -> Pop3Clus
     };
     let adding = adding_condition(obs, keyspace.as_ref(), &c);
     let held = held_condition(&obs.holds, &c);
-    let stepping = obs.holds.iter().find(|h| !h.blocking);
-    let in_progress = if adding.status == "True" {
-        Some((AWAITING_REPAIR, adding.message.clone()))
-    } else {
-        stepping.map(|h| (h.reason.as_str(), h.message.clone()))
-    };
+    let in_progress = awaiting_user_step(&adding, &obs.holds);
     let [ready, reconciling, stalled] = kstatus(obs, &problems, &keyspace_cond, in_progress, &rolling, &summary, &c);
 
     Pop3ClusterStatus {
@@ -186,6 +171,32 @@ pub fn compute(cluster: &Pop3Cluster, obs: &Observation, now: &Time) -> Pop3Clus
         datacenters: dcs,
         keyspace,
     }
+}
+
+fn available_condition(
+    keyspace_ok: bool,
+    dcs: &[DatacenterStatus],
+    summary: &str,
+    c: &impl Fn(&str, bool, &str, String) -> Condition,
+) -> Condition {
+    let not_serving: Vec<&str> =
+        dcs.iter().filter(|d| d.replicas > 0 && d.ready_replicas == 0).map(|d| d.name.as_str()).collect();
+    if !keyspace_ok {
+        c(AVAILABLE, false, "KeyspaceNotReady", "pop3d cannot serve before the keyspace is ready".into())
+    } else if !not_serving.is_empty() {
+        c(AVAILABLE, false, "NoReadyPods", format!("no ready pop3d pod in {}", not_serving.join(", ")))
+    } else {
+        c(AVAILABLE, true, "Serving", format!("ready pods: {summary}"))
+    }
+}
+
+/// A documented step under way that waits for the user's repair (Reconciling, not Stalled): a
+/// datacenter awaiting its data, or an increase between its safe steps.
+fn awaiting_user_step<'a>(adding: &'a Condition, holds: &'a [Held]) -> Option<(&'a str, String)> {
+    if adding.status == "True" {
+        return Some((AWAITING_REPAIR, adding.message.clone()));
+    }
+    holds.iter().find(|h| !h.blocking).map(|h| (h.reason.as_str(), h.message.clone()))
 }
 
 fn keyspace_condition(

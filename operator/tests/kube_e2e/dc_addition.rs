@@ -9,6 +9,7 @@
 //! serving there would show an incomplete maildrop. The watch sees 0 replicas in every state of
 //! the Deployment until the rebuild is acknowledged.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,17 +19,15 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::common::*;
 use crate::mail;
-use crate::pop3d_session::{spawn_like_the_pod, start_like_the_pod};
+use crate::pop3d_session::{spawn_like_the_pod, start_like_the_pod, Pop3d};
 use crate::rollout::kubectl_wait;
 use crate::{apply, cluster, condition, get, teardown, wait_condition, AbortOnDrop};
 use crds::{DatacenterRollout, Pop3Cluster};
-use kube::Client;
-use std::path::PathBuf;
 
 const WAIT: Duration = Duration::from_secs(120);
 const MAILS: usize = 5;
@@ -99,6 +98,22 @@ fn watch_dc2(
     }))
 }
 
+/// Mail before dc2 exists: an account and `MAILS` messages delivered over LMTP by a pop3d started
+/// as dc1's pod. Returns that pop3d, the address and the ids dc1 lists (every one delivered).
+async fn deliver_in_dc1(client: &Client, ns: &str, root: &Path) -> (Pop3d, String, Vec<String>) {
+    let dc1 = start_like_the_pod(client, ns, "mail-dc1", &root.join("dc1")).await;
+    let secret = Api::<Secret>::namespaced(client.clone(), ns).get("mail-admin-token").await.unwrap();
+    let token = String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap();
+    let user = format!("adddc-{}@example.com", &uuid_hex()[..10]);
+    mail::create_account(dc1.admin, &token, &user, PASSWORD).await.unwrap();
+    for i in 0..MAILS {
+        mail::deliver(dc1.lmtp, &user, &format!("before dc2 #{i}")).await.unwrap();
+    }
+    let (count, delivered) = mail::maildrop(dc1.pop3, &user, PASSWORD).await.unwrap();
+    assert_eq!((count, delivered.len()), (MAILS, MAILS), "dc1 lists every delivered mail");
+    (dc1, user, delivered)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs e2e/kube, e2e/cassandra and a release pop3d; run with POPFLEET_KUBE=1"]
 async fn an_added_datacenter_serves_nothing_until_its_data_is_rebuilt() {
@@ -113,20 +128,8 @@ async fn an_added_datacenter_serves_nothing_until_its_data_is_rebuilt() {
     apply(&client, &ns, &obj).await;
     kubectl_wait(&ns, "mail", "Ready");
 
-    // Mail before dc2 existed: delivered over LMTP by dc1's pop3d; the ids are what dc1 lists.
     let root = tempfile::tempdir().unwrap();
-    let dc1 = start_like_the_pod(&client, &ns, "mail-dc1", &root.path().join("dc1")).await;
-    let token = Api::<Secret>::namespaced(client.clone(), &ns).get("mail-admin-token").await.unwrap().data.unwrap()
-        ["token"]
-        .0
-        .clone();
-    let user = format!("adddc-{}@example.com", &uuid_hex()[..10]);
-    mail::create_account(dc1.admin, std::str::from_utf8(&token).unwrap(), &user, PASSWORD).await.unwrap();
-    for i in 0..MAILS {
-        mail::deliver(dc1.lmtp, &user, &format!("before dc2 #{i}")).await.unwrap();
-    }
-    let (count, delivered) = mail::maildrop(dc1.pop3, &user, PASSWORD).await.unwrap();
-    assert_eq!((count, delivered.len()), (MAILS, MAILS), "dc1 lists every delivered mail");
+    let (dc1, user, delivered) = deliver_in_dc1(&client, &ns, root.path()).await;
 
     let acknowledged = Arc::new(AtomicBool::new(false));
     let early: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -156,7 +159,6 @@ async fn an_added_datacenter_serves_nothing_until_its_data_is_rebuilt() {
     assert!(message.contains(&format!("nodetool rebuild -ks {ks} -- dc1")), "{message}");
     assert_eq!(dc2_replicas(&deployments).await, 0);
     assert_eq!(replication(&cassandra().await, &ks).await.unwrap(), factors(&[("dc1", "1"), ("dc2", "1")]));
-    println!("{}", crate::kubectl(&["get", "p3c", "-n", &ns]));
     // The control: dc2 really lacks the older mail, so its pods would have served it incomplete.
     let complete = |r: &Read| r.maildrop.as_ref().is_ok_and(|(n, uids)| *n == MAILS && *uids == delivered);
     eventually("dc2 read before the rebuild", WAIT, || async { (!reads.lock().unwrap().is_empty()).then_some(()) })
@@ -183,13 +185,12 @@ async fn an_added_datacenter_serves_nothing_until_its_data_is_rebuilt() {
     drop(_dc2);
 
     let reads = std::mem::take(&mut *reads.lock().unwrap());
-    let serving: Vec<&Read> = reads.iter().filter(|r| r.replicas > 0).collect();
-    let incomplete: Vec<&&Read> = serving.iter().filter(|r| !complete(r)).collect();
+    let incomplete: Vec<&Read> = reads.iter().filter(|r| r.replicas > 0 && !complete(r)).collect();
     println!(
-        "dc2 reads: {} in all, {} while mail-dc2 had replicas (all complete: {}), {} incomplete while it had none",
+        "dc2 reads: {} in all, {} while mail-dc2 had replicas ({} of them incomplete), {} incomplete while it had none",
         reads.len(),
-        serving.len(),
-        incomplete.is_empty(),
+        reads.iter().filter(|r| r.replicas > 0).count(),
+        incomplete.len(),
         reads.iter().filter(|r| r.replicas == 0 && !complete(r)).count()
     );
     assert!(incomplete.is_empty(), "dc2 served an incomplete maildrop: {incomplete:?}");
