@@ -98,6 +98,34 @@ fn watch_dc2(
     }))
 }
 
+/// What the status says while dc2 waits for its data: the stage, the column, the exact command.
+async fn check_adding_status(client: &Client, ns: &str, ks: &str, c: &Pop3Cluster) {
+    let st = c.status.as_ref().unwrap();
+    assert_eq!(condition(c, "DatacenterAdding").unwrap().1, "AwaitingRepair");
+    assert_eq!(st.keyspace.as_ref().unwrap().awaiting_data, ["dc2"]);
+    assert_eq!(st.datacenters[1].rollout, Some(DatacenterRollout::AwaitingData));
+    assert_eq!(condition(c, "Ready").unwrap().0, "False");
+    // Once dc2's empty Deployment has been seen by its controller, what is left is the repair.
+    eventually("Reconciling for AwaitingRepair", WAIT, || async {
+        let fresh = get(client, ns, "mail").await?;
+        (condition(&fresh, "Reconciling")? == ("True".into(), "AwaitingRepair".into())).then_some(())
+    })
+    .await;
+    let message =
+        c.status.as_ref().unwrap().conditions.iter().find(|x| x.type_ == "DatacenterAdding").unwrap().message.clone();
+    assert!(message.contains(&format!("nodetool rebuild -ks {ks} -- dc1")), "{message}");
+}
+
+/// The maildrop as dc1 listed it: STAT's count and every id, in order.
+fn complete(read: &Read, delivered: &[String]) -> bool {
+    read.maildrop.as_ref().is_ok_and(|(n, uids)| *n == MAILS && uids == delivered)
+}
+
+/// The reads made while mail-dc2 asked for a pod that did not return the whole maildrop.
+fn served_incomplete(reads: &[Read], delivered: &[String]) -> Vec<String> {
+    reads.iter().filter(|r| r.replicas > 0 && !complete(r, delivered)).map(|r| format!("{r:?}")).collect()
+}
+
 /// Mail before dc2 exists: an account and `MAILS` messages delivered over LMTP by a pop3d started
 /// as dc1's pod. Returns that pop3d, the address and the ids dc1 lists (every one delivered).
 async fn deliver_in_dc1(client: &Client, ns: &str, root: &Path) -> (Pop3d, String, Vec<String>) {
@@ -143,26 +171,17 @@ async fn an_added_datacenter_serves_nothing_until_its_data_is_rebuilt() {
     let c = wait_condition(&client, &ns, "mail", "DatacenterAdding", "True", WAIT).await;
     let reads: Arc<Mutex<Vec<Read>>> = Arc::default();
     let _dc2 = run_dc2(client.clone(), ns.clone(), root.path().to_owned(), user.clone(), reads.clone());
-    let st = c.status.as_ref().unwrap();
-    assert_eq!(condition(&c, "DatacenterAdding").unwrap().1, "AwaitingRepair");
-    assert_eq!(st.keyspace.as_ref().unwrap().awaiting_data, ["dc2"]);
-    assert_eq!(st.datacenters[1].rollout, Some(DatacenterRollout::AwaitingData));
-    assert_eq!(condition(&c, "Ready").unwrap().0, "False");
-    // Once dc2's empty Deployment has been seen by its controller, what is left is the repair.
-    eventually("Reconciling for AwaitingRepair", WAIT, || async {
-        let c = get(&client, &ns, "mail").await?;
-        (condition(&c, "Reconciling")? == ("True".into(), "AwaitingRepair".into())).then_some(())
-    })
-    .await;
-    let message =
-        c.status.as_ref().unwrap().conditions.iter().find(|x| x.type_ == "DatacenterAdding").unwrap().message.clone();
-    assert!(message.contains(&format!("nodetool rebuild -ks {ks} -- dc1")), "{message}");
+    // The test, checked before the rebuild and again at the end: no read made while
+    // mail-dc2 asked for a pod was incomplete.
+    eventually("dc2 read before the rebuild", WAIT, || async { (!reads.lock().unwrap().is_empty()).then_some(()) })
+        .await;
+    let served = served_incomplete(&reads.lock().unwrap(), &delivered);
+    assert!(served.is_empty(), "dc2 served an incomplete maildrop before the rebuild: {served:?}");
+    check_adding_status(&client, &ns, &ks, &c).await;
     assert_eq!(dc2_replicas(&deployments).await, 0);
     assert_eq!(replication(&cassandra().await, &ks).await.unwrap(), factors(&[("dc1", "1"), ("dc2", "1")]));
     // The control: dc2 really lacks the older mail, so its pods would have served it incomplete.
-    let complete = |r: &Read| r.maildrop.as_ref().is_ok_and(|(n, uids)| *n == MAILS && *uids == delivered);
-    eventually("dc2 read before the rebuild", WAIT, || async { (!reads.lock().unwrap().is_empty()).then_some(()) })
-        .await;
+    let complete = |r: &Read| complete(r, &delivered);
     let before: Vec<String> = reads.lock().unwrap().iter().map(|r| format!("{:?}", r.maildrop)).collect();
     println!("dc2 before the rebuild: {}", before.last().unwrap());
     assert!(!reads.lock().unwrap().iter().any(complete), "dc2 had the old mail before the rebuild: {before:?}");
@@ -185,15 +204,15 @@ async fn an_added_datacenter_serves_nothing_until_its_data_is_rebuilt() {
     drop(_dc2);
 
     let reads = std::mem::take(&mut *reads.lock().unwrap());
-    let incomplete: Vec<&Read> = reads.iter().filter(|r| r.replicas > 0 && !complete(r)).collect();
+    let served = served_incomplete(&reads, &delivered);
     println!(
         "dc2 reads: {} in all, {} while mail-dc2 had replicas ({} of them incomplete), {} incomplete while it had none",
         reads.len(),
         reads.iter().filter(|r| r.replicas > 0).count(),
-        incomplete.len(),
+        served.len(),
         reads.iter().filter(|r| r.replicas == 0 && !complete(r)).count()
     );
-    assert!(incomplete.is_empty(), "dc2 served an incomplete maildrop: {incomplete:?}");
+    assert!(served.is_empty(), "dc2 served an incomplete maildrop: {served:?}");
     assert!(early.lock().unwrap().is_empty(), "{:?}", early.lock().unwrap());
     drop(dc1);
     teardown(&client, &ns, &mut op, &[&ks]).await;
