@@ -21,13 +21,17 @@ use crate::{apply, cluster, kubectl_status, teardown, wait_condition};
 
 const SA: &str = "popfleet-operator";
 
+/// The Helm e2e/kube built: `POPFLEET_HELM`, or `helm` in the bin directory `e2e/kube env` names.
 fn helm() -> PathBuf {
-    std::env::var_os("POPFLEET_HELM").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("POPFLEET_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/popfleet"));
-        cache.join("kube-1.36.3/bin/helm")
-    })
+    if let Some(p) = std::env::var_os("POPFLEET_HELM") {
+        return p.into();
+    }
+    let out =
+        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../e2e/kube")).arg("env").output().expect("e2e/kube env");
+    let env = String::from_utf8_lossy(&out.stdout);
+    let bin =
+        env.lines().find_map(|l| l.strip_prefix("export PATH=\"")?.split(':').next()).expect("e2e/kube env: PATH");
+    PathBuf::from(bin).join("helm")
 }
 
 /// The chart's Role and RoleBinding for `ns`, limited to `names`, applied there.
