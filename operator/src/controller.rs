@@ -244,7 +244,10 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
     if was_paused {
         ctx.event(&cluster, EventType::Normal, "Resumed", "spec.paused is false: applying the spec".into()).await;
     }
-    let facts = secret_facts::read(&ctx.client, &cluster, &ctx.metrics).await?;
+    let facts = match secret_facts::read(&ctx.client, &cluster, &ctx.metrics).await {
+        Ok(facts) => facts,
+        Err(e) => return Err(report_forbidden_secret(&cluster, &ctx, e).await),
+    };
     let (secrets, mut problems) = (facts.secrets, facts.problems);
     if let Some(name) = facts.token_created {
         let note = format!("created Secret {name} with a new admin API token (key token)");
@@ -292,6 +295,33 @@ async fn apply(cluster: Arc<Pop3Cluster>, ctx: Arc<Context>) -> Result<Action> {
         Some(e) => Err(Error::Cassandra(e)),
         None => Ok(Action::requeue(ctx.resync)),
     }
+}
+
+/// A Secret the operator may not read (the chart's `rbac.secretNames` does not list it) stops the
+/// reconcile before anything is written; say so in the status (Degraded/Stalled, reason
+/// `SecretForbidden`) rather than only in the operator's log. Returns the error for the backoff.
+async fn report_forbidden_secret(cluster: &Pop3Cluster, ctx: &Context, e: Error) -> Error {
+    let message = match &e {
+        Error::Kube(kube::Error::Api(s)) if s.code == 403 => {
+            format!("{}; list the Secret in the chart's rbac.secretNames (operator/README.md)", s.message)
+        }
+        _ => return e,
+    };
+    let datacenters = match children::observe_all(&ctx.client, cluster).await {
+        Ok(d) => d,
+        Err(_) => return e,
+    };
+    let obs = Observation {
+        paused: false,
+        datacenters,
+        keyspace: KeyspaceOutcome::NotChecked,
+        problems: vec![("SecretForbidden".into(), message)],
+        holds: vec![],
+    };
+    if let Err(w) = write_status(cluster, ctx, status::compute(cluster, &obs, &now())).await {
+        tracing::warn!(error = %w, "cannot report the forbidden Secret");
+    }
+    e
 }
 
 /// The Cassandra datacenters without their data yet. Fail safe: without a fresh keyspace status,

@@ -4,7 +4,8 @@
 //! the chart's own (`helm template`, namespaced mode), the operator runs with a token of its own
 //! ServiceAccount, and the test checks both sides: the cluster reconciles and a rotated Cassandra
 //! password rolls the pods (the watch works), while a plain list of Secrets and a get of an
-//! unlisted one are forbidden to that ServiceAccount.
+//! unlisted one are forbidden to that ServiceAccount; a cluster naming an unlisted Secret is
+//! Stalled with reason `SecretForbidden`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -128,5 +129,15 @@ async fn the_operator_works_with_secrets_limited_to_the_named_ones() {
         assert!(allowed || out.contains("forbidden"), "{out}");
         println!("kubectl {} as the operator: {}", args.join(" "), out.trim());
     }
+
+    // A Secret left out of the list: the status says which and what to do.
+    let mut other = cluster("other", &ks, &[("dc1", 1)], &[("dc1", 1)]);
+    other["spec"]["pop3"]["tls"] = json!({"secretName": "unlisted"});
+    apply(&client, &ns, &other).await;
+    let c = wait_condition(&client, &ns, "other", "Stalled", "True", Duration::from_secs(60)).await;
+    let stalled = c.status.unwrap().conditions.into_iter().find(|x| x.type_ == "Stalled").unwrap();
+    println!("Stalled {}: {}", stalled.reason, stalled.message);
+    assert_eq!(stalled.reason, "SecretForbidden");
+    assert!(stalled.message.contains("\"unlisted\"") && stalled.message.contains("rbac.secretNames"));
     teardown(&client, &ns, &mut op, &[&ks]).await;
 }
