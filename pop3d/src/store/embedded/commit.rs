@@ -113,7 +113,7 @@ fn taken(job: Job, counts: &Counts) -> Job {
 fn commit(batch: Vec<Job>, counts: &Counts) {
     let db = batch[0].db.clone();
     counts.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
-    let together = apply(&db, &batch, counts);
+    let together = guarded(|| apply(&db, &batch, counts));
     if together.is_ok() || batch.len() == 1 {
         for job in batch {
             let _ = job.reply.send(together.clone());
@@ -121,9 +121,17 @@ fn commit(batch: Vec<Job>, counts: &Counts) {
         return;
     }
     for job in batch {
-        let alone = apply(&db, std::slice::from_ref(&job), counts);
+        let alone = guarded(|| apply(&db, std::slice::from_ref(&job), counts));
         let _ = job.reply.send(alone);
     }
+}
+
+/// Runs `f`, turning a panic into an error: the thread is every write's, so a panic in one
+/// write (a bug) must fail that write, not stop the store. The transaction it was in is dropped
+/// uncommitted, which aborts it.
+fn guarded(f: impl FnOnce() -> Result<()>) -> Result<()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(unavailable("a store write panicked; see the log")))
 }
 
 /// One transaction with every write of `jobs`, durable if any of them asked for it.
@@ -248,5 +256,16 @@ mod tests {
         assert_eq!(stored(&db), vec![0, 1, 2], "the failed write left nothing, the others are all there");
         // The held write; the batch of three (rolled back); then each of the three alone.
         assert_eq!(writer.counts.transactions.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_panics_fails_alone_and_the_writer_lives_on() {
+        let (_dir, db) = database();
+        let writer = Arc::new(GroupCommit::start().unwrap());
+        let panicking: Work = Box::new(|_| panic!("a bug in one write"));
+        let refused = writer.write(db.clone(), Durability::Immediate, 0, panicking).await.unwrap_err();
+        assert!(matches!(refused, StoreError::Unavailable(m) if m.contains("panicked")));
+        writer.write(db.clone(), Durability::Immediate, 0, put(7)).await.unwrap();
+        assert_eq!(stored(&db), vec![7]);
     }
 }
