@@ -105,19 +105,17 @@ impl Commit<'_> {
         }
         // Before the quota: a retry of a message that filled the mailbox was delivered, and a
         // 552 would make the MTA bounce it.
-        if let Some(earlier) = earlier {
-            match earlier {
-                Ok(Some(first)) => {
-                    tracing::info!(mailbox = %t.mailbox, id = %first, "retried delivery absorbed: stored before as this id");
-                    return DeliveryResult::Duplicate { id: first.to_string() };
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    // Storing it anyway could make the very duplicate this check exists for.
-                    tracing::warn!(mailbox = %t.mailbox, error = %e, "looking up a delivery's earlier copy failed");
-                    return DeliveryResult::TempFail;
-                }
+        match earlier {
+            Some(Ok(Some(first))) => {
+                tracing::info!(mailbox = %t.mailbox, id = %first, "retried delivery absorbed: stored before as this id");
+                return DeliveryResult::Duplicate { id: first.to_string() };
             }
+            Some(Err(e)) => {
+                // Storing it anyway could make the very duplicate this check exists for.
+                tracing::warn!(mailbox = %t.mailbox, error = %e, "looking up a delivery's earlier copy failed");
+                return DeliveryResult::TempFail;
+            }
+            Some(Ok(None)) | None => {}
         }
         if t.quota.is_some_and(|q| q.exceeded_by(t.size)) {
             return DeliveryResult::OverQuota;

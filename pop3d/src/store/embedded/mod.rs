@@ -155,15 +155,8 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T> + Send + 'static,
     {
-        let db = self.handle().await?;
-        let handle = db.clone();
-        let result = tokio::task::spawn_blocking(move || f(&handle)).await.map_err(unavailable)?;
-        if let Err(e) = &result {
-            if poisoned(e) {
-                self.recover(db).await;
-            }
-        }
-        result
+        self.with_handle(|db| async move { tokio::task::spawn_blocking(move || f(&db)).await.map_err(unavailable)? })
+            .await
     }
 
     /// Applies `f` in the writer's next transaction (shared with the other writes queued by
@@ -173,8 +166,17 @@ impl EmbeddedStore {
     where
         F: Fn(&redb::WriteTransaction) -> Result<()> + Send + 'static,
     {
+        self.with_handle(|db| self.writer.write(db, durability, bytes, Box::new(f))).await
+    }
+
+    /// Runs `work` on the open database, and closes it for reopening when the work met an I/O
+    /// error that poisoned it.
+    async fn with_handle<T, Fut>(&self, work: impl FnOnce(Arc<Database>) -> Fut) -> Result<T>
+    where
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let db = self.handle().await?;
-        let result = self.writer.write(db.clone(), durability, bytes, Box::new(f)).await;
+        let result = work(db.clone()).await;
         if let Err(e) = &result {
             if poisoned(e) {
                 self.recover(db).await;
