@@ -3,7 +3,8 @@
 
 Two DCs of three Cassandra nodes (e2e/cassandra, POPFLEET_CASSANDRA_TOPOLOGY=seed, RF 3 per DC,
 LOCAL_QUORUM), a delayed link between them. For each link delay: 80 users, 100 mail/s for 10 minutes
-into dc1, then STAT of each mailbox and DELE of everything + QUIT, half the readers in dc2; first
+into dc1, then STAT of each mailbox and DELE of everything + QUIT, half the readers in dc2 (in dc2's
+network namespace, on dc2's side of the link: `popfleet-load --pop3 ADDR@NETNS`); first
 popfleet (a pop3d per DC, LMTP in, POP3 out), then the LWT baseline (`popfleet-load lwt-baseline`:
 the same content written straight to Cassandra, each message's UID and MODSEQ allocated per mailbox
 with conditional updates at SERIAL, as an LWT-based mailbox does) on the same cluster, same link,
@@ -166,7 +167,7 @@ def run_popfleet(args, delay: int, out: Path) -> dict:
         json_path = out / f"{label}.json"
         fresh(json_path)
         cmd = [args.loadgen, "run", *common(args, label, json_path), "--password", PASSWORD,
-               "--lmtp", f"{HOST}:{dc1.lmtp}", "--pop3", f"{HOST}:{dc1.pop3},{dc2.host}:{dc2.pop3}", "--settle", str(args.settle)]
+               "--lmtp", f"{HOST}:{dc1.lmtp}", "--pop3", f"{HOST}:{dc1.pop3},{dc2.host}:{dc2.pop3}@{NETNS}", "--settle", str(args.settle)]
         print(f"\n==> {label}: {' '.join(cmd)}", flush=True)
         return measured(lambda: (subprocess.run(cmd, check=True), json.loads(json_path.read_text().splitlines()[-1]))[1],
                         json_path)
@@ -182,7 +183,7 @@ def run_baseline(args, delay: int, out: Path) -> dict:
         return report
     fresh(json_path)
     cmd = [args.loadgen, "lwt-baseline", *common(args, label, json_path), "--cassandra", points("dc1"),
-           "--dc", "dc1", "--read-cassandra", points("dc2"), "--read-dc", "dc2",
+           "--dc", "dc1", "--read-cassandra", points("dc2"), "--read-dc", "dc2", "--read-netns", NETNS,
            "--keyspace", "popfleet_lwt_baseline", "--replication", "dc1:3,dc2:3", "--reset", "--settle", str(args.settle)]
     print(f"\n==> {label}: {' '.join(cmd)}", flush=True)
     return measured(lambda: (subprocess.run(cmd, check=True), json.loads(json_path.read_text().splitlines()[-1]))[1],

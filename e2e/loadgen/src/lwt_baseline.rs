@@ -33,6 +33,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::message;
+use crate::netns::Endpoint;
 use crate::pacing::{self, Arrival};
 use crate::stats::{Errors, Latency, Report, Timeline};
 use crate::Load;
@@ -407,23 +408,33 @@ async fn read_one(db: &Db, mailbox: &str, t: &Mutex<ReadTally>) -> Result<(), Fa
     Ok(())
 }
 
+/// The other datacenter's session, and where its readers run (its namespace, with --read-netns).
+pub struct Remote {
+    db: Arc<Db>,
+    from: Endpoint,
+}
+
 /// The read half; odd users read through `remote` when there is one (the other datacenter).
-async fn reads(load: &Load, local: Arc<Db>, remote: Option<Arc<Db>>) -> ReadTally {
+async fn reads(load: &Load, local: Arc<Db>, remote: Option<Remote>) -> ReadTally {
     let tally = Arc::new(Mutex::new(ReadTally::default()));
     let permits = Arc::new(Semaphore::new(load.pop3_concurrency.max(1)));
     let mut tasks = Vec::new();
     for user_no in 0..load.users {
-        let db = match (&remote, user_no % 2) {
-            (Some(r), 1) => r.clone(),
-            _ => local.clone(),
+        let (db, spawn_on) = match (&remote, user_no % 2) {
+            (Some(r), 1) => (r.db.clone(), Some(&r.from)),
+            _ => (local.clone(), None),
         };
         let (mailbox, tally, permits) = (user(load, user_no), tally.clone(), permits.clone());
-        tasks.push(tokio::spawn(async move {
+        let read = async move {
             let _permit = permits.acquire_owned().await;
             if let Err(f) = read_one(&db, &mailbox, &tally).await {
                 tally.lock().unwrap().lwt.fail("read", &f);
             }
-        }));
+        };
+        tasks.push(match spawn_on {
+            Some(endpoint) => endpoint.spawn(read),
+            None => tokio::spawn(read),
+        });
     }
     for t in tasks {
         let _ = t.await;

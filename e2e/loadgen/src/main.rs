@@ -10,6 +10,7 @@ mod extras;
 mod lmtp;
 mod lwt_baseline;
 mod message;
+mod netns;
 mod pacing;
 mod pop3;
 mod procstat;
@@ -163,7 +164,8 @@ struct Common {
     /// LMTP server(s); users are spread over them.
     #[arg(long, required = true, value_delimiter = ',')]
     lmtp: Vec<String>,
-    /// POP3 server(s) for the read half; user i reads from server i mod n.
+    /// POP3 server(s) for the read half; user i reads from server i mod n. ADDR@NETNS connects
+    /// from the network namespace NETNS (/var/run/netns/NETNS; root), e.g. the other datacenter.
     #[arg(long, value_delimiter = ',')]
     pop3: Vec<String>,
     #[arg(long, default_value = "load-password")]
@@ -186,7 +188,7 @@ impl Common {
         Ok(Scenario {
             label: l.label.clone(),
             lmtp: self.lmtp.clone(),
-            pop3: self.pop3.clone(),
+            pop3: self.pop3.iter().map(|s| netns::Endpoint::parse(s)).collect::<Result<_>>()?,
             users: l.users,
             user_format: l.user_format.clone(),
             password: self.password.clone(),
@@ -289,7 +291,11 @@ async fn main() -> Result<()> {
             };
             let t = extras::Target {
                 lmtp: common.lmtp[0].clone(),
-                pop3: common.pop3.first().cloned().ok_or_else(|| anyhow::anyhow!("--pop3 is required"))?,
+                pop3: match common.pop3.first() {
+                    Some(p) if p.contains('@') => bail!("extras connect from this namespace only: no ADDR@NETNS"),
+                    Some(p) => p.clone(),
+                    None => bail!("--pop3 is required"),
+                },
                 users: (0..common.load.users).map(|i| common.load.user_format.replace("{}", &i.to_string())).collect(),
                 password: common.password.clone(),
                 pids: common.pids.clone(),

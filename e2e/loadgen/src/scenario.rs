@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::lmtp::{LmtpClient, Outcome};
 use crate::message::{self, SizeMix};
+use crate::netns::Endpoint;
 use crate::pacing::{self, Arrival};
 use crate::pop3::Pop3Client;
 use crate::procstat;
@@ -23,7 +24,7 @@ use crate::stats::{Errors, Latency, Report, Timeline};
 pub struct Scenario {
     pub label: String,
     pub lmtp: Vec<String>,
-    pub pop3: Vec<String>,
+    pub pop3: Vec<Endpoint>,
     pub users: usize,
     pub user_format: String,
     pub password: String,
@@ -289,7 +290,7 @@ struct ReadTally {
 }
 
 async fn read_one(sc: &Scenario, user_no: usize, t: &Mutex<ReadTally>) -> Result<()> {
-    let addr = &sc.pop3[user_no % sc.pop3.len()];
+    let addr = &sc.pop3[user_no % sc.pop3.len()].addr;
     let user = sc.user(user_no);
     let t0 = Instant::now();
     let mut c = Pop3Client::connect(addr).await?;
@@ -324,7 +325,8 @@ async fn reads(sc: &Scenario) -> ReadTally {
     let mut tasks = Vec::new();
     for user_no in 0..sc.users {
         let (sc, tally, permits) = (sc.clone(), tally.clone(), permits.clone());
-        tasks.push(tokio::spawn(async move {
+        let endpoint = sc.pop3[user_no % sc.pop3.len()].clone();
+        tasks.push(endpoint.spawn(async move {
             let _permit = permits.acquire_owned().await;
             if let Err(e) = read_one(&sc, user_no, &tally).await {
                 tally.lock().unwrap().errors.add(kind("pop3", &format!("{e:#}")));

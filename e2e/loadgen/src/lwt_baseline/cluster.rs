@@ -11,7 +11,8 @@ use scylla::client::session_builder::SessionBuilder;
 use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::statement::{Consistency, SerialConsistency};
 
-use super::{Db, Levels};
+use super::{Db, Levels, Remote};
+use crate::netns::Endpoint;
 
 /// The baseline's schema; DDL `IF NOT EXISTS` is no LWT.
 const TABLES: [&str; 2] = [
@@ -62,6 +63,10 @@ pub struct Target {
     /// Contact points for the --read-dc session (default: --cassandra).
     #[arg(long, value_delimiter = ',', requires = "read_dc")]
     read_cassandra: Vec<String>,
+    /// Network namespace (/var/run/netns/NAME; root) the --read-dc session connects from, so
+    /// those readers sit on their datacenter's side of the link, as the POP3 readers do.
+    #[arg(long, requires = "read_dc")]
+    read_netns: Option<String>,
     /// Drop the keyspace and create it again before the run.
     #[arg(long)]
     reset: bool,
@@ -93,7 +98,7 @@ impl Target {
 
     /// The delivering session's statements, and the remote readers' when --read-dc is given;
     /// creates the schema first (after dropping it with --reset).
-    pub(super) async fn connect(&self) -> Result<(Arc<Db>, Option<Arc<Db>>)> {
+    pub(super) async fn connect(&self) -> Result<(Arc<Db>, Option<Remote>)> {
         ensure!(identifier(&self.keyspace), "--keyspace must be a plain CQL identifier");
         let levels = self.levels();
         let session = connect(&self.cassandra, &self.dc, levels).await?;
@@ -109,9 +114,21 @@ impl Target {
         let remote = match &self.read_dc {
             Some(dc) => {
                 let points = if self.read_cassandra.is_empty() { &self.cassandra } else { &self.read_cassandra };
-                let session = connect(points, dc, levels).await?;
-                session.use_keyspace(&self.keyspace, false).await?;
-                Some(Arc::new(Db::prepare(session, levels).await?))
+                let from = match &self.read_netns {
+                    Some(ns) => Endpoint::parse(&format!("{dc}@{ns}"))?,
+                    None => Endpoint::parse(dc)?,
+                };
+                // Built on the endpoint's runtime: the driver opens its connections (and later
+                // reconnections) from the tasks it spawns there, so all of them in that namespace.
+                let (points, dc, keyspace) = (points.clone(), dc.clone(), self.keyspace.clone());
+                let db = from
+                    .spawn(async move {
+                        let session = connect(&points, &dc, levels).await?;
+                        session.use_keyspace(&keyspace, false).await?;
+                        anyhow::Ok(Arc::new(Db::prepare(session, levels).await?))
+                    })
+                    .await??;
+                Some(Remote { db, from })
             }
             None => None,
         };
