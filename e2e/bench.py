@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import bench_charts
@@ -311,6 +313,22 @@ def cassandra_pids() -> list[int]:
     return [int((state / n / "pid").read_text()) for n in ("n1", "n2") if (state / n / "pid").exists()]
 
 
+def cassandra_gc_pauses(since: float, until: float) -> dict[str, dict]:
+    """The stop-the-world GC pauses of n1 and n2 between two wall-clock times, from the gc.log
+    e2e/cassandra has each JVM write: what a Cassandra latency tail is checked against."""
+    state = Path(os.environ.get("POPFLEET_STATE", Path.home() / ".local/state/popfleet")) / "cassandra"
+    out = {}
+    for n in ("n1", "n2"):
+        pauses = []
+        for log in sorted((state / n / "logs").glob("gc.log*")):
+            for line in log.read_text(errors="replace").splitlines():
+                m = re.match(r"\[([^\]]+)\]\[[^\]]+\] GC\(\d+\) Pause .* (\d+(?:\.\d+)?)ms$", line)
+                if m and since <= datetime.fromisoformat(m[1]).timestamp() <= until:
+                    pauses.append(float(m[2]))
+        out[n] = {"pauses": len(pauses), "total_ms": round(sum(pauses), 1), "max_ms": max(pauses, default=0.0)}
+    return out
+
+
 def renice_threads(pids: list[int], nice: int) -> None:
     """Sets the nice level of every thread of `pids` (Linux keeps one per thread, and a JVM's
     threads inherit the level e2e/cassandra started it with)."""
@@ -344,6 +362,9 @@ FIGURES = [  # (title, getter, higher is better)
     ("server peak RSS MiB", lambda r: r["server_peak_rss_mib"], False),
     ("server CPU s", lambda r: r["server_cpu_s"], False),
     ("+ Cassandra CPU s", lambda r: r.get("cassandra_cpu_s"), False),
+    ("Cassandra GC pauses", lambda r: sum(n["pauses"] for n in r["cassandra_gc"].values()) if "cassandra_gc" in r else None, False),
+    ("  longest pause ms", lambda r: max(n["max_ms"] for n in r["cassandra_gc"].values()) if "cassandra_gc" in r else None, False),
+    ("  paused ms in all", lambda r: sum(n["total_ms"] for n in r["cassandra_gc"].values()) if "cassandra_gc" in r else None, False),
 ]
 
 
@@ -447,9 +468,10 @@ def main() -> None:
                 renice_threads(cpids, 0)
                 try:
                     warm_up(args, target, *servers, out, settle=2.0)
-                    c0 = sum(cpu_seconds(p) for p in cpids)
+                    c0, t0 = sum(cpu_seconds(p) for p in cpids), time.time()
                     r = loadgen(args, target, *servers, out, settle=2.0)
                     r["cassandra_cpu_s"] = sum(cpu_seconds(p) for p in cpids) - c0
+                    r["cassandra_gc"] = cassandra_gc_pauses(t0, time.time())
                 finally:
                     renice_threads(cpids, int(os.environ.get("POPFLEET_NICE", "10")))
                 r["cassandra_commitlog"] = cassandra_commitlog()

@@ -17,6 +17,7 @@ use futures::{future::try_join_all, TryStreamExt};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::client::PoolSize;
 use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::Consistency;
@@ -75,6 +76,10 @@ pub struct CassandraStore {
 }
 
 /// Opens a driver session pinned to the local datacenter (no cross-DC request on any path).
+/// Connections to each node. The driver's default for Cassandra is one, and then every content
+/// chunk, listing write and read of the whole server shares one CQL stream per node.
+const CONNECTIONS_PER_NODE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(4).unwrap();
+
 pub async fn connect(config: &CassandraConfig) -> Result<Session> {
     let policy = DefaultPolicy::builder()
         .prefer_datacenter(config.local_dc.clone())
@@ -93,6 +98,7 @@ pub async fn connect(config: &CassandraConfig) -> Result<Session> {
     let mut builder = SessionBuilder::new()
         .known_nodes(&config.contact_points)
         .connection_timeout(Duration::from_secs(5))
+        .pool_size(PoolSize::PerHost(CONNECTIONS_PER_NODE))
         .default_execution_profile_handle(profile.into_handle());
     if let (Some(user), Some(password)) = (&config.username, &config.password) {
         builder = builder.user(user, password);
