@@ -96,11 +96,23 @@ admin_token = "{secrets.token_hex(16)}"
 
 
 def cluster(binary: str, work: Path, fsync: bool) -> tuple[list[Garage], str, str]:
+    """Two nodes, a layout and a key; the nodes are stopped again if any step fails."""
+    nodes: list[Garage] = []
+    try:
+        return setup(binary, work, fsync, nodes)
+    except BaseException:
+        for g in nodes:
+            g.stop()
+        raise
+
+
+def setup(binary: str, work: Path, fsync: bool, nodes: list[Garage]) -> tuple[list[Garage], str, str]:
     secret = secrets.token_hex(32)
     first = Garage(binary, work, "dc1", secret, [], fsync)
+    nodes.append(first)
     n1 = first.node_id()
     second = Garage(binary, work, "dc2", secret, [n1], fsync)
-    nodes = [first, second]
+    nodes.append(second)
     n2 = second.node_id()
     for attempt in range(100):  # `node id -q` (ID@ADDR) reads a key file: the server may not listen yet
         try:
