@@ -290,10 +290,15 @@ def extras_table(ex: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def cassandra_state() -> Path:
+    """Where e2e/cassandra keeps the two-node topology's nodes (POPFLEET_STATE)."""
+    return Path(os.environ.get("POPFLEET_STATE", Path.home() / ".local/state/popfleet")) / "cassandra"
+
+
 def cassandra_commitlog() -> str:
     """The commit log mode the running n1 was started with, from the config e2e/cassandra rendered
     for it (POPFLEET_CASSANDRA_COMMITLOG): what the Cassandra figures were measured on."""
-    conf = Path(os.environ.get("POPFLEET_STATE", Path.home() / ".local/state/popfleet")) / "cassandra/n1/conf"
+    conf = cassandra_state() / "n1/conf"
     try:
         yaml = (conf / "cassandra.yaml").read_text()
         jvm = (conf / "jvm.options").read_text()
@@ -309,14 +314,14 @@ def cassandra_commitlog() -> str:
 
 
 def cassandra_pids() -> list[int]:
-    state = Path(os.environ.get("POPFLEET_STATE", Path.home() / ".local/state/popfleet")) / "cassandra"
+    state = cassandra_state()
     return [int((state / n / "pid").read_text()) for n in ("n1", "n2") if (state / n / "pid").exists()]
 
 
 def cassandra_gc_pauses(since: float, until: float) -> dict[str, dict]:
     """The stop-the-world GC pauses of n1 and n2 between two wall-clock times, from the gc.log
     e2e/cassandra has each JVM write: what a Cassandra latency tail is checked against."""
-    state = Path(os.environ.get("POPFLEET_STATE", Path.home() / ".local/state/popfleet")) / "cassandra"
+    state = cassandra_state()
     out = {}
     for n in ("n1", "n2"):
         pauses = []
@@ -338,6 +343,12 @@ def renice_threads(pids: list[int], nice: int) -> None:
                 os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
             except (ProcessLookupError, PermissionError):
                 pass
+
+
+def gc_figure(report: dict, key: str, over_nodes) -> float | None:
+    """One GC figure of a Cassandra report over both nodes; None for the other targets."""
+    gc = report.get("cassandra_gc")
+    return over_nodes(n[key] for n in gc.values()) if gc else None
 
 
 FIGURES = [  # (title, getter, higher is better)
@@ -362,9 +373,9 @@ FIGURES = [  # (title, getter, higher is better)
     ("server peak RSS MiB", lambda r: r["server_peak_rss_mib"], False),
     ("server CPU s", lambda r: r["server_cpu_s"], False),
     ("+ Cassandra CPU s", lambda r: r.get("cassandra_cpu_s"), False),
-    ("Cassandra GC pauses", lambda r: sum(n["pauses"] for n in r["cassandra_gc"].values()) if "cassandra_gc" in r else None, False),
-    ("  longest pause ms", lambda r: max(n["max_ms"] for n in r["cassandra_gc"].values()) if "cassandra_gc" in r else None, False),
-    ("  paused ms in all", lambda r: sum(n["total_ms"] for n in r["cassandra_gc"].values()) if "cassandra_gc" in r else None, False),
+    ("Cassandra GC pauses", lambda r: gc_figure(r, "pauses", sum), False),
+    ("  longest pause ms", lambda r: gc_figure(r, "max_ms", max), False),
+    ("  paused ms in all", lambda r: gc_figure(r, "total_ms", sum), False),
 ]
 
 

@@ -33,7 +33,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::message;
-use crate::netns::Endpoint;
+use crate::netns;
 use crate::pacing::{self, Arrival};
 use crate::stats::{Errors, Latency, Report, Timeline};
 use crate::Load;
@@ -408,10 +408,11 @@ async fn read_one(db: &Db, mailbox: &str, t: &Mutex<ReadTally>) -> Result<(), Fa
     Ok(())
 }
 
-/// The other datacenter's session, and where its readers run (its namespace, with --read-netns).
+/// The other datacenter's session, and the runtime its readers run on (in its namespace, with
+/// --read-netns; None: the caller's).
 pub struct Remote {
     db: Arc<Db>,
-    from: Endpoint,
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// The read half; odd users read through `remote` when there is one (the other datacenter).
@@ -420,8 +421,8 @@ async fn reads(load: &Load, local: Arc<Db>, remote: Option<Remote>) -> ReadTally
     let permits = Arc::new(Semaphore::new(load.pop3_concurrency.max(1)));
     let mut tasks = Vec::new();
     for user_no in 0..load.users {
-        let (db, spawn_on) = match (&remote, user_no % 2) {
-            (Some(r), 1) => (r.db.clone(), Some(&r.from)),
+        let (db, runtime) = match (&remote, user_no % 2) {
+            (Some(r), 1) => (r.db.clone(), r.runtime.as_ref()),
             _ => (local.clone(), None),
         };
         let (mailbox, tally, permits) = (user(load, user_no), tally.clone(), permits.clone());
@@ -431,10 +432,7 @@ async fn reads(load: &Load, local: Arc<Db>, remote: Option<Remote>) -> ReadTally
                 tally.lock().unwrap().lwt.fail("read", &f);
             }
         };
-        tasks.push(match spawn_on {
-            Some(endpoint) => endpoint.spawn(read),
-            None => tokio::spawn(read),
-        });
+        tasks.push(netns::spawn_on(runtime, read));
     }
     for t in tasks {
         let _ = t.await;

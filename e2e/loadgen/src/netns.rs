@@ -34,8 +34,17 @@ impl Endpoint {
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.runtime.clone().unwrap_or_else(Handle::current).spawn(fut)
+        spawn_on(self.runtime.as_ref(), fut)
     }
+}
+
+/// Spawns `fut` on `runtime`, or on the current runtime when there is none.
+pub fn spawn_on<F>(runtime: Option<&Handle>, fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    runtime.cloned().unwrap_or_else(Handle::current).spawn(fut)
 }
 
 /// A runtime whose worker and blocking threads entered /var/run/netns/`name` before doing any

@@ -12,7 +12,7 @@ use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::statement::{Consistency, SerialConsistency};
 
 use super::{Db, Levels, Remote};
-use crate::netns::Endpoint;
+use crate::netns;
 
 /// The baseline's schema; DDL `IF NOT EXISTS` is no LWT.
 const TABLES: [&str; 2] = [
@@ -114,21 +114,17 @@ impl Target {
         let remote = match &self.read_dc {
             Some(dc) => {
                 let points = if self.read_cassandra.is_empty() { &self.cassandra } else { &self.read_cassandra };
-                let from = match &self.read_netns {
-                    Some(ns) => Endpoint::parse(&format!("{dc}@{ns}"))?,
-                    None => Endpoint::parse(dc)?,
-                };
-                // Built on the endpoint's runtime: the driver opens its connections (and later
+                let runtime = self.read_netns.as_deref().map(netns::runtime_in).transpose()?;
+                // Built on that runtime: the driver opens its connections (and later
                 // reconnections) from the tasks it spawns there, so all of them in that namespace.
                 let (points, dc, keyspace) = (points.clone(), dc.clone(), self.keyspace.clone());
-                let db = from
-                    .spawn(async move {
-                        let session = connect(&points, &dc, levels).await?;
-                        session.use_keyspace(&keyspace, false).await?;
-                        anyhow::Ok(Arc::new(Db::prepare(session, levels).await?))
-                    })
-                    .await??;
-                Some(Remote { db, from })
+                let db = netns::spawn_on(runtime.as_ref(), async move {
+                    let session = connect(&points, &dc, levels).await?;
+                    session.use_keyspace(&keyspace, false).await?;
+                    anyhow::Ok(Arc::new(Db::prepare(session, levels).await?))
+                })
+                .await??;
+                Some(Remote { db, runtime })
             }
             None => None,
         };

@@ -75,11 +75,11 @@ pub struct CassandraStore {
     s: Statements,
 }
 
-/// Opens a driver session pinned to the local datacenter (no cross-DC request on any path).
 /// Connections to each node. The driver's default for Cassandra is one, and then every content
 /// chunk, listing write and read of the whole server shares one CQL stream per node.
 const CONNECTIONS_PER_NODE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(4).unwrap();
 
+/// Opens a driver session pinned to the local datacenter (no cross-DC request on any path).
 pub async fn connect(config: &CassandraConfig) -> Result<Session> {
     let policy = DefaultPolicy::builder()
         .prefer_datacenter(config.local_dc.clone())
